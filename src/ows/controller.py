@@ -1,0 +1,155 @@
+"""OWSController: applies the layer schedule to a model and its optimizer.
+
+At every period boundary it unfreezes the newly sampled decoder layers, freezes the others and
+releases everything the optimizer held for layers that left the active set (moments, projector,
+step count) together with their gradients. A layer sampled again later starts afresh: new moments
+and a projector computed from its first new gradient. A layer that stays active across a boundary
+keeps its state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any, Callable
+
+from torch import nn
+from torch.optim import Optimizer
+
+from .config import OWSConfig
+from .layers import locate_decoder_layers, set_trainable
+from .memory import tensor_bytes
+from .optim.galore_adamw import GaLoreAdamW
+from .optim.param_groups import build_param_groups
+from .sampling import LayerSampler, sampling_probabilities
+
+logger = logging.getLogger(__name__)
+
+
+def release_optimizer_state(optimizer: Optimizer, params: list[nn.Parameter]) -> int:
+    """Drop the optimizer state and gradients of ``params``; returns the bytes released."""
+    released = 0
+    for p in params:
+        state = optimizer.state.pop(p, None)
+        if state:
+            released += tensor_bytes(state.values())
+        p.grad = None
+    return released
+
+
+class OWSController:
+    """Keeps the trainable decoder layers of ``model`` in sync with ``sampler``.
+
+    Call :meth:`begin_step` with the 0-based optimizer step before each optimizer step's forward
+    passes (once per step, not per micro-batch under gradient accumulation).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Optimizer,
+        sampler: LayerSampler,
+        layers_attr: str | None = None,
+        on_resample: Callable[[int, tuple[int, ...]], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.sampler = sampler
+        found = locate_decoder_layers(model, layers_attr)
+        self.layers = found.modules
+        if len(self.layers) != sampler.num_layers:
+            raise ValueError(
+                f"the sampler has probabilities for {sampler.num_layers} layers but {found.path} has "
+                f"{len(self.layers)}: build the profile/weights for this model"
+            )
+        self._check_optimizer_covers_layers()
+        self.on_resample = on_resample
+        self.active: tuple[int, ...] | None = None
+        self.period: int | None = None
+        self.visits: Counter[int] = Counter()
+        self.released_bytes = 0
+
+    def _check_optimizer_covers_layers(self) -> None:
+        in_optimizer = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        missing = [i for i, layer in enumerate(self.layers) if any(id(p) not in in_optimizer for p in layer.parameters())]
+        if missing:
+            raise ValueError(
+                f"decoder layer {missing[0]} has parameters the optimizer does not hold (a layer frozen before the "
+                "optimizer was built never trains): build it from ows.build_param_groups(model, config)"
+            )
+
+    def begin_step(self, step: int) -> tuple[int, ...]:
+        """Apply the active set of optimizer step ``step``; resamples only at period changes."""
+        period = self.sampler.period(step)
+        if period == self.period and self.active is not None:
+            return self.active
+        new_active = self.sampler.active_layers(step)
+        self._apply(new_active)
+        self.period = period
+        self.visits.update(new_active)
+        if self.on_resample is not None:
+            self.on_resample(step, new_active)
+        return new_active
+
+    def _apply(self, new_active: tuple[int, ...]) -> None:
+        previous = set(self.active) if self.active is not None else None
+        keep = set(new_active)
+        # On the first call every non-active layer is frozen and stale state (e.g. from a loaded
+        # checkpoint of an earlier period) dropped; later only the layers that left are touched.
+        leaving = [i for i in range(len(self.layers)) if i not in keep and (previous is None or i in previous)]
+        released = 0
+        for i in leaving:
+            params = list(self.layers[i].parameters())
+            set_trainable([self.layers[i]], False)
+            released += release_optimizer_state(self.optimizer, params)
+        # Entering layers need no release: their state was dropped when they left, and state present
+        # now can only come from a checkpoint of this very period.
+        set_trainable([self.layers[i] for i in new_active], True)
+        self.released_bytes += released
+        self.active = tuple(new_active)
+        logger.debug("active layers %s; released %d optimizer-state bytes", self.active, released)
+
+    def trainable_parameter_count(self) -> int:
+        """Number of parameters with ``requires_grad`` in the model right now."""
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+
+def build_sampler(config: OWSConfig, num_layers: int, profile: Any | None = None) -> LayerSampler:
+    """The :class:`LayerSampler` that ``config`` asks for; ``profile`` (an ``OutlierProfile``) for 'owl' strategies."""
+    if profile is not None and len(profile.ratios) != num_layers:
+        profile.check_matches(num_layers)
+    probabilities = sampling_probabilities(
+        profile.ratios if profile is not None else None,
+        config.sampling_strategy,
+        num_layers=num_layers,
+        weights=config.sampling_weights,
+        temperature=config.sampling_temperature,
+    )
+    if config.num_active_layers > num_layers:
+        raise ValueError(
+            f"num_active_layers={config.num_active_layers} is larger than the model's {num_layers} decoder layers: "
+            f"use a value between 1 and {num_layers}"
+        )
+    return LayerSampler(probabilities, config.num_active_layers, config.sample_interval, config.seed)
+
+
+def create_ows(
+    model: nn.Module,
+    config: OWSConfig,
+    profile: Any | None = None,
+    *,
+    lr: float = 3e-4,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    on_resample: Callable[[int, tuple[int, ...]], None] | None = None,
+) -> tuple[GaLoreAdamW, OWSController]:
+    """Build the optimizer and controller for ``model`` from ``config`` (and an outlier ``profile``).
+
+    All validation (layer count, gamma, profile match) happens here, before any training.
+    """
+    found = locate_decoder_layers(model, config.layers_attr)
+    sampler = build_sampler(config, len(found.modules), profile)
+    optimizer = GaLoreAdamW(build_param_groups(model, config, weight_decay), lr=lr, betas=betas, eps=eps)
+    controller = OWSController(model, optimizer, sampler, config.layers_attr, on_resample)
+    return optimizer, controller

@@ -1,0 +1,1 @@
+"""Adapters between OWS and training frameworks (imported lazily; they need optional packages)."""

@@ -1,0 +1,80 @@
+"""Hugging Face ``Trainer`` integration: an optimizer plus a callback that runs the layer schedule.
+
+Works with ``transformers.Trainer`` and subclasses such as TRL's ``SFTTrainer``; the LR scheduler
+from ``TrainingArguments`` wraps the returned optimizer as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from torch import nn
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from ..config import OWSConfig
+from ..controller import OWSController, create_ows
+from ..optim.galore_adamw import GaLoreAdamW
+
+logger = logging.getLogger(__name__)
+
+
+class OWSCallback(TrainerCallback):
+    """Resamples the active decoder layers on optimizer-step boundaries of a ``Trainer`` run.
+
+    ``on_step_begin`` fires once per optimizer step (not per micro-batch), with
+    ``state.global_step`` = optimizer steps done, so resumed runs continue the same schedule.
+    ``schedule`` records ``(step, active_layers)`` at every resample.
+    """
+
+    def __init__(self, controller: OWSController) -> None:
+        self.controller = controller
+        self.schedule: list[tuple[int, tuple[int, ...]]] = []
+        self._is_main = True
+        controller.on_resample = self._record
+
+    def _record(self, step: int, active: tuple[int, ...]) -> None:
+        self.schedule.append((step, active))
+        if self._is_main:
+            logger.info("step %d: active decoder layers %s", step, list(active))
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: nn.Module | None = None, **kwargs: Any
+    ) -> None:
+        self._is_main = state.is_world_process_zero
+        if args.gradient_checkpointing and model is not None:
+            _ensure_input_grads(model)
+        self.controller.begin_step(state.global_step)
+
+    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        self.controller.begin_step(state.global_step)
+
+
+def _ensure_input_grads(model: nn.Module) -> None:
+    """With checkpointing and frozen embeddings, checkpointed blocks need inputs that require grad."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    frozen = embeddings is not None and not any(p.requires_grad for p in embeddings.parameters())
+    if frozen and getattr(model, "_require_grads_hook", None) is None and hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()
+        logger.info("gradient checkpointing with frozen embeddings: enabled input gradients")
+
+
+def prepare_for_trainer(
+    model: nn.Module,
+    config: OWSConfig,
+    profile: Any | None = None,
+    *,
+    lr: float = 3e-4,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> tuple[GaLoreAdamW, OWSCallback]:
+    """``(optimizer, callback)`` for ``Trainer(..., optimizers=(optimizer, None), callbacks=[callback])``.
+
+    ``profile`` is an ``OutlierProfile`` (needed by the 'owl' strategies). ``lr`` etc. are the
+    optimizer's; the Trainer's scheduler scales ``lr`` as configured in ``TrainingArguments``.
+    """
+    optimizer, controller = create_ows(
+        model, config, profile, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps
+    )
+    return optimizer, OWSCallback(controller)

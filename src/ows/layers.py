@@ -1,0 +1,89 @@
+"""Find the decoder layers of any causal LM and switch them between trainable and frozen.
+
+Discovery is generic: the longest ``nn.ModuleList`` whose blocks belong to the model's
+``_no_split_modules`` classes (what Hugging Face uses for device maps), else the longest
+``ModuleList`` of at least two blocks of one class. ``layers_attr`` overrides both.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, NamedTuple
+
+from torch import nn
+
+
+class DecoderLayers(NamedTuple):
+    """Where the decoder layers live: dotted ``path`` from the model root and the ``modules`` list."""
+
+    path: str
+    modules: nn.ModuleList
+
+
+def _resolve(model: nn.Module, dotted: str) -> nn.Module | None:
+    module: object = model
+    for part in dotted.split("."):
+        if isinstance(module, (nn.ModuleList, nn.Sequential)) and part.isdigit():
+            index = int(part)
+            module = module[index] if index < len(module) else None
+        else:
+            module = getattr(module, part, None)
+        if module is None:
+            return None
+    return module if isinstance(module, nn.Module) else None
+
+
+def _module_lists(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+
+
+def _homogeneous(modules: nn.ModuleList) -> bool:
+    first = type(modules[0])
+    return all(type(m) is first for m in modules)
+
+
+def _candidates(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
+    lists = [(n, m) for n, m in _module_lists(model) if len(m) >= 1 and _homogeneous(m)]
+    no_split = set(getattr(model, "_no_split_modules", None) or ())
+    preferred = [(n, m) for n, m in lists if type(m[0]).__name__ in no_split]
+    if preferred:
+        return preferred
+    return [(n, m) for n, m in lists if len(m) >= 2]
+
+
+def locate_decoder_layers(model: nn.Module, layers_attr: str | None = None) -> DecoderLayers:
+    """Return the dotted path and ``ModuleList`` of the decoder blocks of ``model``.
+
+    Raises ``ValueError`` naming the ``layers_attr`` to pass when nothing (or a non-list) is found.
+    """
+    if layers_attr:
+        found = _resolve(model, layers_attr)
+        if not isinstance(found, (nn.ModuleList, nn.Sequential)) or len(found) == 0:
+            lists = ", ".join(repr(n) for n, _ in _module_lists(model)[:8]) or "none"
+            raise ValueError(
+                f"layers_attr={layers_attr!r} does not name a non-empty nn.ModuleList in {type(model).__name__}: "
+                f"use one of the module lists found ({lists})"
+            )
+        return DecoderLayers(layers_attr, found)  # type: ignore[arg-type]
+    candidates = _candidates(model)
+    if not candidates:
+        raise ValueError(
+            f"could not find the decoder layers of {type(model).__name__}: pass layers_attr='<dotted path to the "
+            "nn.ModuleList of decoder blocks>' (e.g. layers_attr='model.layers')"
+        )
+    # Longest list wins; ties go to the one closest to the root (shortest path).
+    name, modules = max(candidates, key=lambda item: (len(item[1]), -item[0].count(".")))
+    return DecoderLayers(name, modules)
+
+
+def find_decoder_layers(model: nn.Module, layers_attr: str | None = None) -> nn.ModuleList:
+    """The ``nn.ModuleList`` of decoder blocks of ``model`` (see :func:`locate_decoder_layers`)."""
+    return locate_decoder_layers(model, layers_attr).modules
+
+
+def set_trainable(layers: Iterable[nn.Module], active: bool) -> None:
+    """Set ``requires_grad`` of every parameter of ``layers``; freezing also drops their gradients."""
+    for layer in layers:
+        for param in layer.parameters():
+            param.requires_grad_(active)
+            if not active:
+                param.grad = None

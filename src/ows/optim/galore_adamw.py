@@ -1,0 +1,135 @@
+"""AdamW with optional low-rank gradient projection (GaLore) per param group.
+
+A group with the key ``rank`` is projected (keys as in the GaLore reference optimizer: ``rank``,
+``update_proj_gap``, ``scale``, ``proj_type``); other groups are plain AdamW. The arithmetic follows
+``galore_torch.GaLoreAdamW`` 1.0 update for update, including its order of weight decay (applied
+after the Adam step). State per parameter is tensors and ints only: ``step``, ``exp_avg``,
+``exp_avg_sq`` and, for projected weights, ``projector``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable
+
+import torch
+from torch.optim import Optimizer
+
+from .projector import PROJ_TYPES, compute_projector, project, project_back, projection_side
+
+
+def adam_direction(
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    step: int,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    correct_bias: bool = True,
+) -> torch.Tensor:
+    """Update the moments in place with ``grad`` and return the bias-corrected Adam direction.
+
+    ``step`` counts from 1 (the step being taken). The parameter update is ``-lr * direction``.
+    """
+    exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+    denom = exp_avg_sq.sqrt().add_(eps)
+    direction = exp_avg / denom
+    if correct_bias:
+        direction.mul_(math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step))
+    return direction
+
+
+class GaLoreAdamW(Optimizer):
+    """AdamW whose groups with a ``rank`` key run Adam on low-rank projected gradients.
+
+    Args:
+        params: parameters or param groups. GaLore groups hold 2-D weights and the keys
+            ``rank`` (int), ``update_proj_gap`` (steps between SVDs), ``scale`` (alpha) and
+            ``proj_type`` (std / reverse_std / left / right).
+        lr, betas, eps, weight_decay: as in AdamW (weight decay decoupled, applied after the step).
+        correct_bias: Adam bias correction (on by default).
+
+    Removing a parameter's entry from ``self.state`` (see ``OWSController``) resets it: the next
+    gradient starts new moments and computes a new projector.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        correct_bias: bool = True,
+    ) -> None:
+        if not lr >= 0.0:
+            raise ValueError(f"lr={lr!r} is invalid: must be >= 0")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"betas={betas!r} is invalid: both must be in [0, 1)")
+        if not eps >= 0.0:
+            raise ValueError(f"eps={eps!r} is invalid: must be >= 0")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"weight_decay={weight_decay!r} is invalid: must be >= 0")
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "correct_bias": correct_bias}
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if "rank" not in group:
+            return
+        group.setdefault("update_proj_gap", 200)
+        group.setdefault("scale", 1.0)
+        group.setdefault("proj_type", "std")
+        if isinstance(group["rank"], bool) or not isinstance(group["rank"], int) or group["rank"] < 1:
+            raise ValueError(f"param group rank={group['rank']!r} is invalid: must be an integer >= 1")
+        if not isinstance(group["update_proj_gap"], int) or group["update_proj_gap"] < 1:
+            raise ValueError(f"param group update_proj_gap={group['update_proj_gap']!r} is invalid: must be an integer >= 1")
+        if group["proj_type"] not in PROJ_TYPES:
+            raise ValueError(f"param group proj_type={group['proj_type']!r} is unknown: use one of {', '.join(PROJ_TYPES)}")
+        for p in group["params"]:
+            if p.dim() != 2:
+                raise ValueError(
+                    f"a GaLore param group (with 'rank') holds a tensor of shape {tuple(p.shape)}: "
+                    "put only 2-D weights there and other parameters in a group without 'rank'"
+                )
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Take one optimizer step over every parameter that has a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._update(p, group)
+        return loss
+
+    def _update(self, p: torch.Tensor, group: dict[str, Any]) -> None:
+        if p.grad.is_sparse:
+            raise RuntimeError("GaLoreAdamW does not support sparse gradients")
+        state = self.state[p]
+        grad = p.grad
+        galore = "rank" in group
+        if galore:
+            side = projection_side(p.shape, group["proj_type"])
+            if "projector" not in state or state["step"] % group["update_proj_gap"] == 0:
+                state["projector"] = compute_projector(grad, group["rank"], side)
+            grad = project(grad, state["projector"], side)
+        if "exp_avg" not in state:
+            state["exp_avg"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+        state["step"] = state.get("step", 0) + 1
+        beta1, beta2 = group["betas"]
+        direction = adam_direction(
+            grad, state["exp_avg"], state["exp_avg_sq"], state["step"], beta1, beta2, group["eps"], group["correct_bias"]
+        )
+        if galore:
+            direction = project_back(direction, state["projector"], side, group["scale"])
+        p.add_(direction, alpha=-group["lr"])
+        if group["weight_decay"] > 0.0:
+            p.add_(p, alpha=-group["lr"] * group["weight_decay"])

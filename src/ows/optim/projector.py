@@ -1,0 +1,56 @@
+"""Low-rank gradient projection (GaLore) as pure functions over plain tensors.
+
+For a gradient G of shape (m, n) a projector is either
+- ``left``:  Q of shape (m, r), orthonormal columns; low = Q^T G (r, n); back = Q low
+- ``right``: P of shape (r, n), orthonormal rows;    low = G P^T (m, r); back = low P
+The side is a pure function of the weight shape and ``proj_type``, so only the matrix is stored.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+Side = Literal["left", "right"]
+PROJ_TYPES = ("std", "reverse_std", "left", "right")
+
+
+def projection_side(shape: torch.Size | tuple[int, ...], proj_type: str) -> Side:
+    """Which side of an (m, n) gradient is projected.
+
+    ``std`` projects the larger dimension away (right when m >= n), ``reverse_std`` the opposite,
+    ``left`` / ``right`` force a side. Same rule as the GaLore reference implementation.
+    """
+    if len(shape) != 2:
+        raise ValueError(f"GaLore projects 2-D weights only, got a tensor of shape {tuple(shape)}")
+    rows, cols = shape
+    if proj_type == "std":
+        return "right" if rows >= cols else "left"
+    if proj_type == "reverse_std":
+        return "left" if rows >= cols else "right"
+    if proj_type in ("left", "right"):
+        return proj_type  # type: ignore[return-value]
+    raise ValueError(f"proj_type={proj_type!r} is unknown: use one of {', '.join(PROJ_TYPES)}")
+
+
+def compute_projector(grad: torch.Tensor, rank: int, side: Side) -> torch.Tensor:
+    """Top-``rank`` singular vectors of ``grad`` on ``side``, in the gradient's dtype.
+
+    The SVD runs in float32 (bf16/fp16 SVD is not supported or not accurate enough).
+    """
+    matrix = grad.float()
+    u, _, vh = torch.linalg.svd(matrix, full_matrices=False)
+    basis = u[:, :rank] if side == "left" else vh[:rank, :]
+    return basis.to(grad.dtype).contiguous()
+
+
+def project(grad: torch.Tensor, projector: torch.Tensor, side: Side) -> torch.Tensor:
+    """Project an (m, n) gradient to the low-rank space: (r, n) for left, (m, r) for right."""
+    return projector.t() @ grad if side == "left" else grad @ projector.t()
+
+
+def project_back(low_rank: torch.Tensor, projector: torch.Tensor, side: Side, scale: float = 1.0) -> torch.Tensor:
+    """Map a low-rank update back to the full (m, n) shape, multiplied by ``scale``."""
+    full = projector @ low_rank if side == "left" else low_rank @ projector
+    return full * scale if scale != 1.0 else full

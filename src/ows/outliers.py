@@ -1,0 +1,232 @@
+"""Layerwise outlier distribution (OWL): how many large ``|W_ij| * ||X_j||_2`` scores each decoder layer has.
+
+Forward hooks on every linear module inside each decoder layer add up the squared L2 norm of each
+input feature over all calibration tokens (padding excluded). Scores are then computed one linear at
+a time, so profiling needs no more memory than inference plus one weight-sized temporary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .layers import locate_decoder_layers
+from .sampling import sampling_probabilities
+
+logger = logging.getLogger(__name__)
+
+
+def weight_in_out(module: nn.Module) -> torch.Tensor | None:
+    """The module's weight as (out_features, in_features), or None if it is not a linear map.
+
+    Handles ``nn.Linear`` and GPT-2 style ``Conv1D`` (weight stored as (in, out), with ``nf`` outputs).
+    """
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        return None
+    if isinstance(module, nn.Linear):
+        return weight
+    nf = getattr(module, "nf", None)
+    if isinstance(nf, int) and weight.shape[1] == nf and not isinstance(module, nn.Embedding):
+        return weight.t()
+    return None
+
+
+def linear_modules(layer: nn.Module) -> list[tuple[str, nn.Module]]:
+    """All linear maps (``nn.Linear`` and ``Conv1D``) inside one decoder layer, in module order."""
+    return [(name, m) for name, m in layer.named_modules() if weight_in_out(m) is not None]
+
+
+def layer_outlier_ratio(
+    weights: Sequence[torch.Tensor], input_sq_norms: Sequence[torch.Tensor], threshold: float
+) -> float:
+    """Fraction of scores ``A_ij = |W_ij| * ||X_j||_2`` above ``threshold * mean(A)`` over one layer.
+
+    ``weights[k]``: (out, in) weight of linear k; ``input_sq_norms[k]``: (in,) sum over calibration
+    tokens of the squared input feature values. All linears of the layer share one mean.
+    """
+    if len(weights) != len(input_sq_norms) or not weights:
+        raise ValueError("layer_outlier_ratio needs one input-norm vector per weight and at least one weight")
+    norms = [n.double().clamp_min(0).sqrt() for n in input_sq_norms]
+    total = sum(float((w.detach().abs().double() @ n).sum()) for w, n in zip(weights, norms))
+    count = sum(w.numel() for w in weights)
+    cut = threshold * total / count
+    above = 0
+    for w, n in zip(weights, norms):
+        scores = w.detach().abs().float() * n.float().unsqueeze(0)
+        above += int((scores > cut).sum())
+        del scores
+    return above / count
+
+
+class _NormAccumulator:
+    """Forward hooks that sum squared input features per linear, skipping padded tokens."""
+
+    def __init__(self, layers: nn.ModuleList) -> None:
+        self.modules = [linear_modules(layer) for layer in layers]
+        self.sums: dict[int, torch.Tensor] = {}
+        self.token_mask: torch.Tensor | None = None
+        self._warned = False
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> "_NormAccumulator":
+        for per_layer in self.modules:
+            for _, module in per_layer:
+                self._handles.append(module.register_forward_hook(self._hook))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        x = inputs[0].detach()
+        flat = x.reshape(-1, x.shape[-1])
+        mask = self.token_mask
+        if mask is not None:
+            if mask.numel() == flat.shape[0]:
+                flat = flat[mask.to(flat.device)]
+            elif not self._warned:
+                logger.warning("a linear input does not match the token layout; padding is counted for it")
+                self._warned = True
+        sq = flat.float().pow(2).sum(dim=0)
+        key = id(module)
+        self.sums[key] = self.sums[key] + sq if key in self.sums else sq
+
+    def ratios(self, threshold: float) -> list[float]:
+        out = []
+        for index, per_layer in enumerate(self.modules):
+            if not per_layer:
+                raise ValueError(f"decoder layer {index} has no linear modules: check layers_attr")
+            missing = [name for name, m in per_layer if id(m) not in self.sums]
+            if missing:
+                raise ValueError(
+                    f"decoder layer {index} module {missing[0]!r} never ran during calibration: "
+                    "check that the batches reach every layer"
+                )
+            weights = [weight_in_out(m) for _, m in per_layer]
+            norms = [self.sums[id(m)] for _, m in per_layer]
+            out.append(layer_outlier_ratio(weights, norms, threshold))  # type: ignore[arg-type]
+        return out
+
+
+@dataclass
+class OutlierProfile:
+    """Per-layer outlier ratios of one model, with how they were measured."""
+
+    ratios: list[float]
+    threshold: float = 5.0
+    num_tokens: int = 0
+    model_name: str | None = None
+    layers_path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.ratios)
+
+    def probabilities(self, strategy: str = "owl", temperature: float = 1.0) -> list[float]:
+        """Sampling probability of each layer under ``strategy`` (see ``ows.sampling_probabilities``)."""
+        return sampling_probabilities(self.ratios, strategy, temperature=temperature)
+
+    def check_matches(self, num_layers: int, model_name: str | None = None) -> None:
+        """Raise ``ValueError`` if this profile was made for a model with a different layer count."""
+        if self.num_layers != num_layers:
+            raise ValueError(
+                f"outlier profile of {self.model_name or 'a model'} has {self.num_layers} layers but the model has "
+                f"{num_layers}: profile this model with ows.profile_outliers (or `ows analyze`)"
+            )
+        if model_name and self.model_name and model_name != self.model_name:
+            logger.warning("outlier profile was made for %s, used with %s", self.model_name, model_name)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """Serialise to JSON (also written to ``path`` when given)."""
+        text = json.dumps(asdict(self), indent=2)
+        if path is not None:
+            Path(path).write_text(text + "\n", encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_json(cls, path_or_text: str | Path) -> "OutlierProfile":
+        """Load from a JSON file written by :meth:`to_json` (or from the JSON text itself)."""
+        text = str(path_or_text)
+        if not text.lstrip().startswith("{"):
+            path = Path(path_or_text)
+            if not path.is_file():
+                raise FileNotFoundError(f"outlier profile {str(path)!r} does not exist: run `ows analyze` or check the path")
+            text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text)
+            profile = cls(**data)
+        except (json.JSONDecodeError, TypeError) as err:
+            raise ValueError(f"outlier profile is not a valid ows profile JSON ({err}): regenerate it") from None
+        sampling_probabilities(profile.ratios, "uniform")  # validates the ratio count
+        return profile
+
+
+def _batch_inputs(batch: Any) -> dict[str, torch.Tensor]:
+    if isinstance(batch, torch.Tensor):
+        return {"input_ids": batch if batch.dim() == 2 else batch.unsqueeze(0)}
+    if isinstance(batch, Mapping) and "input_ids" in batch:
+        keep = ("input_ids", "attention_mask")
+        return {k: batch[k] for k in keep if k in batch and batch[k] is not None}
+    raise ValueError(
+        "calibration batches must be tensors of token ids or dicts with 'input_ids' (and 'attention_mask')"
+    )
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def profile_outliers(
+    model: nn.Module,
+    batches: Iterable[Any],
+    threshold: float = 5.0,
+    *,
+    layers_attr: str | None = None,
+    model_name: str | None = None,
+) -> OutlierProfile:
+    """Measure the layerwise outlier ratio of ``model`` on calibration ``batches``.
+
+    ``batches``: tensors of token ids (batch, seq) or dicts with ``input_ids`` and optional
+    ``attention_mask`` (0 marks padding, which is excluded). Runs under ``torch.no_grad()`` in eval
+    mode and restores the training mode; the weights are not changed.
+    """
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not threshold > 0:
+        raise ValueError(f"threshold={threshold!r} is invalid: must be a number > 0 (the paper uses 5)")
+    found = locate_decoder_layers(model, layers_attr)
+    device = next(model.parameters()).device
+    tokens = 0
+    with torch.no_grad(), _eval_mode(model), _NormAccumulator(found.modules) as acc:
+        for index, batch in enumerate(batches):
+            inputs = {k: v.to(device) for k, v in _batch_inputs(batch).items()}
+            mask = inputs.get("attention_mask")
+            acc.token_mask = mask.reshape(-1).bool() if mask is not None else None
+            tokens += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
+            model(**inputs, use_cache=False) if _accepts_use_cache(model) else model(**inputs)
+            logger.debug("calibration batch %d done (%d tokens so far)", index + 1, tokens)
+        if tokens == 0:
+            raise ValueError("calibration batches contain no tokens: give at least one non-empty batch")
+        ratios = acc.ratios(float(threshold))
+    name = model_name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
+    logger.info("outlier profile of %s: %d layers, %d calibration tokens", name, len(ratios), tokens)
+    return OutlierProfile(ratios, float(threshold), tokens, str(name), found.path)
+
+
+def _accepts_use_cache(model: nn.Module) -> bool:
+    return hasattr(getattr(model, "config", None), "use_cache")

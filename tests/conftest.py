@@ -1,0 +1,55 @@
+"""Tiny random causal LMs built from configs (no downloads), shared by the tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+TINY = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+
+
+def tiny_config(arch: str, layers: int = 6):
+    """Config of a tiny random model of architecture ``arch``."""
+    t = pytest.importorskip("transformers")
+    base = dict(TINY, num_hidden_layers=layers)
+    if arch == "llama":
+        return t.LlamaConfig(**base)
+    if arch == "mistral":
+        return t.MistralConfig(**base, sliding_window=None)
+    if arch == "qwen2":
+        return t.Qwen2Config(**base)
+    if arch == "qwen3":
+        return t.Qwen3Config(**base, head_dim=8)
+    if arch == "gemma3":
+        return t.Gemma3TextConfig(**base, head_dim=8)
+    if arch == "phi3":
+        return t.Phi3Config(**base, pad_token_id=0)
+    if arch == "gpt2":
+        return t.GPT2Config(vocab_size=96, n_embd=32, n_layer=layers, n_head=4, n_positions=128,
+                            bos_token_id=0, eos_token_id=0)
+    if arch == "gpt_neox":
+        return t.GPTNeoXConfig(vocab_size=96, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                               intermediate_size=64, max_position_embeddings=128,
+                               bos_token_id=0, eos_token_id=0)
+    raise ValueError(arch)
+
+
+def tiny_model(arch: str = "llama", layers: int = 6, seed: int = 0):
+    """A tiny randomly initialised causal LM in fp32."""
+    torch.manual_seed(seed)
+    transformers = pytest.importorskip("transformers")
+    model = transformers.AutoModelForCausalLM.from_config(tiny_config(arch, layers))
+    return model.float()
+
+
+def random_batch(batch: int = 4, seq: int = 16, vocab: int = 96, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (batch, seq), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+
+
+@pytest.fixture
+def llama():
+    return tiny_model("llama")

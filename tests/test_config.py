@@ -1,0 +1,69 @@
+import json
+
+import pytest
+
+from ows import OWSConfig
+
+
+def test_defaults_follow_the_paper():
+    c = OWSConfig()
+    assert (c.num_active_layers, c.sample_interval, c.outlier_threshold) == (5, 50, 5.0)
+    assert (c.rank, c.update_proj_gap, c.galore_scale, c.sampling_strategy) == (128, 100, 1.0, "owl")
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("num_active_layers", 0),
+        ("num_active_layers", 2.5),
+        ("sample_interval", -1),
+        ("sampling_strategy", "random"),
+        ("outlier_threshold", 0),
+        ("outlier_threshold", float("nan")),
+        ("rank", True),
+        ("proj_type", "full"),
+        ("train_embeddings", "yes"),
+        ("target_modules", []),
+        ("sampling_weights", [1.0, -1.0]),
+        ("seed", -3),
+    ],
+)
+def test_bad_values_name_field_and_value(field, value):
+    with pytest.raises(ValueError) as err:
+        OWSConfig(**{field: value})
+    message = str(err.value)
+    assert field in message and repr(value) in message
+    assert "\n" not in message
+
+
+def test_weights_strategy_needs_weights():
+    with pytest.raises(ValueError, match="sampling_weights"):
+        OWSConfig(sampling_strategy="weights")
+
+
+def test_json_round_trip(tmp_path):
+    c = OWSConfig(num_active_layers=2, sampling_strategy="weights", sampling_weights=[1, 2, 3], target_modules=["q_proj"])
+    path = tmp_path / "ows.json"
+    c.to_json(path)
+    assert OWSConfig.from_json(path) == c
+    assert OWSConfig.from_json(c.to_json()) == c
+
+
+def test_unknown_key_lists_valid_fields():
+    with pytest.raises(ValueError, match="no field 'gamma'.*num_active_layers"):
+        OWSConfig.from_dict({"gamma": 5})
+
+
+def test_missing_file_and_bad_json(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does-not-exist"):
+        OWSConfig.from_json(tmp_path / "does-not-exist.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        OWSConfig.from_json(bad)
+
+
+def test_every_field_has_help():
+    helps = OWSConfig.field_help()
+    assert set(helps) == set(json.loads(OWSConfig().to_json()))
+    assert all(len(text) > 10 for text in helps.values())
