@@ -155,3 +155,25 @@ def test_works_with_plain_torch_adamw():
     sizes = []
     train(model, optimizer, controller, steps=20, on_step=lambda s: sizes.append(optimizer_state_bytes(optimizer)))
     assert len(controller.visits) > 3 and max(sizes) == sizes[0]
+
+
+@pytest.mark.parametrize("arch", ["mistral", "qwen2", "gpt2"])
+def test_trains_other_architectures(arch):
+    model = tiny_model(arch, layers=4)
+    config = OWSConfig(num_active_layers=2, sample_interval=2, sampling_strategy="uniform", rank=4)
+    optimizer, controller = create_ows(model, config, lr=1e-2)
+    layers = find_decoder_layers(model)
+    before = [snapshot(layer) for layer in layers]
+    losses = []
+    for step in range(8):
+        controller.begin_step(step)
+        loss = model(**random_batch(seed=step % 2)).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    projected = [p for g in optimizer.param_groups if "rank" in g for p in g["params"]]
+    assert len(projected) >= 4 * 4  # q/k/v/o-like and MLP matrices of every layer (Conv1D for GPT-2)
+    for i in controller.visits:
+        assert any(not torch.equal(v, snapshot(layers[i])[k]) for k, v in before[i].items())
