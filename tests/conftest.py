@@ -7,7 +7,7 @@ import torch
 
 
 TINY = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
 
 
 def tiny_config(arch: str, layers: int = 6):
@@ -53,3 +53,45 @@ def random_batch(batch: int = 4, seq: int = 16, vocab: int = 96, seed: int = 0) 
 @pytest.fixture
 def llama():
     return tiny_model("llama")
+
+
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog. Question: What is 12 + 7? Answer: 19",
+    "Calculate 5 - 3 - 6. State the final answer to the following arithmetic problem: 4 - 1 - 7 = -4",
+    "Instruction: add the numbers. Input: 3 and 4. Output: 7. The capital of France is Paris.",
+] * 20
+
+
+def make_tiny_model_dir(path, arch: str = "llama", layers: int = 4):
+    """Save a tiny random model with a small byte-level BPE tokenizer (ChatML template) to ``path``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(CORPUS, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer.chat_template = CHATML
+    config = tiny_config(arch, layers)
+    config.vocab_size = len(tokenizer)
+    config.eos_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    config.bos_token_id = None
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """Folder of a tiny Llama with a tokenizer, like a real Hugging Face model folder."""
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama"))

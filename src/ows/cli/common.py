@@ -1,0 +1,48 @@
+"""Shared CLI plumbing: usage errors, logging to stderr, argument helpers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import NoReturn
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one ``UsageError`` line (exit 2) instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the call (it may be replaced, e.g. in tests)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D401
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def setup_logging() -> None:
+    """Human output goes to stdout; logs (level from ``OWS_LOG_LEVEL``, default INFO) to stderr."""
+    level = os.environ.get("OWS_LOG_LEVEL", "INFO").upper()
+    root = logging.getLogger()
+    if not any(getattr(h, "_ows", False) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler._ows = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    logging.getLogger("ows").setLevel(level)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,139 @@
+"""``ows train [CONFIG.yaml] [--field value ...]``: fine-tune with OWS or a baseline method.
+
+Every check on the input (config, model path, data, profile, output folder) runs before the model
+is loaded, and nothing is written to the output folder until they all pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import OWSConfig
+from .common import ArgumentParser, UsageError
+from .options import FieldSet, instantiate
+from .train_args import DEMO, ScriptArguments
+
+logger = logging.getLogger("ows.cli.train")
+
+EPILOG = """examples:
+  ows train                                         # the demo (SmolLM2-135M, reasoning-gym chain_sum, CPU)
+  ows train configs/demo.yaml --max_steps 20 --output_dir outputs/short
+  ows train --model ./my-model --dataset data.jsonl --output_dir out --method lisa --num_active_layers 2
+"""
+NOT_IN_SIGNATURE = ("overwrite_output_dir", "resume_from_checkpoint", "logging_steps", "report_to", "disable_tqdm")
+
+
+def _fields() -> FieldSet:
+    from transformers import TrainingArguments
+
+    return FieldSet([ScriptArguments, OWSConfig, TrainingArguments])
+
+
+def parse(argv: list[str]) -> tuple[ScriptArguments, OWSConfig, dict[str, Any]]:
+    """(script arguments, OWS config, TrainingArguments keyword arguments) from YAML + flags."""
+    from transformers import TrainingArguments
+
+    fields = _fields()
+    parser = ArgumentParser(prog="ows train", description=__doc__.split("\n")[0], epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", nargs="?", help="YAML file of fields (no file: the built-in demo settings)")
+    fields.add_to(parser, {ScriptArguments: "model, data and method", OWSConfig: "OWS (layer sampling, GaLore)",
+                           TrainingArguments: "transformers.TrainingArguments"})
+    namespace = parser.parse_args(argv)
+    values = dict(DEMO) if namespace.config is None else fields.from_yaml(namespace.config)
+    values.update(fields.from_flags(namespace))
+    groups = fields.split(values)
+    script = instantiate(ScriptArguments, groups.get(ScriptArguments, {}))
+    ows_values = groups.get(OWSConfig, {})
+    if "seed" in values:  # one seed for the data order and the layer schedule
+        ows_values["seed"] = values["seed"]
+    config = instantiate(OWSConfig, ows_values)
+    for name in ("model", "dataset"):
+        if getattr(script, name) is None:
+            raise UsageError(f"{name} is not set: add `{name}: ...` to the config or pass --{name}")
+    training = groups.get(TrainingArguments, {})
+    if not training.get("output_dir"):
+        raise UsageError("output_dir is not set: add `output_dir: ...` to the config or pass --output_dir")
+    if "seed" in values:
+        training["seed"] = values["seed"]
+    try:
+        script.validate()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return script, config, training
+
+
+def settings_signature(script: ScriptArguments, config: OWSConfig, training: dict[str, Any]) -> dict[str, Any]:
+    """The settings that define a run (used to refuse reusing a folder for a different run)."""
+    merged = {**vars(script), **config.to_dict(), **training}
+    return {k: merged[k] for k in sorted(merged) if k not in NOT_IN_SIGNATURE}
+
+
+def check_output_dir(path: Path, signature: dict[str, Any], overwrite: bool) -> None:
+    """Refuse a non-empty folder that does not hold this very run, unless ``overwrite``."""
+    if not path.exists() or overwrite:
+        return
+    if not path.is_dir():
+        raise UsageError(f"output_dir={str(path)!r} is a file: give a folder path")
+    record = path / "ows_run.json"
+    if record.is_file():
+        try:
+            previous = json.loads(record.read_text(encoding="utf-8")).get("settings", {})
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            previous = {"unreadable": True}
+        changed = sorted(k for k in set(previous) | set(signature)
+                         if json.dumps(previous.get(k), default=str) != json.dumps(signature.get(k), default=str))
+        if not changed:
+            return
+        raise UsageError(
+            f"output_dir={str(path)!r} holds a different run ({changed[0]} differs): use a new --output_dir "
+            "or pass --overwrite_output_dir true"
+        )
+    if any(path.iterdir()):
+        raise UsageError(
+            f"output_dir={str(path)!r} is not empty and holds no ows run: use a new --output_dir "
+            "or pass --overwrite_output_dir true"
+        )
+
+
+def run(argv: list[str]) -> int:
+    """Entry point of ``ows train``."""
+    from .. import data as data_mod
+    from ..models import resolve_model_path
+    from . import train_steps as steps
+
+    script, config, training = parse(argv)
+    out = Path(training["output_dir"])
+    signature = settings_signature(script, config, training)
+    check_output_dir(out, signature, script.overwrite_output_dir)
+    model_path = resolve_model_path(script.model)
+    num_layers = steps.count_layers(model_path, config, script.trust_remote_code)
+    profile = steps.load_profile(script, config, num_layers)
+    tokenizer = steps.load_tokenizer(model_path, script.trust_remote_code)
+    datasets = steps.load_datasets(script, tokenizer, data_mod)
+    args = steps.training_arguments(training, has_eval=bool(datasets.eval))
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ows_run.json").write_text(json.dumps({"settings": signature, "started": time.strftime("%Y-%m-%d %H:%M:%S")},
+                                                 indent=2, default=str) + "\n", encoding="utf-8")
+    model = steps.load_model(model_path, script)
+    if profile is None and steps.wants_profile(script, config):
+        profile = steps.compute_profile(model, tokenizer, script, config)
+    if profile is not None:
+        profile.to_json(out / "profile.json")
+        print(steps.profile_table(profile, config))
+    before = steps.heldout_metrics(model, tokenizer, datasets, script, "before")
+    setup, trainer = steps.make_trainer(model, tokenizer, script, config, profile, args, datasets)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=steps.resume_arg(training.get("resume_from_checkpoint")))
+    seconds = time.perf_counter() - started
+    after = steps.heldout_metrics(setup.model, tokenizer, datasets, script, "after")
+    steps.save_outputs(out, setup, trainer, tokenizer, config, before, after, seconds)
+    print(steps.results_table(before, after, script.method))
+    print(f"saved the fine-tuned model to {out}")
+    return 0

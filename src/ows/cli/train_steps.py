@@ -1,0 +1,228 @@
+"""The steps of ``ows train``: checks, data, profile, trainer, held-out evaluation, outputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import OWSConfig
+from ..eval import reasoning
+from ..methods import needs_profile
+from ..outliers import OutlierProfile
+from .common import UsageError
+from .train_args import ScriptArguments
+
+logger = logging.getLogger("ows.cli.train")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Datasets:
+    """Encoded training/evaluation examples and prompt/completion records for held-out metrics."""
+
+    train: list[dict]
+    eval: list[dict] = field(default_factory=list)
+    heldout: list[dict] = field(default_factory=list)
+    reasoning: bool = False
+
+
+def count_layers(model_path: str, config: OWSConfig, trust_remote_code: bool) -> int | None:
+    """Decoder layers from the model's config.json (None when it does not say); checks gamma."""
+    from transformers import AutoConfig
+
+    model_config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    text = getattr(model_config, "get_text_config", lambda: model_config)()
+    layers = next((getattr(text, k) for k in ("num_hidden_layers", "n_layer", "num_layers") if hasattr(text, k)), None)
+    if isinstance(layers, int) and config.num_active_layers > layers:
+        raise UsageError(f"num_active_layers={config.num_active_layers} is larger than the model's {layers} decoder "
+                         f"layers: use a value between 1 and {layers}")
+    return layers if isinstance(layers, int) else None
+
+
+def load_profile(script: ScriptArguments, config: OWSConfig, num_layers: int | None) -> OutlierProfile | None:
+    if script.profile is None:
+        return None
+    profile = OutlierProfile.from_json(script.profile)
+    if num_layers is not None and profile.num_layers != num_layers:
+        raise UsageError(f"profile={script.profile!r} has {profile.num_layers} layers but the model has {num_layers}: "
+                         "run `ows analyze` on this model or drop --profile")
+    return profile
+
+
+def load_tokenizer(model_path: str, trust_remote_code: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"model={model_path!r} has no usable tokenizer ({str(err).splitlines()[0]}): "
+                         "save the tokenizer into the model folder") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_datasets(script: ScriptArguments, tokenizer: Any, data: Any) -> Datasets:
+    """Generate or read the rows, check the format, encode, split; before any model is loaded."""
+    tasks = reasoning.parse_spec(script.dataset)
+    if tasks:
+        records = reasoning.make_records(tasks, script.num_train_examples, script.dataset_seed)
+        heldout = reasoning.make_records(tasks, script.num_heldout_examples, script.heldout_seed)
+        heldout = reasoning.drop_overlap(heldout, records)
+        fmt, eval_records = "prompt_completion", []
+    else:
+        records = data.load_records(script.dataset, script.dataset_split)
+        fmt = data.detect_format(records, script.dataset_format, script.dataset)
+        if script.eval_dataset:
+            eval_records = data.load_records(script.eval_dataset, script.dataset_split)
+            data.detect_format(eval_records, fmt, script.eval_dataset)
+        else:
+            records, eval_records = data.split_train_eval(records, script.eval_split_ratio, script.dataset_seed)
+        heldout = [_as_prompt_completion(r, fmt, data) for r in eval_records] if fmt in ("alpaca", "prompt_completion") else []
+    encode = dict(tokenizer=tokenizer, max_seq_length=script.max_seq_length, completion_only_loss=script.completion_only_loss)
+    train, stats = data.encode_dataset(records, fmt, packing=script.packing, **encode)
+    evaluation = data.encode_dataset(eval_records, fmt, **encode)[0] if eval_records else []
+    logger.info("data: %d training examples (%s), %d evaluation, %d held-out", len(train), fmt, len(evaluation), len(heldout))
+    return Datasets(train, evaluation, heldout, reasoning=bool(tasks))
+
+
+def _as_prompt_completion(record: dict, fmt: str, data: Any) -> dict:
+    prompt, completion = data.to_prompt_completion(record, fmt)
+    return {"prompt": prompt, "completion": completion}
+
+
+def training_arguments(training: dict[str, Any], has_eval: bool) -> Any:
+    from transformers import TrainingArguments
+
+    values = {"remove_unused_columns": False, **training, "disable_tqdm": True}
+    values.setdefault("dataloader_pin_memory", torch.cuda.is_available())
+    if values.get("report_to") is None:  # `--report_to none` arrives as None; transformers wants "none"
+        values["report_to"] = "none"
+    if has_eval:
+        values.setdefault("per_device_eval_batch_size", values.get("per_device_train_batch_size", 8))
+    try:
+        return TrainingArguments(**values)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"TrainingArguments: {str(err).strip().splitlines()[0]}") from None
+
+
+def load_model(model_path: str, script: ScriptArguments) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    logger.info("loading %s (%s)", model_path, script.dtype)
+    return AutoModelForCausalLM.from_pretrained(model_path, dtype=DTYPES[script.dtype],
+                                                trust_remote_code=script.trust_remote_code)
+
+
+def wants_profile(script: ScriptArguments, config: OWSConfig) -> bool:
+    return needs_profile(script.method, config)
+
+
+def compute_profile(model: Any, tokenizer: Any, script: ScriptArguments, config: OWSConfig) -> OutlierProfile:
+    from ..calibration import builtin_calibration_texts, calibration_batches, read_texts
+    from ..outliers import profile_outliers
+
+    texts = builtin_calibration_texts() if script.calibration == "builtin" else read_texts(script.calibration)
+    batches = calibration_batches(tokenizer, texts, script.calibration_samples, script.calibration_seq_len)
+    logger.info("profiling outliers on %d calibration windows of %d tokens", script.calibration_samples,
+                script.calibration_seq_len)
+    profile = profile_outliers(model, batches, threshold=config.outlier_threshold, layers_attr=config.layers_attr,
+                               model_name=script.model)
+    profile.extra.update(calibration=script.calibration, num_samples=script.calibration_samples,
+                         seq_len=script.calibration_seq_len)
+    return profile
+
+
+def profile_table(profile: OutlierProfile, config: OWSConfig) -> str:
+    from .analyze import format_table, summary_line
+
+    strategy = config.sampling_strategy if config.sampling_strategy != "weights" else "owl"
+    probs = profile.probabilities(strategy, config.sampling_temperature)
+    lines = format_table(profile.ratios, probs)
+    return "\n".join([f"outlier profile ({strategy} sampling probabilities):", *lines,
+                      summary_line(profile.ratios, profile.num_tokens, profile.threshold)])
+
+
+def heldout_metrics(model: Any, tokenizer: Any, datasets: Datasets, script: ScriptArguments, when: str) -> dict:
+    """Answer loss (and exact match for reasoning-gym data) on the held-out records."""
+    from ..eval.heldout import answer_loss, exact_match
+
+    if not datasets.heldout:
+        return {}
+    logger.info("held-out evaluation (%s training) on %d items", when, len(datasets.heldout))
+    metrics = {"heldout_answer_loss": answer_loss(model, tokenizer, datasets.heldout, 32, script.max_seq_length)}
+    if script.heldout_generate:
+        items = datasets.heldout[: script.heldout_generate]
+        scorer = reasoning.score if datasets.reasoning else None
+        metrics["heldout_exact_match"] = exact_match(model, tokenizer, items, scorer, batch_size=32)
+        metrics["heldout_exact_match_items"] = len(items)
+    return metrics
+
+
+def make_trainer(model: Any, tokenizer: Any, script: ScriptArguments, config: OWSConfig,
+                 profile: OutlierProfile | None, args: Any, datasets: Datasets) -> tuple[Any, Any]:
+    from transformers import PrinterCallback, Trainer
+
+    from ..data import PadCollator
+    from ..integrations.progress import ProgressCallback
+    from ..methods import build_method
+
+    setup = build_method(script.method, model, config, profile, lr=args.learning_rate, weight_decay=args.weight_decay,
+                         betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+                         lora={"r": script.lora_r, "alpha": script.lora_alpha, "dropout": script.lora_dropout})
+    trainer = Trainer(model=setup.model, args=args, train_dataset=datasets.train, eval_dataset=datasets.eval or None,
+                      data_collator=PadCollator(tokenizer.pad_token_id), optimizers=(setup.optimizer, None),
+                      callbacks=[*setup.callbacks, ProgressCallback(setup.controller)])
+    trainer.remove_callback(PrinterCallback)
+    return setup, trainer
+
+
+def resume_arg(value: Any) -> Any:
+    if isinstance(value, str) and value.lower() in ("true", "latest"):
+        return True
+    return value or None
+
+
+def save_outputs(out: Path, setup: Any, trainer: Any, tokenizer: Any, config: OWSConfig,
+                 before: dict, after: dict, seconds: float) -> None:
+    """Model folder, tokenizer, ows_config.json, schedule.json, loss_curve.png and results.json."""
+    from ..memory import peak_rss_bytes
+    from ..plots import plot_loss_curve
+
+    model = setup.model.merge_and_unload() if setup.name == "lora" else setup.model
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    method_config = setup.config or config
+    (out / "ows_config.json").write_text(json.dumps({"method": setup.name, **method_config.to_dict()}, indent=2) + "\n")
+    if setup.controller is not None:
+        schedule = next(cb.schedule for cb in setup.callbacks if hasattr(cb, "schedule"))
+        visits = {str(k): v for k, v in sorted(setup.controller.visits.items())}
+        (out / "schedule.json").write_text(json.dumps({"schedule": schedule, "visits": visits}, indent=1) + "\n")
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    plot_loss_curve([h["step"] for h in history], [h["loss"] for h in history], out / "loss_curve.png",
+                    title=f"{setup.name}: training loss")
+    results = {"method": setup.name, "before": before, "after": after, "train_seconds": round(seconds, 1),
+               "steps": trainer.state.global_step, "peak_rss_gib": round(peak_rss_bytes() / 2**30, 3)}
+    if trainer.eval_dataset is not None:
+        results["eval"] = trainer.evaluate()
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def results_table(before: dict, after: dict, method: str) -> str:
+    """Markdown table of held-out metrics before and after training."""
+    if not before:
+        return f"{method}: training done (no held-out set to compare)"
+    rows = [f"| {method} | before | after |", "|---|---|---|"]
+    for key in before:
+        if key.endswith("_items"):
+            continue
+        fmt = "{:.3f}" if "loss" in key else "{:.1%}"
+        rows.append(f"| {key} | {fmt.format(before[key])} | {fmt.format(after[key])} |")
+    if "heldout_exact_match_items" in before:
+        rows.append(f"(exact match on {before['heldout_exact_match_items']} held-out items)")
+    return "\n".join(rows)

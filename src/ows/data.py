@@ -1,0 +1,351 @@
+"""Data layer of ``ows train``: load local datasets, detect their format, tokenize with loss masks, pad.
+
+Rows become ``{"input_ids", "attention_mask", "labels"}`` lists; ``labels`` is -100 wherever no loss is
+taken (prompt tokens when ``completion_only_loss``, and padding added by :class:`PadCollator`).
+``datasets`` and ``transformers`` are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("auto", "alpaca", "messages", "prompt_completion", "text")
+IGNORE_INDEX = -100
+_LOADERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+_REQUIRED = {"alpaca": ("instruction", "output"), "messages": ("messages",),
+             "prompt_completion": ("prompt", "completion"), "text": ("text",)}
+_NEEDS = {"messages": "messages needs messages", "alpaca": "alpaca needs instruction, output; optional input",
+          "prompt_completion": "prompt_completion needs prompt, completion", "text": "text needs text"}
+_ALPACA_HEAD = ("Below is an instruction that describes a task{}. "
+                "Write a response that appropriately completes the request.\n\n")
+_ALPACA_WITH_INPUT = ", paired with an input that provides further context"
+
+
+def _one_line(error: BaseException) -> str:
+    """First line of the innermost cause of ``error``, at most 200 characters."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return f"{type(error).__name__}: {text[:200]}"
+
+
+def _load_folder(folder: Path, split: str | None) -> Any:
+    """A Dataset from a ``save_to_disk`` folder; a DatasetDict gives its ``split`` (default train)."""
+    from datasets import DatasetDict, load_from_disk
+
+    try:
+        loaded = load_from_disk(str(folder))
+    except Exception as error:
+        raise ValueError(f"dataset={str(folder)!r} is a folder but not one saved with datasets' save_to_disk "
+                         f"({_one_line(error)}): point dataset at a .json/.jsonl/.csv/.parquet file") from error
+    if not isinstance(loaded, DatasetDict):
+        return loaded
+    name = split or "train"
+    if name not in loaded:
+        raise ValueError(f"dataset={str(folder)!r} has no split {name!r} (splits: {', '.join(loaded)}): "
+                         "set dataset_split to one of them")
+    return loaded[name]
+
+
+def _csv_options(path: Path) -> dict:
+    """Read every CSV column as text (no number parsing, which would turn ' 19' into 19); only empty
+    cells are null ('NA' or 'None' stay text)."""
+    import csv
+
+    from datasets import Features, Value
+
+    with path.open(newline="", encoding="utf-8") as file:
+        header = next(csv.reader(file))
+    return {"features": Features({name: Value("string") for name in header}),
+            "keep_default_na": False, "na_values": [""]}
+
+
+def load_records(path: str, split: str | None = None) -> list[dict]:
+    """Rows of a local dataset: a .json (list of objects or JSON lines) / .jsonl / .csv / .parquet file,
+    or a folder saved with ``datasets``' ``save_to_disk`` (a DatasetDict gives ``split``, default train).
+
+    Files go through ``datasets.load_dataset`` (Arrow-backed, cached), so large files load efficiently.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"dataset={str(path)!r} does not exist: give a .json/.jsonl/.csv/.parquet file "
+                                "or a folder saved with datasets' save_to_disk")
+    if not p.is_dir():
+        builder = _LOADERS.get(p.suffix.lower())
+        if builder is None:
+            raise ValueError(f"dataset={str(path)!r} has unsupported extension {p.suffix!r}: "
+                             f"use one of {', '.join(_LOADERS)} or a save_to_disk folder")
+        if split not in (None, "train"):
+            logger.warning("dataset_split=%r is ignored for the single file %s", split, path)
+        from datasets import load_dataset
+
+        try:
+            kwargs = _csv_options(p) if builder == "csv" else {}
+            rows = load_dataset(builder, data_files=str(p), split="train", **kwargs).to_list()  # checks UTF-8
+        except Exception as error:
+            if p.stat().st_size == 0 or any(s in _one_line(error) for s in ("corresponds to no data", "StopIter")):
+                rows = []
+            else:
+                raise ValueError(f"dataset={str(path)!r} could not be read as {builder} ({_one_line(error)}): "
+                                 f"fix the file (UTF-8, valid {p.suffix.lstrip('.')})") from error
+    else:
+        rows = _load_folder(p, split).to_list()
+    if not rows:
+        raise ValueError(f"dataset={str(path)!r} has no rows: add examples or point dataset at another file")
+    return rows
+
+
+def _missing_field(record: dict, fmt: str) -> str | None:
+    """The first required field of ``fmt`` that ``record`` lacks (or has null / malformed), else None."""
+    for name in _REQUIRED[fmt]:
+        if record.get(name) is None:
+            return name
+    if fmt == "messages":
+        messages = record["messages"]
+        if not isinstance(messages, list) or not messages or not all(
+                isinstance(m, dict) and m.get("role") is not None and m.get("content") is not None for m in messages):
+            return "messages (a non-empty list of {role, content} objects)"
+    return None
+
+
+def detect_format(records: list[dict], requested: str = "auto", source: str = "dataset") -> str:
+    """The dataset format: ``requested`` checked against every row, or for 'auto' picked by columns
+    (messages -> messages; instruction+output -> alpaca; prompt+completion -> prompt_completion; text -> text).
+    """
+    if requested not in FORMATS:
+        raise ValueError(f"dataset_format={requested!r} is unknown: use one of {', '.join(FORMATS)}")
+    if not records:
+        raise ValueError(f"{source} has no rows: add examples")
+    fmt = requested
+    if fmt == "auto":
+        columns = list(records[0])
+        fmt = next((f for f in ("messages", "alpaca", "prompt_completion", "text")
+                    if all(c in columns for c in _REQUIRED[f])), "")
+        if not fmt:
+            raise ValueError(f"{source} has columns {columns} that match no format ({'; '.join(_NEEDS.values())}): "
+                             "rename the columns or set dataset_format")
+    for row, record in enumerate(records, start=1):
+        missing = _missing_field(record, fmt)
+        if missing is not None:
+            raise ValueError(f"{source} row {row} is missing field {missing!r} (format {_NEEDS[fmt]}): "
+                             "fix the file or set dataset_format")
+    return fmt
+
+
+def _text(value: Any) -> str:
+    """A cell as text (a JSON number becomes its digits)."""
+    return value if isinstance(value, str) else str(value)
+
+
+def to_prompt_completion(record: dict, fmt: str, tokenizer: Any = None) -> tuple[str, str]:
+    """One row as (prompt, completion) text; alpaca uses the Stanford Alpaca template, text gives ('', text).
+
+    'messages' needs the tokenizer's chat template and is handled by :func:`encode_example`.
+    """
+    if fmt == "alpaca":
+        extra = record.get("input")
+        extra = "" if extra is None else _text(extra)
+        prompt = _ALPACA_HEAD.format(_ALPACA_WITH_INPUT if extra else "")
+        prompt += f"### Instruction:\n{_text(record['instruction'])}\n\n"
+        if extra:
+            prompt += f"### Input:\n{extra}\n\n"
+        return prompt + "### Response:\n", _text(record["output"])
+    if fmt == "prompt_completion":
+        return _text(record["prompt"]), _text(record["completion"])
+    if fmt == "text":
+        return "", _text(record["text"])
+    raise ValueError(f"dataset_format={fmt!r} has no (prompt, completion) rendering: "
+                     "use encode_example for messages, or one of alpaca, prompt_completion, text")
+
+
+@dataclass
+class EncodeStats:
+    """Counts reported after encoding."""
+
+    examples: int = 0
+    truncated: int = 0
+    dropped_empty: int = 0
+    tokens: int = 0
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` without special tokens added by the tokenizer."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+
+def _bos(tokenizer: Any) -> list[int]:
+    """[bos] when the tokenizer normally starts its encodings with BOS, else []."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return []
+    return [bos] if list(tokenizer("a")["input_ids"])[:1] == [bos] else []
+
+
+def _render(tokenizer: Any, messages: list[dict], generation: bool) -> str:
+    """The chat template applied to ``messages`` as text."""
+    if not messages and not generation:
+        return ""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+
+
+def _chat_segments(tokenizer: Any, messages: list[dict]) -> list[tuple[str, bool]]:
+    """The rendered conversation as (text, is_assistant_output) pieces, found by rendering prefixes.
+
+    An assistant piece is its content and end-of-turn token (template text after it such as a newline
+    is not); the role header comes from rendering the preceding messages with a generation prompt.
+    """
+    full = _render(tokenizer, messages, False)
+    segments, pos = [], 0
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        upto = _render(tokenizer, messages[: i + 1], False)
+        try:
+            head = _render(tokenizer, messages[:i], True)
+        except Exception:  # some templates refuse an empty conversation
+            head = ""
+        if not upto.startswith(head) or len(head) < pos:
+            head = _render(tokenizer, messages[:i], False)
+        if not full.startswith(upto) or not upto.startswith(head) or len(head) < pos:
+            raise ValueError("the tokenizer's chat template does not render conversations incrementally, so the "
+                             "assistant turns cannot be located: set completion_only_loss false or use "
+                             "dataset_format prompt_completion")
+        body = upto[len(head):].rstrip()
+        segments += [(full[pos:len(head)], False), (body, True)]
+        pos = len(head) + len(body)
+    return segments + [(full[pos:], False)]
+
+
+def _pieces(record: dict, fmt: str, tokenizer: Any) -> list[tuple[list[int], bool]]:
+    """Token ids of the example in pieces, each flagged True when it is completion (always-labelled) text."""
+    if fmt == "messages":
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("dataset_format='messages' needs a tokenizer with a chat_template: use a tokenizer "
+                             "with a chat template or dataset_format prompt_completion")
+        messages = [{k: v for k, v in m.items() if v is not None} for m in record["messages"]]
+        return [(_ids(tokenizer, text), out) for text, out in _chat_segments(tokenizer, messages)]
+    prompt, completion = to_prompt_completion(record, fmt)
+    eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    return [(_bos(tokenizer) + _ids(tokenizer, prompt), False), (_ids(tokenizer, completion) + eos, True)]
+
+
+def encode_example(record: dict, fmt: str, tokenizer: Any, max_seq_length: int, completion_only_loss: bool = True,
+                   stats: EncodeStats | None = None) -> dict[str, list[int]] | None:
+    """``input_ids``, ``attention_mask`` and ``labels`` of one row, truncated to ``max_seq_length``.
+
+    Prompt formats: [bos if the tokenizer adds one] + prompt + completion + [eos]; 'text' labels every
+    token. 'messages': the chat template's text; with ``completion_only_loss`` only the assistant turns
+    (content and end-of-turn token) are labelled. Returns None when no labelled token survives truncation.
+    """
+    ids: list[int] = []
+    labels: list[int] = []
+    for piece, is_output in _pieces(record, fmt, tokenizer):
+        ids += piece
+        labelled = is_output or not completion_only_loss or fmt == "text"
+        labels += piece if labelled else [IGNORE_INDEX] * len(piece)
+    stats = stats if stats is not None else EncodeStats()
+    if len(ids) > max_seq_length:
+        stats.truncated += 1
+        ids, labels = ids[:max_seq_length], labels[:max_seq_length]
+    if all(label == IGNORE_INDEX for label in labels):
+        stats.dropped_empty += 1
+        return None
+    stats.examples += 1
+    stats.tokens += len(ids)
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+
+
+def _pack(examples: list[dict], block: int) -> list[dict]:
+    """Concatenate examples into blocks of ``block`` tokens (the last may be shorter), dropping blocks
+    without a labelled token."""
+    ids = [t for e in examples for t in e["input_ids"]]
+    labels = [t for e in examples for t in e["labels"]]
+    blocks = []
+    for start in range(0, len(ids), block):
+        chunk = labels[start:start + block]
+        if any(label != IGNORE_INDEX for label in chunk):
+            piece = ids[start:start + block]
+            blocks.append({"input_ids": piece, "attention_mask": [1] * len(piece), "labels": chunk})
+    return blocks
+
+
+def encode_dataset(records: list[dict], fmt: str, tokenizer: Any, max_seq_length: int,
+                   completion_only_loss: bool = True, packing: bool = False) -> tuple[list[dict], EncodeStats]:
+    """Encode every row (``fmt`` 'auto' is detected, an explicit one checked) and report the counts.
+
+    ``packing`` concatenates the encoded examples (labels included, not truncated one by one: a long
+    example continues in the next block) into blocks of exactly ``max_seq_length`` tokens; the last
+    block may be shorter (the collator pads it) and blocks without a labelled token are dropped.
+    Attention across example boundaries inside a block is NOT blocked: a token attends to earlier examples.
+    """
+    if max_seq_length < 1:
+        raise ValueError(f"max_seq_length={max_seq_length} must be >= 1: raise it")
+    fmt = detect_format(records, fmt)
+    stats = EncodeStats()
+    limit = sys.maxsize if packing else max_seq_length
+    encoded = [e for r in records
+               if (e := encode_example(r, fmt, tokenizer, limit, completion_only_loss, stats)) is not None]
+    logger.info("encoded %d of %d examples (format %s): %d tokens, %d truncated, %d dropped without labels",
+                stats.examples, len(records), fmt, stats.tokens, stats.truncated, stats.dropped_empty)
+    if stats.truncated:
+        logger.warning("%d of %d examples were longer than max_seq_length=%d and were truncated",
+                       stats.truncated, len(records), max_seq_length)
+    if stats.dropped_empty:
+        logger.warning("%d of %d examples had no completion token within max_seq_length=%d and were dropped",
+                       stats.dropped_empty, len(records), max_seq_length)
+    if packing:
+        encoded = _pack(encoded, max_seq_length)
+    if not encoded:
+        raise ValueError(f"no examples left after encoding {len(records)} rows (format {fmt}, "
+                         f"max_seq_length={max_seq_length}): raise max_seq_length or check the data")
+    return encoded, stats
+
+
+def split_train_eval(examples: list, eval_ratio: float, seed: int) -> tuple[list, list]:
+    """Deterministic shuffle-split into (train, eval); ``eval_ratio`` 0 gives (all rows, [])."""
+    if not 0 <= eval_ratio < 1:
+        raise ValueError(f"eval_split_ratio={eval_ratio} must be in [0, 1): use e.g. 0.05, or 0 for no eval split")
+    if eval_ratio == 0:
+        return list(examples), []
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(len(examples) * eval_ratio))
+    if n_eval >= len(examples):
+        raise ValueError(f"eval_split_ratio={eval_ratio} leaves no training rows out of {len(examples)}: "
+                         "lower it or add data")
+    return [examples[i] for i in order[n_eval:]], [examples[i] for i in order[:n_eval]]
+
+
+class PadCollator:
+    """Callable for a torch DataLoader / HF Trainer: right-pads encoded examples (dicts of lists) to the
+    longest in the batch (``input_ids`` with ``pad_token_id``, ``labels`` with -100, ``attention_mask``
+    with 0) and returns a dict of LongTensors."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+        if pad_token_id is None:
+            raise ValueError("pad_token_id is None: set tokenizer.pad_token (e.g. to the eos token)")
+        if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of={pad_to_multiple_of} must be >= 1 or None")
+        self.pad_values = {"input_ids": pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX}
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        """The padded batch."""
+        length = max(len(f["input_ids"]) for f in features)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        batch = {}
+        for key, pad in self.pad_values.items():
+            if key in features[0]:
+                rows = [list(f[key]) + [pad] * (length - len(f[key])) for f in features]
+                batch[key] = torch.tensor(rows, dtype=torch.long)
+        return batch

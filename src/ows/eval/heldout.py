@@ -1,0 +1,82 @@
+"""Held-out answer loss and exact match for prompt/completion records."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ..data import PadCollator, encode_example
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def answer_loss(model: Any, tokenizer: Any, records: Sequence[dict], batch_size: int = 16, max_seq_length: int = 512) -> float:
+    """Mean cross-entropy (nats per token) over the completion tokens of ``records``, token-weighted."""
+    examples = [e for e in (encode_example(r, "prompt_completion", tokenizer, max_seq_length, True) for r in records) if e]
+    if not examples:
+        raise ValueError("answer_loss needs at least one record with a non-empty completion")
+    collate = PadCollator(tokenizer.pad_token_id)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    try:
+        for start in range(0, len(examples), batch_size):
+            batch = {k: v.to(device) for k, v in collate(examples[start:start + batch_size]).items()}
+            labels = batch.pop("labels")
+            logits = model(**batch).logits[:, :-1].float()
+            targets = labels[:, 1:]
+            losses = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
+            )
+            total += float(losses)
+            count += int((targets != -100).sum())
+    finally:
+        model.train(was_training)
+    return total / count
+
+
+@torch.no_grad()
+def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 16, batch_size: int = 16) -> list[str]:
+    """Greedy completions of ``prompts`` (left-padded batches); the prompt is not included."""
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "left"
+    device = next(model.parameters()).device
+    outputs: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True,
+                              add_special_tokens=False).to(device)
+            ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            new = ids[:, batch["input_ids"].shape[1]:]
+            outputs.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+    finally:
+        model.train(was_training)
+        tokenizer.padding_side = side
+    return outputs
+
+
+def exact_match(
+    model: Any, tokenizer: Any, records: Sequence[dict], scorer: Callable[[dict, str], float] | None = None,
+    max_new_tokens: int = 16, batch_size: int = 16,
+) -> float:
+    """Fraction of ``records`` answered correctly by greedy generation.
+
+    ``scorer(record, generated)`` grades one answer (e.g. a reasoning-gym checker); the default
+    compares the first generated line with ``record['completion']`` after stripping whitespace.
+    """
+    if not records:
+        raise ValueError("exact_match needs at least one record")
+    answers = generate_answers(model, tokenizer, [r["prompt"] for r in records], max_new_tokens, batch_size)
+    grade = scorer or _plain_match
+    return sum(grade(r, a) for r, a in zip(records, answers)) / len(records)
+
+
+def _plain_match(record: dict, generated: str) -> float:
+    first = generated.strip().splitlines()[0].strip() if generated.strip() else ""
+    return float(first == str(record["completion"]).strip())

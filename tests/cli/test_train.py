@@ -1,0 +1,198 @@
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+from ows.cli import main  # noqa: E402
+from ows.cli.train import parse  # noqa: E402
+from ows.cli.train_args import DEMO  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+ROWS = {
+    "alpaca": [{"instruction": f"Add {a} and {b}.", "input": "", "output": str(a + b)} for a in range(6) for b in range(4)],
+    "prompt_completion": [{"prompt": f"What is {a} + {b}?", "completion": f" {a + b}"} for a in range(6) for b in range(4)],
+    "messages": [{"messages": [{"role": "user", "content": f"{a} + {b}?"}, {"role": "assistant", "content": str(a + b)}]}
+                 for a in range(6) for b in range(4)],
+    "text": [{"text": f"The sum of {a} and {b} is {a + b}."} for a in range(6) for b in range(4)],
+}
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def fast(tiny_model_dir, out, *extra):
+    """Flags for a few-second run on the tiny model."""
+    return [
+        "--model", str(tiny_model_dir), "--output_dir", str(out), "--max_steps", "4",
+        "--per_device_train_batch_size", "4", "--num_active_layers", "2", "--sample_interval", "2",
+        "--rank", "4", "--calibration_samples", "2", "--calibration_seq_len", "32", "--logging_steps", "1",
+        "--save_strategy", "no", "--report_to", "none", "--max_seq_length", "256", "--heldout_generate", "4",
+        *extra,
+    ]
+
+
+def test_demo_yaml_is_the_builtin_default():
+    assert parse([]) == parse([str(ROOT / "configs" / "demo.yaml")])
+    script, config, training = parse([])
+    assert script.model == DEMO["model"] and config.num_active_layers == DEMO["num_active_layers"]
+    assert training["max_steps"] == DEMO["max_steps"] and config.seed == training["seed"] == 0
+
+
+def test_yaml_with_flag_overrides(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: m\ndataset: d.jsonl\noutput_dir: o\nlearning_rate: 1\nnum_active_layers: 3\nbf16: false\n")
+    script, config, training = parse([str(cfg), "--num_active_layers", "4", "--target_modules", "q_proj,v_proj"])
+    assert config.num_active_layers == 4 and config.target_modules == ["q_proj", "v_proj"]
+    assert training["learning_rate"] == 1.0 and isinstance(training["learning_rate"], float)
+    assert training["bf16"] is False and script.dataset == "d.jsonl"
+
+
+def test_help_lists_every_field(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--num_active_layers", "--learning_rate", "--dataset_format", "--gradient_accumulation_steps"):
+        assert flag in text
+    assert "ows train configs/demo.yaml" in text
+
+
+@pytest.mark.parametrize("fmt, suffix", [("alpaca", "jsonl"), ("prompt_completion", "csv"), ("messages", "jsonl"),
+                                         ("text", "parquet")])
+def test_every_format_trains_and_saves_a_loadable_model(tiny_model_dir, tmp_path, fmt, suffix):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    data = tmp_path / f"data.{suffix}"
+    if suffix == "jsonl":
+        write_jsonl(data, ROWS[fmt])
+    elif suffix == "csv":
+        Dataset.from_list(ROWS[fmt]).to_csv(str(data))
+    else:
+        Dataset.from_list(ROWS[fmt]).to_parquet(str(data))
+    out = tmp_path / "out"
+    code = main(["train", *fast(tiny_model_dir, out, "--dataset", str(data), "--eval_split_ratio", "0.2")])
+    assert code == 0
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "ows_config.json", "profile.json",
+                 "schedule.json", "results.json", "ows_run.json"):
+        assert (out / name).is_file(), name
+    results = json.loads((out / "results.json").read_text())
+    assert results["steps"] == 4 and "eval_loss" in results["eval"]
+    if fmt in ("alpaca", "prompt_completion"):
+        assert results["before"]["heldout_answer_loss"] > 0
+    schedule = json.loads((out / "schedule.json").read_text())
+    assert [s for s, _ in schedule["schedule"]] == [0, 2]
+    AutoModelForCausalLM.from_pretrained(out)
+
+
+@pytest.mark.parametrize("method", ["ows", "ows-fullrank", "lisa", "galore", "full", "lora"])
+def test_every_method_from_the_same_command(tiny_model_dir, tmp_path, method):
+    data = write_jsonl(tmp_path / "d.jsonl", ROWS["prompt_completion"])
+    out = tmp_path / "out"
+    assert main(["train", *fast(tiny_model_dir, out, "--dataset", str(data), "--method", method)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["method"] == method
+    assert (out / "schedule.json").exists() == (method in ("ows", "ows-fullrank", "lisa"))
+    saved = json.loads((out / "ows_config.json").read_text())
+    assert saved["method"] == method
+    if method == "lisa":
+        assert saved["sampling_strategy"] == "uniform" and saved["use_galore"] is False
+
+
+def test_reasoning_gym_data_with_heldout_metrics_and_reuse_of_profile(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "rg"
+    args = fast(tiny_model_dir, out, "--dataset", "reasoning-gym:chain_sum", "--num_train_examples", "32",
+                "--num_heldout_examples", "8")
+    assert main(["train", *args]) == 0
+    printed = capsys.readouterr().out
+    assert "heldout_answer_loss" in printed and "heldout_exact_match" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["before"]) >= {"heldout_answer_loss", "heldout_exact_match"}
+    assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    again = tmp_path / "rg2"
+    code = main(["train", *fast(tiny_model_dir, again, "--dataset", "reasoning-gym:chain_sum", "--num_train_examples",
+                                "32", "--num_heldout_examples", "8", "--profile", str(out / "profile.json"))])
+    assert code == 0
+    assert json.loads((again / "profile.json").read_text()) == json.loads((out / "profile.json").read_text())
+
+
+def test_resume_from_checkpoint(tiny_model_dir, tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", ROWS["alpaca"])
+    out = tmp_path / "out"
+    args = fast(tiny_model_dir, out, "--dataset", str(data), "--save_strategy", "steps", "--save_steps", "2")
+    assert main(["train", *args]) == 0
+    assert (out / "checkpoint-2").is_dir()
+    assert main(["train", *args, "--resume_from_checkpoint", str(out / "checkpoint-2")]) == 0
+    assert json.loads((out / "results.json").read_text())["steps"] == 4
+
+
+def test_packing(tiny_model_dir, tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", ROWS["text"])
+    out = tmp_path / "out"
+    assert main(["train", *fast(tiny_model_dir, out, "--dataset", str(data), "--packing", "true",
+                                "--max_seq_length", "32")]) == 0
+
+
+def bad_cases(tiny_model_dir, tmp_path):
+    good = write_jsonl(tmp_path / "good.jsonl", ROWS["alpaca"])
+    missing_col = write_jsonl(tmp_path / "missing.jsonl", [{"instruction": "x"}])
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    other = tmp_path / "other_profile.json"
+    other.write_text(json.dumps({"ratios": [0.1] * 7, "threshold": 5.0}))
+    unknown_key = tmp_path / "unknown.yaml"
+    unknown_key.write_text(f"model: {tiny_model_dir}\ngamma: 5\n")
+    wrong_type = tmp_path / "wrong.yaml"
+    wrong_type.write_text(f"model: {tiny_model_dir}\nnum_active_layers: five\n")
+    return {
+        "missing model": (["--model", str(tmp_path / "nope")], "model="),
+        "unknown format": (["--dataset", str(good), "--dataset_format", "sharegpt"], "dataset_format"),
+        "missing columns": (["--dataset", str(missing_col), "--dataset_format", "alpaca"], "output"),
+        "empty dataset": (["--dataset", str(empty)], "no rows"),
+        "missing dataset": (["--dataset", str(tmp_path / "nope.jsonl")], "nope.jsonl"),
+        "gamma too large": (["--dataset", str(good), "--num_active_layers", "9"], "num_active_layers=9"),
+        "profile of another model": (["--dataset", str(good), "--profile", str(other)], "has 7 layers"),
+        "unknown yaml key": ([str(unknown_key), "--dataset", str(good)], "gamma"),
+        "wrong yaml type": ([str(wrong_type), "--dataset", str(good)], "num_active_layers"),
+        "bad flag value": (["--dataset", str(good), "--max_steps", "many"], "--max_steps"),
+        "unknown method": (["--dataset", str(good), "--method", "dora"], "method='dora'"),
+    }
+
+
+BAD_CASES = ["missing model", "unknown format", "missing columns", "empty dataset", "missing dataset",
+             "gamma too large", "profile of another model", "unknown yaml key", "wrong yaml type", "bad flag value",
+             "unknown method"]
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tiny_model_dir, tmp_path, capsys, case):
+    extra, expected = bad_cases(tiny_model_dir, tmp_path)[case]
+    out = tmp_path / "never"
+    config = [a for a in extra if a.endswith(".yaml")]
+    flags = [a for a in extra if not a.endswith(".yaml")]
+    base = fast(tiny_model_dir, out)
+    if any(a == "--model" for a in flags):
+        i = base.index("--model")
+        base = base[:i] + base[i + 2:]
+    code = main(["train", *config, *base, *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert expected in err[-1] and err[-1].startswith("ows train: error:")
+    assert not out.exists()
+
+
+def test_output_dir_holding_a_different_run(tiny_model_dir, tmp_path, capsys):
+    data = write_jsonl(tmp_path / "d.jsonl", ROWS["alpaca"])
+    out = tmp_path / "out"
+    assert main(["train", *fast(tiny_model_dir, out, "--dataset", str(data))]) == 0
+    before = sorted(p.name for p in out.iterdir())
+    code = main(["train", *fast(tiny_model_dir, out, "--dataset", str(data), "--learning_rate", "0.1")])
+    assert code == 2 and "holds a different run (learning_rate differs)" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == before
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    assert main(["train", *fast(tiny_model_dir, stranger, "--dataset", str(data))]) == 2
