@@ -45,4 +45,5 @@ def setup_logging() -> None:
         handler._ows = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     logging.getLogger("ows").setLevel(level)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # optional CPU-kernel notice, not actionable
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -85,7 +85,7 @@ DEMO = {
     "update_proj_gap": 100,
     "calibration_samples": 16,
     "calibration_seq_len": 256,
-    "max_steps": 80,
+    "max_steps": 60,
     "per_device_train_batch_size": 16,
     "learning_rate": 3.0e-4,
     "lr_scheduler_type": "cosine",

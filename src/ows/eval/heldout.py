@@ -63,18 +63,21 @@ def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new
 
 def exact_match(
     model: Any, tokenizer: Any, records: Sequence[dict], scorer: Callable[[dict, str], float] | None = None,
-    max_new_tokens: int = 16, batch_size: int = 16,
+    max_new_tokens: int | None = None, batch_size: int = 16,
 ) -> float:
-    """Fraction of ``records`` answered correctly by greedy generation.
+    """Fraction of ``records`` answered exactly right by greedy generation.
 
-    ``scorer(record, generated)`` grades one answer (e.g. a reasoning-gym checker); the default
-    compares the first generated line with ``record['completion']`` after stripping whitespace.
+    ``scorer(record, generated)`` grades one answer in [0, 1] (e.g. a reasoning-gym checker, which may
+    give partial credit); only a full score counts. The default compares the first generated line
+    with ``record['completion']`` after stripping whitespace.
     """
     if not records:
         raise ValueError("exact_match needs at least one record")
+    if max_new_tokens is None:  # room for the longest reference answer and its end token
+        max_new_tokens = 2 + max(len(tokenizer(str(r["completion"]), add_special_tokens=False)["input_ids"]) for r in records)
     answers = generate_answers(model, tokenizer, [r["prompt"] for r in records], max_new_tokens, batch_size)
     grade = scorer or _plain_match
-    return sum(grade(r, a) for r, a in zip(records, answers)) / len(records)
+    return sum(grade(r, a) >= 1.0 for r, a in zip(records, answers)) / len(records)
 
 
 def _plain_match(record: dict, generated: str) -> float:
