@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from .jsonio import read_json, write_json
 
 SAMPLING_STRATEGIES = ("owl", "uniform", "owl_reverse", "increase", "decrease", "weights")
 PROJ_TYPES = ("std", "reverse_std", "left", "right")
@@ -139,26 +140,13 @@ class OWSConfig:
         return cls(**data)
 
     def to_json(self, path: str | Path | None = None) -> str:
-        """Serialise to JSON; also write it to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
-        if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
-        return text
+        """Serialise to JSON; also write it (atomically) to ``path`` when given."""
+        return write_json(self.to_dict(), path, sort_keys=True)
 
     @classmethod
     def from_json(cls, path_or_text: str | Path) -> "OWSConfig":
         """Load from a JSON file path or a JSON string."""
-        text = str(path_or_text)
-        if not text.lstrip().startswith("{"):
-            path = Path(path_or_text)
-            if not path.is_file():
-                raise FileNotFoundError(f"OWS config file {str(path)!r} does not exist: check the path")
-            text = path.read_text(encoding="utf-8")
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"OWS config is not valid JSON ({err}): fix the file") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path_or_text, "OWS config file", "check the path or fix the file"))
 
     @classmethod
     def field_help(cls) -> dict[str, str]:

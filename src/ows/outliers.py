@@ -8,7 +8,6 @@ a time, so profiling needs no more memory than inference plus one weight-sized t
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from .jsonio import read_json, write_json
 from .layers import locate_decoder_layers
 from .sampling import sampling_probabilities
 
@@ -148,27 +148,18 @@ class OutlierProfile:
             logger.warning("outlier profile was made for %s, used with %s", self.model_name, model_name)
 
     def to_json(self, path: str | Path | None = None) -> str:
-        """Serialise to JSON (also written to ``path`` when given)."""
-        text = json.dumps(asdict(self), indent=2)
-        if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
-        return text
+        """Serialise to JSON (also written atomically to ``path`` when given)."""
+        return write_json(asdict(self), path)
 
     @classmethod
     def from_json(cls, path_or_text: str | Path) -> "OutlierProfile":
         """Load from a JSON file written by :meth:`to_json` (or from the JSON text itself)."""
-        text = str(path_or_text)
-        if not text.lstrip().startswith("{"):
-            path = Path(path_or_text)
-            if not path.is_file():
-                raise FileNotFoundError(f"outlier profile {str(path)!r} does not exist: run `ows analyze` or check the path")
-            text = path.read_text(encoding="utf-8")
+        data = read_json(path_or_text, "outlier profile", "run `ows analyze` or check the path")
         try:
-            data = json.loads(text)
             profile = cls(**data)
-        except (json.JSONDecodeError, TypeError) as err:
+        except TypeError as err:
             raise ValueError(f"outlier profile is not a valid ows profile JSON ({err}): regenerate it") from None
-        sampling_probabilities(profile.ratios, "uniform")  # validates the ratio count
+        sampling_probabilities(profile.ratios, "uniform")  # validates the ratios
         return profile
 
 

@@ -1,0 +1,42 @@
+"""JSON files of ows (configs, profiles): written atomically, read from a path or the JSON text."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_json(data: Any, path: str | Path | None = None, **dump_kwargs: Any) -> str:
+    """Serialise ``data``; when ``path`` is given, write it via a temporary file and a rename."""
+    text = json.dumps(data, indent=2, **dump_kwargs)
+    if path is not None:
+        target = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                file.write(text + "\n")
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return text
+
+
+def read_json(path_or_text: str | Path, what: str, fix: str) -> Any:
+    """Parse a JSON file, or JSON text starting with '{'; errors name ``what`` and the ``fix``."""
+    text = str(path_or_text)
+    if not text.lstrip().startswith("{"):
+        path = Path(path_or_text)
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} {str(path)!r} does not exist: {fix}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{what} {str(path)!r} is not UTF-8 text: {fix}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{what} is not valid JSON ({err}): {fix}") from None
