@@ -129,3 +129,35 @@ def test_projection_round_trip_on_low_rank_gradient():
         assert min(low.shape) == 3
         torch.testing.assert_close(project_back(low, q, side), grad, rtol=1e-4, atol=1e-4)
     assert projection_side((30, 20), "std") == "right" and projection_side((20, 30), "std") == "left"
+
+
+def test_svd_failure_falls_back(monkeypatch, caplog):
+    from ows.optim import projector as projector_module
+
+    mats, _ = make_params()
+    p = mats[0]
+    opt = GaLoreAdamW([{"params": [p], "rank": 4, "update_proj_gap": 2}], lr=1e-3)
+    real_svd = torch.linalg.svd
+    calls = {"n": 0}
+
+    def failing_svd(matrix, *args, **kwargs):
+        if matrix.shape != p.shape:  # the randomized SVD's small inner SVD still works
+            return real_svd(matrix, *args, **kwargs)
+        calls["n"] += 1
+        raise torch.linalg.LinAlgError("did not converge")
+
+    monkeypatch.setattr(projector_module.torch.linalg, "svd", failing_svd)
+    p.grad = grads_for(0, [p])[0]
+    opt.step()  # no previous projector: randomized SVD
+    first = opt.state[p]["projector"].clone()
+    assert first.shape == (4, 32) and torch.isfinite(first).all()
+    exact = real_svd(p.grad, full_matrices=False)[2][:4]
+    # the gradient is nearly rank 3: the randomized basis spans the same top directions
+    overlap = (first[:3] @ exact[:3].t()).abs().sum(dim=1)
+    assert (overlap > 0.99).all()
+    p.grad = grads_for(1, [p])[0]
+    opt.step()
+    p.grad = grads_for(2, [p])[0]
+    opt.step()  # step 2 is a projector update: it fails again, the previous projector is kept
+    assert torch.equal(opt.state[p]["projector"], first)
+    assert calls["n"] == 2 and "keeping its previous projector" in caplog.text

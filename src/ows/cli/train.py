@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import OWSConfig
+from ..jsonio import write_json
 from .common import ArgumentParser, UsageError
 from .options import FieldSet, instantiate
 from .train_args import DEMO, ScriptArguments
@@ -25,6 +26,9 @@ EPILOG = """examples:
   ows train configs/demo.yaml --max_steps 20 --output_dir outputs/short
   ows train --model ./my-model --dataset data.jsonl --output_dir out --method lisa --num_active_layers 2
 """
+# Settings that shape the optimizer state: a checkpoint written with other values cannot be resumed.
+RUN_KEYS = ("method", "use_galore", "rank", "proj_type", "target_modules", "num_active_layers", "train_embeddings",
+            "train_lm_head", "train_final_norm", "lora_r", "layers_attr")
 NOT_IN_SIGNATURE = ("overwrite_output_dir", "resume_from_checkpoint", "logging_steps", "report_to", "disable_tqdm")
 
 
@@ -102,8 +106,9 @@ def check_output_dir(path: Path, signature: dict[str, Any], overwrite: bool) -> 
 
 
 def run(argv: list[str]) -> int:
-    """Entry point of ``ows train``."""
+    """Entry point of ``ows train``: 0 done, 2 bad input, 1 failure, 130 stopped by a signal (resumable)."""
     from .. import data as data_mod
+    from ..checkpoint import check_compatible, resolve_resume
     from ..models import resolve_model_path
     from . import train_steps as steps
 
@@ -112,26 +117,37 @@ def run(argv: list[str]) -> int:
     signature = settings_signature(script, config, training)
     check_output_dir(out, signature, script.overwrite_output_dir)
     model_path = resolve_model_path(script.model)
-    num_layers = steps.count_layers(model_path, config, script.trust_remote_code)
-    profile = steps.load_profile(script, config, num_layers)
+    num_layers, model_config = steps.check_model_config(model_path, script, config)
+    resume = resolve_resume(training.pop("resume_from_checkpoint", None), out)
+    if resume:
+        check_compatible(resume, model_config, signature, RUN_KEYS)
+        print(f"resuming from {resume}")
+    profile = steps.load_profile(script, config, num_layers, out)
     tokenizer = steps.load_tokenizer(model_path, script.trust_remote_code)
     datasets = steps.load_datasets(script, tokenizer, data_mod)
     args = steps.training_arguments(training, has_eval=bool(datasets.eval))
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ows_run.json").write_text(json.dumps({"settings": signature, "started": time.strftime("%Y-%m-%d %H:%M:%S")},
-                                                 indent=2, default=str) + "\n", encoding="utf-8")
+    write_json({"settings": signature, "started": time.strftime("%Y-%m-%d %H:%M:%S")}, out / "ows_run.json", default=str)
     model = steps.load_model(model_path, script)
     if profile is None and steps.wants_profile(script, config):
         profile = steps.compute_profile(model, tokenizer, script, config)
     if profile is not None:
         profile.to_json(out / "profile.json")
         print(steps.profile_table(profile, config))
-    before = steps.heldout_metrics(model, tokenizer, datasets, script, "before")
-    setup, trainer = steps.make_trainer(model, tokenizer, script, config, profile, args, datasets)
+    before = steps.heldout_before(model, tokenizer, datasets, script, out, reuse=bool(resume))
+    setup, trainer, guards = steps.make_trainer(model, tokenizer, script, config, profile, args, datasets, signature)
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=steps.resume_arg(training.get("resume_from_checkpoint")))
+    trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
+    stop, nonfinite = guards
+    if stop.signal_name:
+        print(f"stopped by {stop.signal_name} at step {stop.step}; a checkpoint was saved: rerun the same command "
+              "with --resume_from_checkpoint latest to continue")
+        return 130
+    if nonfinite.failed:
+        raise RuntimeError(f"stopped after {nonfinite.consecutive} steps in a row with non-finite gradients "
+                           f"(nan_policy={script.nan_policy}); the newest checkpoint is the last good one")
     after = steps.heldout_metrics(setup.model, tokenizer, datasets, script, "after")
     steps.save_outputs(out, setup, trainer, tokenizer, config, before, after, seconds)
     print(steps.results_table(before, after, script.method))

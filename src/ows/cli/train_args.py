@@ -45,15 +45,20 @@ class ScriptArguments:
     dtype: str = _h("Weights dtype when loading: float32, bfloat16, float16.", "float32")
     trust_remote_code: bool = _h("Allow model code from the model folder/hub (off unless you trust it).", False)
     overwrite_output_dir: bool = _h("Replace an output_dir that holds a different run.", False)
+    nan_policy: str = _h("A step whose gradients hold NaN/inf: skip it (stop after max_bad_steps in a row) or stop.",
+                         "skip")
+    max_bad_steps: int = _h("Consecutive non-finite steps after which the run stops (last good checkpoint kept).", 5)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field, the value and the fix."""
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} is unknown: use one of {', '.join(METHODS)}")
+        if self.nan_policy not in ("skip", "stop"):
+            raise ValueError(f"nan_policy={self.nan_policy!r} is unknown: use skip or stop")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r} is unknown: use one of {', '.join(DTYPES)}")
         for name in ("max_seq_length", "num_train_examples", "num_heldout_examples", "calibration_samples",
-                     "calibration_seq_len", "lora_r", "lora_alpha"):
+                     "calibration_seq_len", "lora_r", "lora_alpha", "max_bad_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid: must be >= 1")
         if self.heldout_generate < 0:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..config import OWSConfig
+from ..jsonio import write_json
 from ..eval import reasoning
 from ..methods import needs_profile
 from ..outliers import OutlierProfile
@@ -31,25 +32,36 @@ class Datasets:
     reasoning: bool = False
 
 
-def count_layers(model_path: str, config: OWSConfig, trust_remote_code: bool) -> int | None:
-    """Decoder layers from the model's config.json (None when it does not say); checks gamma."""
+def check_model_config(model_path: str, script: ScriptArguments, config: OWSConfig) -> tuple[int | None, dict]:
+    """Decoder-layer count and config dict from config.json; checks gamma, weights and sequence length."""
     from transformers import AutoConfig
 
-    model_config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    model_config = AutoConfig.from_pretrained(model_path, trust_remote_code=script.trust_remote_code)
     text = getattr(model_config, "get_text_config", lambda: model_config)()
     layers = next((getattr(text, k) for k in ("num_hidden_layers", "n_layer", "num_layers") if hasattr(text, k)), None)
-    if isinstance(layers, int) and config.num_active_layers > layers:
+    layers = layers if isinstance(layers, int) else None
+    sampling = script.method in ("ows", "ows-fullrank", "lisa")
+    if layers is not None and sampling and config.num_active_layers > layers:
         raise UsageError(f"num_active_layers={config.num_active_layers} is larger than the model's {layers} decoder "
                          f"layers: use a value between 1 and {layers}")
-    return layers if isinstance(layers, int) else None
+    if layers is not None and sampling and config.sampling_weights is not None and len(config.sampling_weights) != layers:
+        raise UsageError(f"sampling_weights has {len(config.sampling_weights)} values but the model has {layers} "
+                         "decoder layers: give one weight per layer")
+    limit = next((getattr(text, k) for k in ("max_position_embeddings", "n_positions") if hasattr(text, k)), None)
+    if isinstance(limit, int) and script.max_seq_length > limit:
+        raise UsageError(f"max_seq_length={script.max_seq_length} is longer than the model's {limit} positions: "
+                         f"use max_seq_length <= {limit}")
+    return layers, text.to_dict()
 
 
-def load_profile(script: ScriptArguments, config: OWSConfig, num_layers: int | None) -> OutlierProfile | None:
-    if script.profile is None:
+def load_profile(script: ScriptArguments, config: OWSConfig, num_layers: int | None, out: Path) -> OutlierProfile | None:
+    """The given profile, else the one a previous attempt of this run stored in ``out`` (None: compute)."""
+    source = script.profile or (str(out / "profile.json") if (out / "profile.json").is_file() else None)
+    if source is None:
         return None
-    profile = OutlierProfile.from_json(script.profile)
+    profile = OutlierProfile.from_json(source)
     if num_layers is not None and profile.num_layers != num_layers:
-        raise UsageError(f"profile={script.profile!r} has {profile.num_layers} layers but the model has {num_layers}: "
+        raise UsageError(f"profile={source!r} has {profile.num_layers} layers but the model has {num_layers}: "
                          "run `ows analyze` on this model or drop --profile")
     return profile
 
@@ -164,12 +176,26 @@ def heldout_metrics(model: Any, tokenizer: Any, datasets: Datasets, script: Scri
     return metrics
 
 
+def heldout_before(model: Any, tokenizer: Any, datasets: Datasets, script: ScriptArguments, out: Path,
+                   reuse: bool) -> dict:
+    """Held-out metrics of the starting model; a resumed run reuses the ones its first attempt stored."""
+    stored = out / "heldout_before.json"
+    if reuse and stored.is_file():
+        return json.loads(stored.read_text(encoding="utf-8"))
+    metrics = heldout_metrics(model, tokenizer, datasets, script, "before")
+    write_json(metrics, stored)
+    return metrics
+
+
 def make_trainer(model: Any, tokenizer: Any, script: ScriptArguments, config: OWSConfig,
-                 profile: OutlierProfile | None, args: Any, datasets: Datasets) -> tuple[Any, Any]:
+                 profile: OutlierProfile | None, args: Any, datasets: Datasets,
+                 run: dict[str, Any]) -> tuple[Any, Any, tuple[Any, Any]]:
+    """The method's setup, the Trainer, and the (graceful stop, non-finite guard) callbacks."""
     from transformers import PrinterCallback, Trainer
 
     from ..data import PadCollator
     from ..integrations.progress import ProgressCallback
+    from ..integrations.reliability import CheckpointMarker, GracefulStop, NonFiniteGuard
     from ..methods import build_method
 
     setup = build_method(script.method, model, config, profile, lr=args.learning_rate, weight_decay=args.weight_decay,
@@ -179,13 +205,29 @@ def make_trainer(model: Any, tokenizer: Any, script: ScriptArguments, config: OW
                       data_collator=PadCollator(tokenizer.pad_token_id), optimizers=(setup.optimizer, None),
                       callbacks=[*setup.callbacks, ProgressCallback(setup.controller)])
     trainer.remove_callback(PrinterCallback)
-    return setup, trainer
+    guards = (GracefulStop(), NonFiniteGuard(script.nan_policy, script.max_bad_steps))
+    for callback in (CheckpointMarker(run), *guards):
+        trainer.add_callback(callback)
+    return setup, trainer, guards
 
 
-def resume_arg(value: Any) -> Any:
-    if isinstance(value, str) and value.lower() in ("true", "latest"):
-        return True
-    return value or None
+def save_model_folder(model: Any, tokenizer: Any, out: Path) -> None:
+    """Write the model and tokenizer into a temporary folder first, then move the files into ``out``:
+    a failure (e.g. a full disk) leaves no half-written model file behind."""
+    import shutil
+    import tempfile
+
+    staging = Path(tempfile.mkdtemp(prefix=".ows-final-", dir=out))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        for item in staging.iterdir():
+            target = out / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            item.replace(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def save_outputs(out: Path, setup: Any, trainer: Any, tokenizer: Any, config: OWSConfig,
@@ -195,14 +237,13 @@ def save_outputs(out: Path, setup: Any, trainer: Any, tokenizer: Any, config: OW
     from ..plots import plot_loss_curve
 
     model = setup.model.merge_and_unload() if setup.name == "lora" else setup.model
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    save_model_folder(model, tokenizer, out)
     method_config = setup.config or config
-    (out / "ows_config.json").write_text(json.dumps({"method": setup.name, **method_config.to_dict()}, indent=2) + "\n")
+    write_json({"method": setup.name, **method_config.to_dict()}, out / "ows_config.json")
     if setup.controller is not None:
         schedule = next(cb.schedule for cb in setup.callbacks if hasattr(cb, "schedule"))
         visits = {str(k): v for k, v in sorted(setup.controller.visits.items())}
-        (out / "schedule.json").write_text(json.dumps({"schedule": schedule, "visits": visits}, indent=1) + "\n")
+        write_json({"schedule": schedule, "visits": visits}, out / "schedule.json")
     history = [h for h in trainer.state.log_history if "loss" in h]
     plot_loss_curve([h["step"] for h in history], [h["loss"] for h in history], out / "loss_curve.png",
                     title=f"{setup.name}: training loss")
@@ -210,7 +251,7 @@ def save_outputs(out: Path, setup: Any, trainer: Any, tokenizer: Any, config: OW
                "steps": trainer.state.global_step, "peak_rss_gib": round(peak_rss_bytes() / 2**30, 3)}
     if trainer.eval_dataset is not None:
         results["eval"] = trainer.evaluate()
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json(results, out / "results.json")
 
 
 def results_table(before: dict, after: dict, method: str) -> str:

@@ -9,13 +9,16 @@ after the Adam step). State per parameter is tensors and ints only: ``step``, ``
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Callable, Iterable
 
 import torch
 from torch.optim import Optimizer
 
-from .projector import PROJ_TYPES, compute_projector, project, project_back, projection_side
+from .projector import PROJ_TYPES, compute_projector, project, project_back, projection_side, randomized_projector
+
+logger = logging.getLogger(__name__)
 
 
 def adam_direction(
@@ -39,6 +42,18 @@ def adam_direction(
     if correct_bias:
         direction.mul_(math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step))
     return direction
+
+
+def _robust_projector(grad: torch.Tensor, rank: int, side: str, previous: torch.Tensor | None) -> torch.Tensor:
+    """The exact SVD projector; if the SVD fails, keep the previous one or use a randomized SVD."""
+    try:
+        return compute_projector(grad, rank, side)  # type: ignore[arg-type]
+    except RuntimeError as err:  # torch.linalg.LinAlgError is a RuntimeError
+        if previous is not None:
+            logger.warning("SVD of a %s gradient failed (%s): keeping its previous projector", tuple(grad.shape), err)
+            return previous
+        logger.warning("SVD of a %s gradient failed (%s): using a randomized SVD", tuple(grad.shape), err)
+        return randomized_projector(grad, rank, side)  # type: ignore[arg-type]
 
 
 class GaLoreAdamW(Optimizer):
@@ -118,7 +133,7 @@ class GaLoreAdamW(Optimizer):
         if galore:
             side = projection_side(p.shape, group["proj_type"])
             if "projector" not in state or state["step"] % group["update_proj_gap"] == 0:
-                state["projector"] = compute_projector(grad, group["rank"], side)
+                state["projector"] = _robust_projector(grad, group["rank"], side, state.get("projector"))
             grad = project(grad, state["projector"], side)
         if "exp_avg" not in state:
             state["exp_avg"] = torch.zeros_like(grad, memory_format=torch.preserve_format)

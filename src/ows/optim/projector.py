@@ -45,6 +45,20 @@ def compute_projector(grad: torch.Tensor, rank: int, side: Side) -> torch.Tensor
     return basis.to(grad.dtype).contiguous()
 
 
+def randomized_projector(grad: torch.Tensor, rank: int, side: Side, oversample: int = 8, seed: int = 0) -> torch.Tensor:
+    """Approximate top-``rank`` singular vectors by a randomized SVD (Halko et al.), seeded.
+
+    Used as a fallback when the exact SVD fails; ``torch.svd_lowrank`` with ``niter=2``.
+    """
+    matrix = grad.float()
+    k = min(rank, *matrix.shape)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        u, _, v = torch.svd_lowrank(matrix, q=min(k + oversample, *matrix.shape), niter=2)
+    basis = u[:, :k] if side == "left" else v[:, :k].t()
+    return basis.to(grad.dtype).contiguous()
+
+
 def project(grad: torch.Tensor, projector: torch.Tensor, side: Side) -> torch.Tensor:
     """Project an (m, n) gradient to the low-rank space: (r, n) for left, (m, r) for right."""
     return projector.t() @ grad if side == "left" else grad @ projector.t()

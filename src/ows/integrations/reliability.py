@@ -1,0 +1,103 @@
+"""Trainer callbacks that keep long runs safe: completeness markers, graceful stop, non-finite guard."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from ..checkpoint import mark_complete
+
+logger = logging.getLogger(__name__)
+
+
+def nonfinite_gradients(model: torch.nn.Module) -> list[str]:
+    """Names of parameters whose gradient holds NaN or inf (empty when all are finite)."""
+    return [name for name, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+
+
+class CheckpointMarker(TrainerCallback):
+    """After the Trainer has written ``checkpoint-N`` completely, mark it complete (see ``ows.checkpoint``)."""
+
+    def __init__(self, run: dict[str, Any]) -> None:
+        self.run = run
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            mark_complete(folder, state.global_step, self.run)
+
+
+class GracefulStop(TrainerCallback):
+    """SIGINT / SIGTERM: finish the current step, save a checkpoint, stop. ``signal_name`` tells why."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self.step: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal_name is not None:  # a second signal: stop at once
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        logger.warning("%s received: saving a checkpoint after this step, then stopping (again to abort)",
+                       self.signal_name)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.signal_name is not None and self.step is None:
+            self.step = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+class NonFiniteGuard(TrainerCallback):
+    """Skips optimizer steps whose gradients hold NaN/inf; stops after ``max_consecutive`` in a row.
+
+    ``policy='stop'`` stops at the first one. A stopped run saves no checkpoint, so the last good
+    checkpoint stays the newest. ``failed`` is set when the run was stopped for this reason.
+    """
+
+    def __init__(self, policy: str = "skip", max_consecutive: int = 5) -> None:
+        if policy not in ("skip", "stop"):
+            raise ValueError(f"nan_policy={policy!r} is unknown: use skip or stop")
+        if max_consecutive < 1:
+            raise ValueError(f"max_bad_steps={max_consecutive!r} is invalid: must be >= 1")
+        self.policy = policy
+        self.max_consecutive = max_consecutive
+        self.consecutive = 0
+        self.skipped = 0
+        self.failed = False
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        bad = nonfinite_gradients(model) if model is not None else []
+        if not bad:
+            self.consecutive = 0
+            return
+        self.consecutive += 1
+        self.skipped += 1
+        for p in model.parameters():  # the optimizer skips parameters without gradients
+            p.grad = None
+        logger.warning("step %d: non-finite gradient in %s (and %d more): step skipped (%d in a row)",
+                       state.global_step, bad[0], len(bad) - 1, self.consecutive)
+        if self.policy == "stop" or self.consecutive >= self.max_consecutive:
+            self.failed = True
+            control.should_training_stop = True
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.failed:
+            control.should_save = False

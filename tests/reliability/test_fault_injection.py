@@ -1,0 +1,71 @@
+"""Kill training with SIGKILL at chosen points, resume, and require bit-identical final weights."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+from safetensors.torch import load_file  # noqa: E402
+
+RUNNER = Path(__file__).with_name("fault_runner.py")
+ROWS = [{"prompt": f"What is {a} + {b}?", "completion": f" {a + b}"} for a in range(6) for b in range(4)]
+STEPS, INTERVAL, SAVE_EVERY = 12, 3, 2
+
+
+def run(fault, args, cwd):
+    env = dict(os.environ, OWS_LOG_LEVEL="WARNING", PYTHONHASHSEED="0")
+    return subprocess.run([sys.executable, str(RUNNER), fault, "--", "train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def train_args(model_dir, data, out):
+    return ["--model", str(model_dir), "--dataset", str(data), "--output_dir", str(out), "--max_steps", str(STEPS),
+            "--per_device_train_batch_size", "4", "--num_active_layers", "2", "--sample_interval", str(INTERVAL),
+            "--rank", "4", "--update_proj_gap", "4", "--calibration_samples", "2", "--calibration_seq_len", "32",
+            "--save_strategy", "steps", "--save_steps", str(SAVE_EVERY), "--logging_steps", "1",
+            "--heldout_generate", "0", "--learning_rate", "0.01", "--seed", "3", "--report_to", "none"]
+
+
+def kill_points(seed=0):
+    """One kill inside a period, one on a period boundary, one during a checkpoint write (random picks)."""
+    rng = random.Random(seed)
+    inside = rng.choice([s for s in range(1, STEPS) if s % INTERVAL and s % SAVE_EVERY])
+    boundary = rng.choice([s for s in range(INTERVAL, STEPS, INTERVAL) if s % SAVE_EVERY == 0])
+    during_save = rng.choice(range(SAVE_EVERY * 2, STEPS, SAVE_EVERY))
+    return [f"step:{inside}", f"step:{boundary}", f"save:{during_save}"]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("reference")
+    data = root / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    result = run("none", train_args(tiny_model_dir, data, root / "out"), root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return data, load_file(root / "out" / "model.safetensors")
+
+
+@pytest.mark.parametrize("fault", kill_points())
+def test_killed_run_resumes_bit_identically(tiny_model_dir, tmp_path, reference, fault):
+    data, expected = reference
+    out = tmp_path / "out"
+    killed = run(fault, train_args(tiny_model_dir, data, out), tmp_path)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (out / "model.safetensors").exists()  # no final model from a dead run
+    resumed = run("none", train_args(tiny_model_dir, data, out) + ["--resume_from_checkpoint", "latest"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    kind, step = fault.split(":")
+    step = int(step)
+    # newest checkpoint written completely before the kill
+    complete = step - SAVE_EVERY if kind == "save" else step - step % SAVE_EVERY
+    assert f"resuming from {out / f'checkpoint-{complete}'}" in resumed.stdout
+    assert ("is incomplete" in resumed.stderr) == (kind == "save")  # a torn checkpoint is detected and skipped
+    got = load_file(out / "model.safetensors")
+    assert got.keys() == expected.keys()
+    for name in expected:
+        assert got[name].equal(expected[name]), name
