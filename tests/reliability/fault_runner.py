@@ -1,8 +1,8 @@
 """Runs `ows train` in this process with a planted fault; used by test_fault_injection.py.
 
-    python fault_runner.py FAULT -- ARGS...      FAULT: none | step:N | save:N
+    python fault_runner.py FAULT -- ARGS...      FAULT: none | step:N | save:N | term:N
 
-step:N kills the process (SIGKILL) as optimizer step N begins; save:N kills it halfway through writing
+term:N sends SIGTERM (a graceful stop) as optimizer step N begins; step:N kills the process (SIGKILL) as optimizer step N begins; save:N kills it halfway through writing
 the optimizer file of checkpoint-N, leaving that checkpoint half-written.
 """
 
@@ -15,7 +15,7 @@ import torch
 
 def plant(fault: str) -> None:
     kind, _, value = fault.partition(":")
-    if kind == "step":
+    if kind in ("step", "term"):
         from transformers import TrainerCallback
 
         import ows.cli.train_steps as steps
@@ -23,7 +23,7 @@ def plant(fault: str) -> None:
         class KillAt(TrainerCallback):
             def on_step_begin(self, args, state, control, **kwargs):
                 if state.global_step == int(value):
-                    os.kill(os.getpid(), signal.SIGKILL)
+                    os.kill(os.getpid(), signal.SIGKILL if kind == "step" else signal.SIGTERM)
 
         original = steps.make_trainer
 

@@ -69,3 +69,17 @@ def test_killed_run_resumes_bit_identically(tiny_model_dir, tmp_path, reference,
     assert got.keys() == expected.keys()
     for name in expected:
         assert got[name].equal(expected[name]), name
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_continues_identically(tiny_model_dir, tmp_path, reference):
+    data, expected = reference
+    out = tmp_path / "out"
+    stopped = run("term:6", train_args(tiny_model_dir, data, out), tmp_path)
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    assert "stopped by SIGTERM at step 7" in stopped.stdout and "--resume_from_checkpoint latest" in stopped.stdout
+    assert (out / "checkpoint-7" / "ows_complete.json").is_file()  # saved at the next step boundary, off schedule
+    assert not (out / "model.safetensors").exists()
+    resumed = run("none", train_args(tiny_model_dir, data, out) + ["--resume_from_checkpoint", "latest"], tmp_path)
+    assert resumed.returncode == 0 and f"resuming from {out / 'checkpoint-7'}" in resumed.stdout
+    got = load_file(out / "model.safetensors")
+    assert all(got[name].equal(expected[name]) for name in expected)
