@@ -28,7 +28,8 @@ def write_json(data: Any, path: str | Path | None = None, **dump_kwargs: Any) ->
 def read_json(path_or_text: str | Path, what: str, fix: str) -> Any:
     """Parse a JSON file, or JSON text starting with '{'; errors name ``what`` and the ``fix``."""
     text = str(path_or_text)
-    if not text.lstrip().startswith("{"):
+    source = "" if text.lstrip().startswith("{") else f" {text!r}"
+    if source:
         path = Path(path_or_text)
         if not path.is_file():
             raise FileNotFoundError(f"{what} {str(path)!r} does not exist: {fix}")
@@ -39,4 +40,4 @@ def read_json(path_or_text: str | Path, what: str, fix: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{what} is not valid JSON ({err}): {fix}") from None
+        raise ValueError(f"{what}{source} is not valid JSON ({err}): {fix}") from None

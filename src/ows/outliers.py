@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -159,7 +160,12 @@ class OutlierProfile:
             profile = cls(**data)
         except TypeError as err:
             raise ValueError(f"outlier profile is not a valid ows profile JSON ({err}): regenerate it") from None
-        sampling_probabilities(profile.ratios, "uniform")  # validates the ratios
+        ratios = profile.ratios
+        if not isinstance(ratios, list) or not ratios or not all(
+            isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r) and 0 <= r <= 1 for r in ratios
+        ):
+            raise ValueError(f"outlier profile ratios {str(ratios)[:80]} must be a non-empty list of fractions in [0, 1] "
+                             "(NaN, inf or negative values found): regenerate it with `ows analyze`")
         return profile
 
 

@@ -61,7 +61,7 @@ def convert(text: str, tp: Any, name: str) -> Any:
             return json.loads(text) if text.lstrip().startswith(("{", "[")) else text
         return base(text)
     except ValueError:
-        raise UsageError(f"--{name} {text!r} is not a valid {_type_name(tp)}: fix the value") from None
+        raise UsageError(f"--{name} {text!r} is not {_article(_type_name(tp))}: fix the value") from None
 
 
 def check_value(value: Any, tp: Any, name: str, source: str) -> Any:
@@ -70,7 +70,7 @@ def check_value(value: Any, tp: Any, name: str, source: str) -> Any:
     if value is None:
         if optional or base is object:
             return None
-        raise UsageError(f"{source}: {name}: null is not allowed: give a {_type_name(tp)}")
+        raise UsageError(f"{source}: {name}: null is not allowed: give {_article(_type_name(tp))}")
     if is_list:
         items = value if isinstance(value, list) else None
         if items is None:
@@ -84,7 +84,7 @@ def check_value(value: Any, tp: Any, name: str, source: str) -> Any:
         object: True,
     }[base]
     if not ok:
-        raise UsageError(f"{source}: {name}={value!r} has the wrong type: expected a {_type_name(tp)}")
+        raise UsageError(f"{source}: {name}={value!r} has the wrong type: expected {_article(_type_name(tp))}")
     if base is float:
         return float(value)
     return str(value) if base is str else value
@@ -95,6 +95,10 @@ def _type_name(tp: Any) -> str:
     name = {bool: "boolean (true/false)", int: "integer", float: "number", str: "string", object: "value"}[base]
     name = f"list of {name}s" if is_list else name
     return f"{name} or none" if optional else name
+
+
+def _article(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
 
 
 class FieldSet:
@@ -158,4 +162,4 @@ def instantiate(cls: type, values: dict[str, Any], builder: Callable[..., Any] |
         return (builder or cls)(**values)
     except (ValueError, TypeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UsageError(f"{cls.__name__}: {first}") from None
+        raise UsageError(first if first.startswith(cls.__name__) else f"{cls.__name__}: {first}") from None

@@ -1,0 +1,133 @@
+"""The bad-input matrix: each case is one wrong input to `ows`, the exit code and the words its error must hold.
+
+Used by test_bad_inputs.py (each case is a test) and by scripts/bad_input_table.py (the docs table).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass
+class Case:
+    area: str
+    what: str
+    argv: list[str]
+    expect: str
+    code: int = 2
+    patch: Callable[[], contextlib.AbstractContextManager] | None = field(default=None, repr=False)
+
+
+def _jsonl(path: Path, rows: list) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def _disk_full() -> contextlib.AbstractContextManager:
+    """Make writing safetensors files fail as on a full disk."""
+    from unittest import mock
+
+    import transformers.modeling_utils
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    return mock.patch.object(transformers.modeling_utils, "safe_save_file", full)
+
+
+def cases(model: Path, tmp: Path) -> list[Case]:
+    """All cases; files they need are written under ``tmp``."""
+    good = _jsonl(tmp / "good.jsonl", [{"prompt": f"{a} + 1 =", "completion": f" {a + 1}"} for a in range(16)])
+    out = str(tmp / "out")
+    base = ["--model", str(model), "--dataset", good, "--output_dir", out, "--max_steps", "2",
+            "--per_device_train_batch_size", "4", "--num_active_layers", "2", "--rank", "4",
+            "--calibration_samples", "2", "--calibration_seq_len", "32", "--report_to", "none",
+            "--save_strategy", "no", "--heldout_generate", "0"]
+
+    def train(*extra: str, drop: tuple[str, ...] = ()) -> list[str]:
+        args = list(base)
+        for flag in drop:
+            i = args.index(flag)
+            del args[i:i + 2]
+        return ["train", *args, *extra]
+
+    def write(name: str, text: str | bytes) -> str:
+        path = tmp / name
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        return str(path)
+
+    profile7 = write("profile7.json", json.dumps({"ratios": [0.01] * 7}))
+    no_config = tmp / "no_config"
+    no_config.mkdir(exist_ok=True)
+    no_tokenizer = tmp / "no_tokenizer"
+    no_tokenizer.mkdir(exist_ok=True)
+    (no_tokenizer / "config.json").write_text((model / "config.json").read_text())
+    other_ckpt = tmp / "other" / "checkpoint-4"
+    other_ckpt.mkdir(parents=True, exist_ok=True)
+    (other_ckpt / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
+    (other_ckpt / "ows_complete.json").write_text(json.dumps({"step": 4, "run": {}}))
+    torn = tmp / "torn" / "checkpoint-2"
+    torn.mkdir(parents=True, exist_ok=True)
+    different = tmp / "different"
+    different.mkdir(exist_ok=True)
+    (different / "ows_run.json").write_text(json.dumps({"settings": {"learning_rate": 1.0}}))
+    return [
+        Case("config", "YAML with an unknown key", ["train", write("k.yaml", "gamma: 5\n"), *base[:2]], "unknown field 'gamma'"),
+        Case("config", "YAML value of the wrong type", ["train", write("t.yaml", "num_active_layers: five\n")], "num_active_layers='five'"),
+        Case("config", "YAML that is a list, not a mapping", ["train", write("l.yaml", "- a\n- b\n")], "must be a mapping"),
+        Case("config", "invalid YAML syntax", ["train", write("s.yaml", "a: [1,\n")], "not valid YAML"),
+        Case("config", "config file that does not exist", ["train", str(tmp / "nope.yaml")], "does not exist"),
+        Case("cli", "flag value of the wrong type", train("--max_steps", "many"), "--max_steps 'many'"),
+        Case("cli", "unknown flag", train("--gamma", "5"), "unrecognized arguments: --gamma"),
+        Case("cli", "unknown command", ["trian"], "unknown command 'trian'"),
+        Case("config", "num_active_layers = 0", train("--num_active_layers", "0"), "num_active_layers=0"),
+        Case("config", "num_active_layers larger than the model", train("--num_active_layers", "9"), "num_active_layers=9"),
+        Case("config", "unknown proj_type", train("--proj_type", "full"), "proj_type='full'"),
+        Case("config", "strategy 'weights' without weights", train("--sampling_strategy", "weights"), "sampling_weights"),
+        Case("config", "sampling_weights of the wrong length", train("--sampling_strategy", "weights", "--sampling_weights", "1,2"), "sampling_weights has 2 values"),
+        Case("config", "unknown method", train("--method", "dora"), "method='dora'"),
+        Case("config", "eval_split_ratio outside [0, 1)", train("--eval_split_ratio", "1.5"), "eval_split_ratio=1.5"),
+        Case("config", "max_seq_length longer than the model", train("--max_seq_length", "100000"), "max_seq_length=100000"),
+        Case("config", "held-out seeds overlapping the training seeds", train("--dataset", "reasoning-gym:chain_sum", "--heldout_seed", "5", drop=("--dataset",)), "heldout_seed=5"),
+        Case("data", "dataset file that does not exist", train("--dataset", str(tmp / "nope.jsonl"), drop=("--dataset",)), "nope.jsonl"),
+        Case("data", "unsupported file type", train("--dataset", write("d.txt", "hello"), drop=("--dataset",)), "unsupported extension"),
+        Case("data", "empty dataset", train("--dataset", write("empty.jsonl", ""), drop=("--dataset",)), "has no rows"),
+        Case("data", "rows missing a required column", train("--dataset", _jsonl(tmp / "m.jsonl", [{"instruction": "x"}]), "--dataset_format", "alpaca", drop=("--dataset",)), "output"),
+        Case("data", "malformed JSON line", train("--dataset", write("bad.jsonl", '{"prompt": "a", "completion": "b"}\n{"prompt": \n'), drop=("--dataset",)), "could not be read"),
+        Case("data", "non-UTF-8 text", train("--dataset", write("latin.jsonl", '{"text": "caf\xe9"}\n'.encode("latin-1")), drop=("--dataset",)), "latin.jsonl"),
+        Case("data", "unknown dataset_format", train("--dataset_format", "sharegpt"), "dataset_format"),
+        Case("data", "columns that match no format", train("--dataset", _jsonl(tmp / "q.jsonl", [{"question": "q", "answer": "a"}]), drop=("--dataset",)), "question"),
+        Case("data", "every example truncated to nothing", train("--max_seq_length", "2"), "max_seq_length"),
+        Case("data", "unknown reasoning-gym task", train("--dataset", "reasoning-gym:no_such_task", drop=("--dataset",)), "no_such_task"),
+        Case("model", "model folder that does not exist", train("--model", str(tmp / "missing"), drop=("--model",)), "does not exist"),
+        Case("model", "folder without config.json", train("--model", str(no_config), drop=("--model",)), "without config.json"),
+        Case("model", "model folder without a tokenizer", train("--model", str(no_tokenizer), drop=("--model",)), "tokenizer"),
+        Case("profile", "profile of a model with other layers", train("--profile", profile7), "has 7 layers"),
+        Case("profile", "profile file that does not exist", train("--profile", str(tmp / "p.json")), "does not exist"),
+        Case("profile", "profile that is not valid JSON", train("--profile", write("p_bad.json", "{oops")), "not valid JSON"),
+        Case("profile", "profile with negative ratios", train("--profile", write("p_neg.json", json.dumps({"ratios": [-1, 1, 1, 1]}))), "negative"),
+        Case("output", "output_dir holding a different run", train("--output_dir", str(different), drop=("--output_dir",)), "holds a different run"),
+        Case("output", "output_dir that is a file", train("--output_dir", write("file_out", "x"), drop=("--output_dir",)), "is a file"),
+        Case("checkpoint", "resume from a checkpoint that does not exist", train("--resume_from_checkpoint", str(tmp / "checkpoint-7")), "does not exist"),
+        Case("checkpoint", "resume from a checkpoint of another model", train("--resume_from_checkpoint", str(other_ckpt)), "another model"),
+        Case("checkpoint", "resume from a half-written checkpoint", train("--resume_from_checkpoint", str(torn)), "incomplete"),
+        Case("analyze", "ows analyze with --num-samples 0", ["analyze", str(model), "--num-samples", "0", "--output-dir", str(tmp / "a")], "--num-samples"),
+        Case("output", "disk full while saving the model (simulated)", train("--output_dir", str(tmp / "full"), drop=("--output_dir",)), "No space left", code=1, patch=_disk_full),
+    ]
+
+
+def run_case(case: Case) -> tuple[int, list[str], str]:
+    """Run one case in-process: (exit code, stderr lines, stdout)."""
+    from ows.cli import main
+
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out), (case.patch() if case.patch else contextlib.nullcontext()):
+        code = main(list(case.argv))
+    return code, [line for line in err.getvalue().splitlines() if re.match(r"^ows( \w+)?: ", line)], out.getvalue()

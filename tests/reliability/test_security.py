@@ -1,0 +1,38 @@
+"""No code execution from inputs: no eval/exec/pickle, safe torch.load, remote code off by default."""
+
+import ast
+from pathlib import Path
+
+import ows
+from ows.cli.train_args import ScriptArguments
+
+SRC = Path(ows.__file__).parent
+
+
+def calls(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            yield name, node
+
+
+def test_no_eval_exec_or_pickle_in_the_package():
+    for path in SRC.rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for name, node in calls(tree):
+            assert name not in ("eval", "exec", "__import__"), f"{path}:{node.lineno}"
+            if name == "load" and isinstance(node.func, ast.Attribute) and getattr(node.func.value, "id", "") == "torch":
+                kw = {k.arg: k.value for k in node.keywords}
+                assert isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True, \
+                    f"{path}:{node.lineno}"
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                assert not any(n.split(".")[0] in ("pickle", "dill", "marshal") for n in names), f"{path}:{node.lineno}"
+            if isinstance(node, ast.keyword) and node.arg == "trust_remote_code":
+                assert not (isinstance(node.value, ast.Constant) and node.value.value is True), f"{path}:{node.lineno}"
+
+
+def test_remote_code_is_off_by_default():
+    assert ScriptArguments().trust_remote_code is False
