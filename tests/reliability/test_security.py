@@ -21,7 +21,8 @@ def test_no_eval_exec_or_pickle_in_the_package():
     for path in SRC.rglob("*.py"):
         tree = ast.parse(path.read_text(), str(path))
         for name, node in calls(tree):
-            assert name not in ("eval", "exec", "__import__"), f"{path}:{node.lineno}"
+            if isinstance(node.func, ast.Name):  # model.eval() is fine; the builtins are not
+                assert name not in ("eval", "exec", "__import__", "compile"), f"{path}:{node.lineno}"
             if name == "load" and isinstance(node.func, ast.Attribute) and getattr(node.func.value, "id", "") == "torch":
                 kw = {k.arg: k.value for k in node.keywords}
                 assert isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True, \
