@@ -73,6 +73,10 @@ def cases(model: Path, tmp: Path) -> list[Case]:
     other_ckpt.mkdir(parents=True, exist_ok=True)
     (other_ckpt / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
     (other_ckpt / "ows_complete.json").write_text(json.dumps({"step": 4, "run": {}}))
+    other_run = tmp / "other_run" / "checkpoint-4"
+    other_run.mkdir(parents=True, exist_ok=True)
+    (other_run / "config.json").write_text((model / "config.json").read_text())
+    (other_run / "ows_complete.json").write_text(json.dumps({"step": 4, "run": {"method": "ows", "rank": 64}}))
     torn = tmp / "torn" / "checkpoint-2"
     torn.mkdir(parents=True, exist_ok=True)
     different = tmp / "different"
@@ -117,6 +121,7 @@ def cases(model: Path, tmp: Path) -> list[Case]:
         Case("output", "output_dir that is a file", train("--output_dir", write("file_out", "x"), drop=("--output_dir",)), "is a file"),
         Case("checkpoint", "resume from a checkpoint that does not exist", train("--resume_from_checkpoint", str(tmp / "checkpoint-7")), "does not exist"),
         Case("checkpoint", "resume from a checkpoint of another model", train("--resume_from_checkpoint", str(other_ckpt)), "another model"),
+        Case("checkpoint", "resume from a checkpoint written with another config", train("--resume_from_checkpoint", str(other_run)), "rank=64"),
         Case("checkpoint", "resume from a half-written checkpoint", train("--resume_from_checkpoint", str(torn)), "incomplete"),
         Case("analyze", "ows analyze with --num-samples 0", ["analyze", str(model), "--num-samples", "0", "--output-dir", str(tmp / "a")], "--num-samples"),
         Case("output", "disk full while saving the model (simulated)", train("--output_dir", str(tmp / "full"), drop=("--output_dir",)), "No space left", code=1, patch=_disk_full),

@@ -63,7 +63,10 @@ def test_killed_run_resumes_bit_identically(tiny_model_dir, tmp_path, reference,
     step = int(step)
     # newest checkpoint written completely before the kill
     complete = step - SAVE_EVERY if kind == "save" else step - step % SAVE_EVERY
-    assert f"resuming from {out / f'checkpoint-{complete}'}" in resumed.stdout
+    if complete:
+        assert f"resuming from {out / f'checkpoint-{complete}'}" in resumed.stdout
+    else:  # killed before the first complete checkpoint: 'latest' starts over
+        assert "resuming from" not in resumed.stdout
     assert ("is incomplete" in resumed.stderr) == (kind == "save")  # a torn checkpoint is detected and skipped
     got = load_file(out / "model.safetensors")
     assert got.keys() == expected.keys()
@@ -83,3 +86,14 @@ def test_sigterm_saves_a_checkpoint_and_the_run_continues_identically(tiny_model
     assert resumed.returncode == 0 and f"resuming from {out / 'checkpoint-7'}" in resumed.stdout
     got = load_file(out / "model.safetensors")
     assert all(got[name].equal(expected[name]) for name in expected)
+
+
+# Every other kill point of the 12-step run (slow: about 20 s each).
+MORE = [f for f in [f"step:{s}" for s in range(1, STEPS)] + [f"save:{s}" for s in range(SAVE_EVERY, STEPS, SAVE_EVERY)]
+        if f not in kill_points()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", MORE)
+def test_more_kill_points(tiny_model_dir, tmp_path, reference, fault):
+    test_killed_run_resumes_bit_identically(tiny_model_dir, tmp_path, reference, fault)
