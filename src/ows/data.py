@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from .chat import chat_segments
+
 logger = logging.getLogger(__name__)
 
 FORMATS = ("auto", "alpaca", "messages", "prompt_completion", "text")
@@ -190,41 +192,6 @@ def _bos(tokenizer: Any) -> list[int]:
     return [bos] if list(tokenizer("a")["input_ids"])[:1] == [bos] else []
 
 
-def _render(tokenizer: Any, messages: list[dict], generation: bool) -> str:
-    """The chat template applied to ``messages`` as text."""
-    if not messages and not generation:
-        return ""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
-
-
-def _chat_segments(tokenizer: Any, messages: list[dict]) -> list[tuple[str, bool]]:
-    """The rendered conversation as (text, is_assistant_output) pieces, found by rendering prefixes.
-
-    An assistant piece is its content and end-of-turn token (template text after it such as a newline
-    is not); the role header comes from rendering the preceding messages with a generation prompt.
-    """
-    full = _render(tokenizer, messages, False)
-    segments, pos = [], 0
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        upto = _render(tokenizer, messages[: i + 1], False)
-        try:
-            head = _render(tokenizer, messages[:i], True)
-        except Exception:  # some templates refuse an empty conversation
-            head = ""
-        if not upto.startswith(head) or len(head) < pos:
-            head = _render(tokenizer, messages[:i], False)
-        if not full.startswith(upto) or not upto.startswith(head) or len(head) < pos:
-            raise ValueError("the tokenizer's chat template does not render conversations incrementally, so the "
-                             "assistant turns cannot be located: set completion_only_loss false or use "
-                             "dataset_format prompt_completion")
-        body = upto[len(head):].rstrip()
-        segments += [(full[pos:len(head)], False), (body, True)]
-        pos = len(head) + len(body)
-    return segments + [(full[pos:], False)]
-
-
 def _pieces(record: dict, fmt: str, tokenizer: Any) -> list[tuple[list[int], bool]]:
     """Token ids of the example in pieces, each flagged True when it is completion (always-labelled) text."""
     if fmt == "messages":
@@ -232,7 +199,7 @@ def _pieces(record: dict, fmt: str, tokenizer: Any) -> list[tuple[list[int], boo
             raise ValueError("dataset_format='messages' needs a tokenizer with a chat_template: use a tokenizer "
                              "with a chat template or dataset_format prompt_completion")
         messages = [{k: v for k, v in m.items() if v is not None} for m in record["messages"]]
-        return [(_ids(tokenizer, text), out) for text, out in _chat_segments(tokenizer, messages)]
+        return [(_ids(tokenizer, text), out) for text, out in chat_segments(tokenizer, messages)]
     prompt, completion = to_prompt_completion(record, fmt)
     eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
     return [(_bos(tokenizer) + _ids(tokenizer, prompt), False), (_ids(tokenizer, completion) + eos, True)]
