@@ -23,3 +23,11 @@ def test_public_api_names():
     for name in ["OWSConfig", "profile_outliers", "OutlierProfile", "LayerSampler", "GaLoreAdamW",
                  "build_param_groups", "OWSController", "prepare_for_trainer"]:
         assert name in ows.__all__ and getattr(ows, name) is not None
+
+
+def test_cli_help_imports_no_torch():
+    code = "import sys, ows.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    result = subprocess.run([sys.executable, "-m", "ows.cli", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "ows train" in result.stdout
