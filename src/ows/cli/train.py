@@ -43,8 +43,10 @@ def parse(argv: list[str]) -> tuple[ScriptArguments, OWSConfig, dict[str, Any]]:
     from transformers import TrainingArguments
 
     fields = _fields()
-    parser = ArgumentParser(prog="ows train", description=__doc__.split("\n")[0], epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="ows train", usage="ows train [CONFIG.yaml] [--field value ...]",
+                            description="Fine-tune a causal LM with OWS or a baseline method. Every field below "
+                            "can also be a key of the YAML file; flags override it.", epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?", help="YAML file of fields (no file: the built-in demo settings)")
     fields.add_to(parser, {ScriptArguments: "model, data and method", OWSConfig: "OWS (layer sampling, GaLore)",
                            TrainingArguments: "transformers.TrainingArguments"})
