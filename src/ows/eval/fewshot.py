@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 
 FEWSHOT_DELIMITER = "\n\n"
 TARGET_DELIMITER = " "
+_WARNED: set[str] = set()
 
 
 def pick_shots(candidates: Sequence[int], k: int, exclude: int | None, key: str) -> list[int]:
@@ -23,7 +24,11 @@ def pick_shots(candidates: Sequence[int], k: int, exclude: int | None, key: str)
     if k <= 0 or not pool:
         return []
     if k > len(pool):
-        logger.warning("only %d few-shot examples available for %s (asked for %d)", len(pool), key, k)
+        task = key.rsplit(":", 1)[0]
+        if task not in _WARNED:  # once per task, not once per item
+            _WARNED.add(task)
+            logger.warning("only %d few-shot examples available for some items of %s (asked for %d)",
+                           len(pool), task.split(":", 1)[-1], k)
         k = len(pool)
     return random.Random(key).sample(pool, k)
 

@@ -25,7 +25,12 @@ def generate_until(
 ) -> list[str]:
     """Greedy continuations of ``prompts`` cut at the first stop string (prompts encoded as lm-eval does)."""
     room = max(max_length(model, tokenizer) - max_new_tokens, 1)
-    encoded = [list(tokenizer.encode(p))[-room:] for p in prompts]  # left-truncated to leave room
+    encoded = [list(tokenizer.encode(p)) for p in prompts]
+    truncated = sum(len(e) > room for e in encoded)
+    if truncated:
+        logger.warning("%s: %d of %d prompts exceed %d tokens (model length minus the generation budget) and "
+                       "lose tokens on the left", desc, truncated, len(prompts), room)
+    encoded = [e[-room:] for e in encoded]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # similar lengths share a batch
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device, was_training = model_device(model), model.training

@@ -88,37 +88,42 @@ def loglikelihoods(
 ) -> list[float]:
     """Sum of log-probabilities (nats) of each continuation given its context, in the order of ``pairs``."""
     limit = max_length(model, tokenizer)
-    requests = []  # (input tokens, continuation tokens)
+    requests, truncated = [], 0  # (input tokens, continuation tokens)
     for context, continuation in pairs:
         context_ids, continuation_ids = encode_pair(tokenizer, context, continuation)
         if not continuation_ids:
             raise ValueError(f"continuation {continuation!r} encodes to no tokens: give a non-empty answer")
         if len(continuation_ids) > limit:
             raise ValueError(f"a continuation of {len(continuation_ids)} tokens exceeds the model's {limit} positions")
+        truncated += len(context_ids) + len(continuation_ids) > limit + 1
         tokens = (context_ids + continuation_ids)[-(limit + 1):]  # left-truncated, as lm-eval
         requests.append((tuple(tokens[:-1]), continuation_ids))
-    unique = sorted({r[0] for r in requests}, key=lambda row: (-len(row), row))  # longest first, as lm-eval
-    longest_continuation: dict[tuple[int, ...], int] = {}
-    for inputs, continuation in requests:
-        longest_continuation[inputs] = max(longest_continuation.get(inputs, 0), len(continuation))
+    if truncated:
+        logger.warning("%s: %d of %d (prompt, answer) pairs exceed the model's %d positions and lose tokens on the left",
+                       desc, truncated, len(pairs), limit)
+    by_input: dict[tuple[int, ...], list[int]] = {}  # requests that feed the model the same tokens
+    for index, (inputs, _) in enumerate(requests):
+        by_input.setdefault(inputs, []).append(index)
+    unique = sorted(by_input, key=lambda row: (-len(row), row))  # longest first, as lm-eval
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     use_keep = _supports_logits_to_keep(model)
     was_training = model.training
     model.eval()
-    rows: dict[tuple[int, ...], torch.Tensor] = {}
+    out = [0.0] * len(requests)
     try:
         batches = [unique[i:i + batch_size] for i in range(0, len(unique), batch_size)]
         for batch in progress(batches, desc):
             width = max(len(row) for row in batch)
-            keep = max(width - len(row) + longest_continuation[row] for row in batch)
-            logprobs = _forward_batch(model, list(batch), keep, pad_id, use_keep).cpu()
-            for i, row in enumerate(batch):  # row i's last real position sits at keep - 1 - (width - len(row))
+            needed = {row: max(len(requests[r][1]) for r in by_input[row]) for row in batch}
+            keep = max(width - len(row) + needed[row] for row in batch)
+            logprobs = _forward_batch(model, list(batch), keep, pad_id, use_keep)
+            for i, row in enumerate(batch):  # row i's last real position is keep - 1 - (width - len(row))
                 end = keep - (width - len(row))
-                rows[row] = logprobs[i, end - longest_continuation[row]: end]
+                for r in by_input[row]:
+                    continuation = requests[r][1]
+                    block = logprobs[i, end - len(continuation): end]
+                    target = torch.tensor(continuation, device=block.device).unsqueeze(1)
+                    out[r] = float(block.gather(1, target).sum())
     finally:
         model.train(was_training)
-    out = []
-    for inputs, continuation in requests:
-        block = rows[inputs][-len(continuation):]
-        out.append(float(block.gather(1, torch.tensor(continuation).unsqueeze(1)).sum()))
     return out
