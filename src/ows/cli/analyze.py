@@ -14,7 +14,7 @@ from typing import Any
 
 from ..calibration import TEXT_SUFFIXES
 from ..sampling import STRATEGIES
-from .common import ArgumentParser, UsageError
+from .common import ArgumentParser, UsageError, parse_or_exit_code
 
 logger = logging.getLogger("ows.cli.analyze")
 
@@ -208,11 +208,9 @@ def write_outputs(profile: Any, out_dir: Path, strategy: str, temperature: float
 
 def run(argv: list[str]) -> int:
     """Run ``ows analyze``; returns the exit code."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as stop:  # --help
-        return int(stop.code or 0)
+    args = parse_or_exit_code(build_parser(), argv)
+    if isinstance(args, int):  # --help
+        return args
     validate(args)
     texts, source = load_texts(args.calibration)
     resolved = resolve_model(args.model)

