@@ -1,0 +1,69 @@
+"""benchmarks/compare_methods.py: end to end on the tiny model (2 methods, 2 steps, 1 seed) and ratio arithmetic."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "compare_methods.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("compare_methods_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(method, seed, **values):
+    base = {k: None for k, _, _ in _load().METRICS}
+    return {"method": method, "seed": seed, **base, **values}
+
+
+def test_aggregate_means_stds_and_ratios():
+    cm = _load()
+    runs = [_run("full", 0, heldout_answer_loss=1.0, peak_rss_gib=4.0), _run("full", 1, heldout_answer_loss=1.2, peak_rss_gib=4.0),
+            _run("lora", 0, heldout_answer_loss=0.8, peak_rss_gib=2.0), _run("lora", 1, heldout_answer_loss=1.0, peak_rss_gib=2.0),
+            _run("ows", 0, heldout_answer_loss=0.55, peak_rss_gib=1.0), _run("ows", 1, heldout_answer_loss=0.55, peak_rss_gib=1.0)]
+    summary = cm.aggregate(runs)
+    assert list(summary) == ["full", "lora", "ows"]
+    loss = summary["ows"]["heldout_answer_loss"]
+    assert loss["mean"] == pytest.approx(0.55) and loss["std"] == pytest.approx(0.0)
+    assert loss["x_full"] == pytest.approx(0.55 / 1.1) and loss["x_lora"] == pytest.approx(0.55 / 0.9)
+    assert summary["full"]["heldout_answer_loss"]["std"] == pytest.approx(math.sqrt(0.02))
+    assert summary["ows"]["peak_rss_gib"]["x_full"] == pytest.approx(0.25)
+    assert summary["lora"]["peak_rss_gib"]["x_lora"] == pytest.approx(1.0)
+    assert summary["ows"]["svd_share"] == {"mean": None, "std": None, "x_full": None, "x_lora": None}
+    table = cm.markdown_table(summary, {}, ["Command: `x`"])
+    row = next(line for line in table.splitlines() if line.startswith("| OWS"))
+    assert "0.550 ± 0.000 (0.50× full, 0.61× LoRA)" in row
+    assert "1.00 ± 0.00 (0.25× full, 0.50× LoRA)" in row
+
+
+def test_end_to_end_on_tiny_model(tiny_model_dir, tmp_path):
+    cm = _load()
+    out = tmp_path / "bench"
+    argv = ["--model", str(tiny_model_dir), "--methods", "full,ows", "--seeds", "0", "--steps", "2",
+            "--batch-size", "2", "--num-heldout", "6", "--heldout-generate", "2", "--forgetting-samples", "2",
+            "--forgetting-seq-len", "32", "--calibration-samples", "2", "--calibration-seq-len", "32",
+            "--rank", "4", "--interval", "1", "--output-dir", str(out)]
+    assert cm.main(argv) == 0
+    table = (out / "table.md").read_text()
+    assert table.startswith("Command: `python benchmarks/compare_methods.py --model")
+    assert "| base model (no training) |" in table and "| OWS (weighted + GaLore)" in table
+    result = json.loads((out / "results.json").read_text())
+    assert [(r["method"], r["seed"]) for r in result["runs"]] == [("full", 0), ("ows", 0)]
+    for run in result["runs"]:
+        assert run["steps"] == 2 and run["heldout_answer_loss"] > 0 and run["forgetting_ppl"] > 1
+        assert run["peak_rss_gib"] > 0 and run["peak_tracked_gib"] > 0 and run["sec_per_step"] > 0
+        assert len(run["loss_curve"]) == 2
+    ows, full = result["summary"]["ows"], result["summary"]["full"]
+    assert ows["peak_tracked_gib"]["x_full"] == pytest.approx(ows["peak_tracked_gib"]["mean"] / full["peak_tracked_gib"]["mean"])
+    assert ows["svd_share"]["mean"] > 0 and full["svd_share"]["mean"] == 0
+    assert result["base"]["heldout_answer_loss"] > 0
+    assert (out / "loss_curves.png").is_file() and (out / "memory.png").is_file()
+    assert not list(out.rglob("*.safetensors"))  # no weights kept
