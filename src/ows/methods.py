@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from .config import OWSConfig
-from .controller import OWSController, create_ows
+from .controller import OWSController
 from .layers import find_decoder_layers, set_trainable
 from .optim.galore_adamw import GaLoreAdamW
 from .optim.param_groups import build_param_groups
@@ -71,10 +71,10 @@ def build_method(
     cfg = method_config(method, config)
     opt_kw = dict(lr=lr, betas=betas, eps=eps)
     if method in SAMPLING_METHODS:
-        from .integrations.hf import OWSCallback
+        from .integrations.hf import prepare_for_trainer
 
-        optimizer, controller = create_ows(model, cfg, profile, weight_decay=weight_decay, **opt_kw)
-        return MethodSetup(method, model, optimizer, cfg, controller, [OWSCallback(controller)])
+        optimizer, callback = prepare_for_trainer(model, cfg, profile, weight_decay=weight_decay, **opt_kw)
+        return MethodSetup(method, model, optimizer, cfg, callback.controller, [callback])
     if method == "galore":
         groups = build_param_groups(model, cfg, weight_decay)
         set_trainable(find_decoder_layers(model, cfg.layers_attr), True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-METHODS = ("ows", "ows-fullrank", "lisa", "galore", "full", "lora")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -51,6 +50,8 @@ class ScriptArguments:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field, the value and the fix."""
+        from ..methods import METHODS
+
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} is unknown: use one of {', '.join(METHODS)}")
         if self.nan_policy not in ("skip", "stop"):

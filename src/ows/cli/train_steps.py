@@ -13,7 +13,7 @@ import torch
 from ..config import OWSConfig
 from ..jsonio import write_json
 from ..eval import reasoning
-from ..methods import needs_profile
+from ..methods import SAMPLING_METHODS, needs_profile
 from ..outliers import OutlierProfile
 from .common import UsageError
 from .train_args import ScriptArguments
@@ -40,7 +40,7 @@ def check_model_config(model_path: str, script: ScriptArguments, config: OWSConf
     text = getattr(model_config, "get_text_config", lambda: model_config)()
     layers = next((getattr(text, k) for k in ("num_hidden_layers", "n_layer", "num_layers") if hasattr(text, k)), None)
     layers = layers if isinstance(layers, int) else None
-    sampling = script.method in ("ows", "ows-fullrank", "lisa")
+    sampling = script.method in SAMPLING_METHODS
     if layers is not None and sampling and config.num_active_layers > layers:
         raise UsageError(f"num_active_layers={config.num_active_layers} is larger than the model's {layers} decoder "
                          f"layers: use a value between 1 and {layers}")
