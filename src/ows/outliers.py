@@ -7,18 +7,18 @@ a time, so profiling needs no more memory than inference plus one weight-sized t
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from .jsonio import read_json, write_json
 from .layers import locate_decoder_layers
+from .modes import eval_mode
 from .sampling import sampling_probabilities
 
 logger = logging.getLogger(__name__)
@@ -180,16 +180,6 @@ def _batch_inputs(batch: Any) -> dict[str, torch.Tensor]:
     )
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def profile_outliers(
     model: nn.Module,
     batches: Iterable[Any],
@@ -209,7 +199,7 @@ def profile_outliers(
     found = locate_decoder_layers(model, layers_attr)
     device = next(model.parameters()).device
     tokens = 0
-    with torch.no_grad(), _eval_mode(model), _NormAccumulator(found.modules) as acc:
+    with torch.no_grad(), eval_mode(model), _NormAccumulator(found.modules) as acc:
         for index, batch in enumerate(batches):
             inputs = {k: v.to(device) for k, v in _batch_inputs(batch).items()}
             mask = inputs.get("attention_mask")

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import torch
 
 from .loglik import max_length, model_device, progress
+from ..modes import eval_mode
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +34,9 @@ def generate_until(
     encoded = [e[-room:] for e in encoded]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # similar lengths share a batch
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device, was_training = model_device(model), model.training
-    model.eval()
+    device = model_device(model)
     outputs: dict[int, str] = {}
-    try:
+    with eval_mode(model):
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         for batch in progress(batches, desc):
             width = max(len(encoded[i]) for i in batch)
@@ -51,6 +51,4 @@ def generate_until(
                                  **kwargs)[:, width:]
             for row, index in enumerate(batch):
                 outputs[index] = truncate_at_stop(tokenizer.decode(new[row], skip_special_tokens=True), stop)
-    finally:
-        model.train(was_training)
     return [outputs[i] for i in range(len(prompts))]

@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..data import PadCollator, encode_example
+from ..modes import eval_mode
 
 logger = logging.getLogger(__name__)
 
@@ -19,11 +20,9 @@ def answer_loss(model: Any, tokenizer: Any, records: Sequence[dict], batch_size:
     if not examples:
         raise ValueError("answer_loss needs at least one record with a non-empty completion")
     collate = PadCollator(tokenizer.pad_token_id)
-    was_training = model.training
-    model.eval()
     total, count = 0.0, 0
     device = next(model.parameters()).device
-    try:
+    with eval_mode(model):
         for start in range(0, len(examples), batch_size):
             batch = {k: v.to(device) for k, v in collate(examples[start:start + batch_size]).items()}
             labels = batch.pop("labels")
@@ -34,29 +33,26 @@ def answer_loss(model: Any, tokenizer: Any, records: Sequence[dict], batch_size:
             )
             total += float(losses)
             count += int((targets != -100).sum())
-    finally:
-        model.train(was_training)
     return total / count
 
 
 @torch.no_grad()
 def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 16, batch_size: int = 16) -> list[str]:
     """Greedy completions of ``prompts`` (left-padded batches); the prompt is not included."""
-    was_training, side = model.training, tokenizer.padding_side
-    model.eval()
+    side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     device = next(model.parameters()).device
     outputs: list[str] = []
     try:
-        for start in range(0, len(prompts), batch_size):
-            batch = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True,
-                              add_special_tokens=False).to(device)
-            ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            new = ids[:, batch["input_ids"].shape[1]:]
-            outputs.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+        with eval_mode(model):
+            for start in range(0, len(prompts), batch_size):
+                batch = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True,
+                                  add_special_tokens=False).to(device)
+                ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                new = ids[:, batch["input_ids"].shape[1]:]
+                outputs.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
     finally:
-        model.train(was_training)
         tokenizer.padding_side = side
     return outputs
 

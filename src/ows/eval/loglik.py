@@ -16,6 +16,8 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from ..modes import eval_mode
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_LENGTH = 2048
@@ -107,10 +109,8 @@ def loglikelihoods(
     unique = sorted(by_input, key=lambda row: (-len(row), row))  # longest first, as lm-eval
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     use_keep = _supports_logits_to_keep(model)
-    was_training = model.training
-    model.eval()
     out = [0.0] * len(requests)
-    try:
+    with eval_mode(model):
         batches = [unique[i:i + batch_size] for i in range(0, len(unique), batch_size)]
         for batch in progress(batches, desc):
             width = max(len(row) for row in batch)
@@ -124,6 +124,4 @@ def loglikelihoods(
                     block = logprobs[i, end - len(continuation): end]
                     target = torch.tensor(continuation, device=block.device).unsqueeze(1)
                     out[r] = float(block.gather(1, target).sum())
-    finally:
-        model.train(was_training)
     return out

@@ -16,6 +16,7 @@ import torch
 
 from ..calibration import token_stream
 from .loglik import model_device, progress
+from ..modes import eval_mode
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +48,9 @@ def perplexity(
     spans = windows(len(ids), seq_len, stride)
     stream = torch.tensor(ids, dtype=torch.long)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device, was_training = model_device(model), model.training
-    model.eval()
+    device = model_device(model)
     total, count = 0.0, 0
-    try:
+    with eval_mode(model):
         batches = [spans[i:i + batch_size] for i in range(0, len(spans), batch_size)]
         for batch in progress(batches, "perplexity"):
             width = max(end - begin for begin, end, _ in batch)
@@ -66,8 +66,6 @@ def perplexity(
             total += float(torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"))
             count += int((targets != -100).sum())
-    finally:
-        model.train(was_training)
     nll = total / count
     logger.debug("perplexity: %d windows, %d tokens scored", len(spans), count)
     return {"perplexity": math.exp(nll), "nll": nll, "tokens": count}
