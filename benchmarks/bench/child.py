@@ -1,0 +1,182 @@
+"""Child side: one ``ows train`` run (through ``ows.cli.main``) with measurements added around it.
+
+Run as ``python benchmarks/bench/child.py SPEC.json`` (``runner.run_child`` does). The wrapper adds,
+without changing training: forgetting perplexity after training, peak RSS, peak tracked tensor memory
+(parameters + gradients + optimizer state), per-step wall times, time inside GaLore's SVDs and the
+loss curve. It skips writing the fine-tuned weights and, unless the spec asks, the base-model metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def forgetting_perplexity(model: Any, tokenizer: Any, samples: int, seq_len: int, seed: int = 1234) -> float:
+    """exp(token-weighted mean NLL) on a fixed slice of gensim's English news text."""
+    import torch
+
+    from ows.calibration import builtin_calibration_texts, calibration_batches
+
+    batches = calibration_batches(tokenizer, builtin_calibration_texts(), samples, seq_len, batch_size=4, seed=seed)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                ids = batch["input_ids"].to(device)
+                logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device)).logits[:, :-1].float()
+                targets = ids[:, 1:]
+                total += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                                 targets.reshape(-1), reduction="sum"))
+                count += targets.numel()
+    finally:
+        model.train(was_training)
+    return math.exp(total / count)
+
+
+def _unwrap(optimizer: Any) -> Any:
+    """The torch optimizer inside accelerate's wrapper."""
+    while optimizer is not None and getattr(optimizer, "optimizer", None) not in (None, optimizer):
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
+def _bench_callback() -> Any:
+    """A Trainer callback recording per-step wall time and tracked tensor memory."""
+    from transformers import TrainerCallback
+
+    from ows.memory import gradient_bytes, optimizer_state_bytes, tensor_bytes
+
+    class BenchCallback(TrainerCallback):
+        """Per-step wall time and tracked tensor memory (params + grads + optimizer state)."""
+
+        def __init__(self) -> None:
+            self.t0: float | None = None
+            self.step_times: list[float] = []
+            self.peak_tracked = 0
+            self.peak_state = 0
+            self.peak_grads = 0
+
+        def _sample(self, kwargs: dict) -> None:
+            model = kwargs.get("model")
+            optimizer = _unwrap(kwargs.get("optimizer"))
+            if model is None:
+                return
+            params = tensor_bytes(model.parameters())
+            grads = gradient_bytes(model)
+            state = optimizer_state_bytes(optimizer) if optimizer is not None and hasattr(optimizer, "state") else 0
+            self.peak_grads = max(self.peak_grads, grads)
+            self.peak_state = max(self.peak_state, state)
+            self.peak_tracked = max(self.peak_tracked, params + grads + state)
+
+        def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.t0 = time.perf_counter()
+
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):  # noqa: ANN001
+            self._sample(kwargs)
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            if self.t0 is not None:
+                self.step_times.append(time.perf_counter() - self.t0)
+            self._sample(kwargs)
+
+    return BenchCallback()
+
+
+def _install_hooks(spec: dict[str, Any], bench: dict[str, Any], callback: Any) -> None:
+    """Wrap the steps of ``ows train`` to time SVDs, add the callback, measure forgetting, keep no weights."""
+    import ows.cli.train_steps as steps
+    import ows.optim.galore_adamw as galore
+
+    original_projector = galore._robust_projector
+
+    def timed_projector(*a: Any, **k: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return original_projector(*a, **k)
+        finally:
+            bench["svd_seconds"] += time.perf_counter() - t
+            bench["svd_calls"] += 1
+
+    galore._robust_projector = timed_projector
+    original_make_trainer = steps.make_trainer
+
+    def make_trainer(*a: Any, **k: Any) -> Any:
+        setup, trainer, guards = original_make_trainer(*a, **k)
+        trainer.add_callback(callback)
+        return setup, trainer, guards
+
+    steps.make_trainer = make_trainer
+    original_before = steps.heldout_before
+    forgetting = spec["forgetting_samples"] > 0
+
+    def heldout_before(model, tokenizer, datasets, script, out, reuse):  # noqa: ANN001
+        if not spec["measure_before"]:
+            return {}
+        metrics = dict(original_before(model, tokenizer, datasets, script, out, reuse))
+        if forgetting:
+            metrics["forgetting_ppl"] = forgetting_perplexity(model, tokenizer, spec["forgetting_samples"],
+                                                              spec["forgetting_seq_len"])
+        bench["before"] = metrics
+        return {k: v for k, v in metrics.items() if k != "forgetting_ppl"}
+
+    steps.heldout_before = heldout_before
+    steps.save_model_folder = lambda *a, **k: None  # the benchmark keeps no weights
+    original_save = steps.save_outputs
+
+    def save_outputs(out, setup, trainer, tokenizer, config, before, after, seconds):  # noqa: ANN001
+        bench["forgetting_ppl"] = (forgetting_perplexity(setup.model, tokenizer, spec["forgetting_samples"],
+                                                         spec["forgetting_seq_len"]) if forgetting else None)
+        bench["loss_curve"] = [[h["step"], h["loss"]] for h in trainer.state.log_history if "loss" in h]
+        original_save(out, setup, trainer, tokenizer, config, before, after, seconds)
+
+    steps.save_outputs = save_outputs
+
+
+def child_main(spec_path: str) -> int:
+    """Run the spec's ``ows train`` with measurements; writes ``spec['bench_json']``. Returns the exit code."""
+    from ows.cli import main as ows_main
+    from ows.memory import peak_rss_bytes
+
+    spec = json.loads(Path(spec_path).read_text())
+    bench: dict[str, Any] = {"svd_seconds": 0.0, "svd_calls": 0}
+    callback = _bench_callback()
+    _install_hooks(spec, bench, callback)
+    code = ows_main(["train", *spec["argv"]])
+    if code != 0:
+        return code
+    argv = spec["argv"]
+    out = Path(argv[argv.index("--output_dir") + 1])
+    results = json.loads((out / "results.json").read_text())
+    times = callback.step_times
+    bench.update(
+        method=results["method"], seed=int(argv[argv.index("--seed") + 1]), steps=results["steps"],
+        train_seconds=results["train_seconds"],
+        heldout_answer_loss=results["after"].get("heldout_answer_loss"),
+        heldout_exact_match=results["after"].get("heldout_exact_match"),
+        heldout_exact_match_items=results["after"].get("heldout_exact_match_items"),
+        peak_rss_gib=peak_rss_bytes() / 2**30,
+        peak_tracked_gib=callback.peak_tracked / 2**30,
+        peak_grad_gib=callback.peak_grads / 2**30,
+        peak_optimizer_state_gib=callback.peak_state / 2**30,
+        sec_per_step=statistics.median(times) if times else None,
+        svd_share=bench["svd_seconds"] / sum(times) if times else None,
+        command="ows train " + " ".join(shlex.quote(a) for a in argv),
+    )
+    results["benchmark"] = {k: v for k, v in bench.items() if k != "loss_curve"}
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    Path(spec["bench_json"]).write_text(json.dumps(bench, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1]))

@@ -1,0 +1,55 @@
+"""Loss curves and memory bars of a comparison run (matplotlib, optional)."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+
+def make_plots(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]], out: Path) -> list[str]:
+    """Write ``loss_curves.png`` and ``memory.png`` into ``out``; returns the file names (none without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    written = []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in summary:
+        curves = [r["loss_curve"] for r in runs if r["method"] == method and r.get("loss_curve")]
+        if not curves:
+            continue
+        steps = sorted({s for c in curves for s, _ in c})
+        by_step = {s: [loss for c in curves for t, loss in c if t == s] for s in steps}
+        ax.plot(steps, [statistics.fmean(by_step[s]) for s in steps], label=method)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (mean over seeds)")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "loss_curves.png", dpi=110)
+    plt.close(fig)
+    written.append("loss_curves.png")
+
+    names = list(summary)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    width = 0.4
+    xs = range(len(names))
+    rss = [summary[m]["peak_rss_gib"]["mean"] or 0 for m in names]
+    tracked = [summary[m]["peak_tracked_gib"]["mean"] or 0 for m in names]
+    ax.bar([x - width / 2 for x in xs], rss, width, label="peak process RSS")
+    ax.bar([x + width / 2 for x in xs], tracked, width, label="peak params+grads+optimizer state")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(names, rotation=20)
+    ax.set_ylabel("GiB")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "memory.png", dpi=110)
+    plt.close(fig)
+    written.append("memory.png")
+    return written

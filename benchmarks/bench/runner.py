@@ -1,0 +1,92 @@
+"""Parent side: the ``ows train`` flags of one run, the shared outlier profile, and one child process per run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .settings import GALORE, LEARNING_RATES, PROFILED, SAMPLING
+
+CHILD_SCRIPT = Path(__file__).resolve().parent / "child.py"
+OWS_CLI = "import sys; from ows.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def train_argv(args: argparse.Namespace, method: str, seed: int, out: Path, profile: Path | None,
+               lr: float | None = None, extra: Sequence[str] = ()) -> list[str]:
+    """The ``ows train`` flags of one run: everything but the method and its learning rate is shared.
+
+    ``lr`` overrides the method's entry in ``LEARNING_RATES``; ``extra`` flags are appended (e.g. a
+    GaLore scale in the learning-rate sweep).
+    """
+    argv = [
+        "--model", args.model, "--dataset", args.dataset, "--method", method,
+        "--num_train_examples", str(args.steps * args.batch_size), "--dataset_seed", str(args.dataset_seed),
+        "--num_heldout_examples", str(args.num_heldout), "--heldout_seed", str(args.heldout_seed),
+        "--heldout_generate", str(args.heldout_generate), "--max_seq_length", str(args.max_seq_length),
+        "--max_steps", str(args.steps), "--per_device_train_batch_size", str(args.batch_size),
+        "--learning_rate", str(LEARNING_RATES[method] if lr is None else lr), "--lr_scheduler_type", "cosine",
+        "--warmup_steps", str(args.warmup_steps), "--weight_decay", "0.0", "--logging_steps", "1",
+        "--save_strategy", "no", "--report_to", "none", "--seed", str(seed),
+        "--output_dir", str(out), "--overwrite_output_dir", "true",
+        "--calibration_samples", str(args.calibration_samples), "--calibration_seq_len", str(args.calibration_seq_len),
+    ]
+    if method in SAMPLING:
+        argv += ["--num_active_layers", str(args.gamma), "--sample_interval", str(args.interval)]
+    if method in GALORE:
+        argv += ["--rank", str(args.rank), "--update_proj_gap", str(args.update_proj_gap)]
+    if method == "lora":
+        argv += ["--lora_r", str(args.lora_r)]
+    if method in PROFILED and profile is not None:
+        argv += ["--profile", str(profile)]
+    return argv + list(extra)
+
+
+def compute_profile(args: argparse.Namespace, out: Path) -> Path:
+    """One outlier profile (``ows analyze``, in a subprocess) shared by the weighted methods."""
+    folder = out / "profile"
+    cmd = [sys.executable, "-c", OWS_CLI,
+           "analyze", args.model, "--num-samples", str(args.calibration_samples),
+           "--seq-len", str(args.calibration_seq_len), "--output-dir", str(folder), "--json"]
+    with open(out / "profile.log", "w") as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+    return folder / "profile.json"
+
+
+def run_child(args: argparse.Namespace, method: str, seed: int, out: Path, profile: Path | None,
+              measure_before: bool, *, lr: float | None = None, name: str | None = None,
+              extra: Sequence[str] = ()) -> dict[str, Any]:
+    """Train one method x seed in a fresh process and return its measurements (``bench.child``).
+
+    ``name`` (default ``METHOD-sSEED``) names the run folder, spec, log and measurement files under
+    ``out/runs``. A forgetting sample count of 0 skips the forgetting perplexity.
+    """
+    name = name or f"{method}-s{seed}"
+    runs = out / "runs"
+    run_dir = runs / name
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    runs.mkdir(parents=True, exist_ok=True)
+    spec = {"argv": train_argv(args, method, seed, run_dir, profile, lr, extra), "measure_before": measure_before,
+            "forgetting_samples": args.forgetting_samples, "forgetting_seq_len": args.forgetting_seq_len,
+            "bench_json": str(runs / f"{name}.bench.json")}
+    spec_path = runs / f"{name}.spec.json"
+    spec_path.write_text(json.dumps(spec, indent=1))
+    started = time.perf_counter()
+    with open(runs / f"{name}.log", "w") as log:
+        proc = subprocess.run([sys.executable, str(CHILD_SCRIPT), str(spec_path)], stdout=log, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{method} seed {seed} ({name}) failed (exit {proc.returncode}); see {log.name}")
+    bench = json.loads(Path(spec["bench_json"]).read_text())
+    bench["wall_seconds"] = round(wall, 1)
+    # Nothing big stays: drop any weights a child may have written (it skips saving them).
+    for pattern in ("*.safetensors", "*.bin", "*.pt", "checkpoint-*"):
+        for item in run_dir.glob(pattern):
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+    return bench

@@ -1,0 +1,73 @@
+"""Aggregation over seeds (mean, std, ratios to full FT and LoRA) and the markdown table."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from .settings import LABELS, LEARNING_RATES, METRICS
+
+
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample std of the finite values (std 0 for one value, ``(None, None)`` for none)."""
+    kept = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not kept:
+        return None, None
+    return statistics.fmean(kept), (statistics.stdev(kept) if len(kept) > 1 else 0.0)
+
+
+def ratio(value: float | None, reference: float | None) -> float | None:
+    """``value / reference``, or None when either is missing or the reference is 0."""
+    if value is None or reference is None or reference == 0:
+        return None
+    return value / reference
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per method: mean, std and n of every metric over seeds, and the ratios of the means to full FT and LoRA."""
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    summary: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        rows = [r for r in runs if r["method"] == method]
+        entry: dict[str, Any] = {"n": len(rows)}
+        for key, _, _ in METRICS:
+            mean, std = mean_std([r.get(key) for r in rows])
+            entry[key] = {"mean": mean, "std": std}
+        summary[method] = entry
+    for entry in summary.values():
+        for key, _, _ in METRICS:
+            for ref in ("full", "lora"):
+                ref_mean = summary.get(ref, {}).get(key, {}).get("mean")
+                entry[key][f"x_{ref}"] = ratio(entry[key]["mean"], ref_mean)
+    return summary
+
+
+def cell(stat: dict[str, Any], fmt: str, n: int) -> str:
+    """``mean (± std when n > 1) (ratio× full, ratio× LoRA)``, or ``n/a``."""
+    if stat["mean"] is None:
+        return "n/a"
+    text = fmt.format(stat["mean"])
+    if n > 1:
+        text += " ± " + fmt.format(stat["std"]).rstrip("%") + ("%" if fmt.endswith("%}") else "")
+    ratios = [f"{stat[k]:.2f}× {name}" for k, name in (("x_full", "full"), ("x_lora", "LoRA")) if stat.get(k) is not None]
+    return text + (" (" + ", ".join(ratios) + ")" if ratios else "")
+
+
+def markdown_table(summary: dict[str, dict[str, Any]], base: dict[str, Any], header: list[str]) -> str:
+    """The comparison table: header lines, the base model's row, one row per method, the legend."""
+    lines = list(header) + [""]
+    lines.append("| method | " + " | ".join(h for _, h, _ in METRICS) + " |")
+    lines.append("|---" * (len(METRICS) + 1) + "|")
+    if base:
+        cells = []
+        for key, _, fmt in METRICS:
+            cells.append(fmt.format(base[key]) if base.get(key) is not None else "–")
+        lines.append("| base model (no training) | " + " | ".join(cells) + " |")
+    for method, entry in summary.items():
+        label = LABELS.get(method, method) + f" · lr {LEARNING_RATES.get(method, float('nan')):g}"
+        lines.append(f"| {label} | " + " | ".join(cell(entry[k], f, entry["n"]) for k, _, f in METRICS) + " |")
+    lines.append("")
+    lines.append("Cells: mean (± std over seeds when n > 1), then the ratio of the mean to full FT's and to LoRA's "
+                 "from this same invocation. Lower is better for every column except exact match.")
+    return "\n".join(lines)
