@@ -42,6 +42,8 @@ class ScriptArguments:
     lora_alpha: int = _h("LoRA alpha (method lora).", 32)
     lora_dropout: float = _h("LoRA dropout (method lora).", 0.05)
     dtype: str = _h("Weights dtype when loading: float32, bfloat16, float16.", "float32")
+    loss_chunk_size: int = _h("Tokens per chunk of the training loss, so the full (tokens x vocab) logits never "
+                              "exist; 0 = the model's standard loss.", 1024)
     trust_remote_code: bool = _h("Allow model code from the model folder/hub (off unless you trust it).", False)
     overwrite_output_dir: bool = _h("Replace an output_dir that holds a different run.", False)
     nan_policy: str = _h("A step whose gradients hold NaN/inf: skip it (stop after max_bad_steps in a row) or stop.",
@@ -56,6 +58,9 @@ class ScriptArguments:
             raise ValueError(f"method={self.method!r} is unknown: use one of {', '.join(METHODS)}")
         if self.nan_policy not in ("skip", "stop"):
             raise ValueError(f"nan_policy={self.nan_policy!r} is unknown: use skip or stop")
+        if self.loss_chunk_size < 0:
+            raise ValueError(f"loss_chunk_size={self.loss_chunk_size!r} is invalid: use 0 (standard loss) or a "
+                             "positive number of tokens, e.g. 1024")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r} is unknown: use one of {', '.join(DTYPES)}")
         for name in ("max_seq_length", "num_train_examples", "num_heldout_examples", "calibration_samples",

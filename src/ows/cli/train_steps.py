@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..config import OWSConfig
+from ..distributed import is_main_process
 from ..jsonio import write_json
 from ..eval import reasoning
 from ..methods import SAMPLING_METHODS, needs_profile
@@ -183,7 +184,8 @@ def heldout_before(model: Any, tokenizer: Any, datasets: Datasets, script: Scrip
     if reuse and stored.is_file():
         return json.loads(stored.read_text(encoding="utf-8"))
     metrics = heldout_metrics(model, tokenizer, datasets, script, "before")
-    write_json(metrics, stored)
+    if is_main_process():
+        write_json(metrics, stored)
     return metrics
 
 
@@ -194,16 +196,23 @@ def make_trainer(model: Any, tokenizer: Any, script: ScriptArguments, config: OW
     from transformers import PrinterCallback, Trainer
 
     from ..data import PadCollator
+    from ..integrations.hf import fsdp_requested
     from ..integrations.progress import ProgressCallback
     from ..integrations.reliability import CheckpointMarker, GracefulStop, NonFiniteGuard
+    from ..integrations.chunked_loss import enable_chunked_loss
     from ..methods import build_method
 
+    if script.loss_chunk_size:
+        enable_chunked_loss(model, script.loss_chunk_size)
     setup = build_method(script.method, model, config, profile, lr=args.learning_rate, weight_decay=args.weight_decay,
                          betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
                          lora={"r": script.lora_r, "alpha": script.lora_alpha, "dropout": script.lora_dropout})
+    fsdp = fsdp_requested(args)  # the Trainer refuses optimizers= under FSDP; accelerate shards ours when set after
     trainer = Trainer(model=setup.model, args=args, train_dataset=datasets.train, eval_dataset=datasets.eval or None,
-                      data_collator=PadCollator(tokenizer.pad_token_id), optimizers=(setup.optimizer, None),
+                      data_collator=PadCollator(tokenizer.pad_token_id), optimizers=(None if fsdp else setup.optimizer, None),
                       callbacks=[*setup.callbacks, ProgressCallback(setup.controller)])
+    if fsdp:
+        trainer.optimizer = setup.optimizer
     trainer.remove_callback(PrinterCallback)
     guards = (GracefulStop(), NonFiniteGuard(script.nan_policy, script.max_bad_steps))
     for callback in (CheckpointMarker(run), *guards):
@@ -211,15 +220,16 @@ def make_trainer(model: Any, tokenizer: Any, script: ScriptArguments, config: OW
     return setup, trainer, guards
 
 
-def save_model_folder(model: Any, tokenizer: Any, out: Path) -> None:
+def save_model_folder(model: Any, tokenizer: Any, out: Path, state_dict: dict | None = None) -> None:
     """Write the model and tokenizer into a temporary folder first, then move the files into ``out``:
-    a failure (e.g. a full disk) leaves no half-written model file behind."""
+    a failure (e.g. a full disk) leaves no half-written model file behind. ``state_dict``: the full
+    weights of a sharded (FSDP) model."""
     import shutil
     import tempfile
 
     staging = Path(tempfile.mkdtemp(prefix=".ows-final-", dir=out))
     try:
-        model.save_pretrained(staging, safe_serialization=True)
+        model.save_pretrained(staging, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(staging)
         for item in staging.iterdir():
             target = out / item.name
@@ -232,12 +242,19 @@ def save_model_folder(model: Any, tokenizer: Any, out: Path) -> None:
 
 def save_outputs(out: Path, setup: Any, trainer: Any, tokenizer: Any, config: OWSConfig,
                  before: dict, after: dict, seconds: float) -> None:
-    """Model folder, tokenizer, ows_config.json, schedule.json, loss_curve.png and results.json."""
+    """Model folder, tokenizer, ows_config.json, schedule.json, loss_curve.png and results.json.
+
+    Call on every rank: gathering sharded weights and evaluating are collectives; only rank 0 writes."""
+    from ..integrations.hf import full_state_dict
     from ..memory import peak_rss_bytes
     from ..plots import plot_loss_curve
 
+    state_dict = full_state_dict(trainer)
+    evaluation = trainer.evaluate() if trainer.eval_dataset is not None else None
+    if not is_main_process():
+        return
     model = setup.model.merge_and_unload() if setup.name == "lora" else setup.model
-    save_model_folder(model, tokenizer, out)
+    save_model_folder(model, tokenizer, out, state_dict)
     method_config = setup.config or config
     write_json({"method": setup.name, **method_config.to_dict()}, out / "ows_config.json")
     if setup.controller is not None:
@@ -249,8 +266,8 @@ def save_outputs(out: Path, setup: Any, trainer: Any, tokenizer: Any, config: OW
                     title=f"{setup.name}: training loss")
     results = {"method": setup.name, "before": before, "after": after, "train_seconds": round(seconds, 1),
                "steps": trainer.state.global_step, "peak_rss_gib": round(peak_rss_bytes() / 2**30, 3)}
-    if trainer.eval_dataset is not None:
-        results["eval"] = trainer.evaluate()
+    if evaluation is not None:
+        results["eval"] = evaluation
     write_json(results, out / "results.json")
 
 
