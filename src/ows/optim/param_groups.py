@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from ..config import OWSConfig
-from ..layers import locate_decoder_layers
+from ..layers import locate_decoder_layers, stop_gradient_at_input_embeddings
 from ..outliers import weight_in_out
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,8 @@ def build_param_groups(
     ``layers_other`` the rest of the decoder layers (norms, biases; no weight decay),
     ``always`` / ``always_no_decay`` the trainable parameters outside the decoder layers.
     Parameters outside the layers that the config turns off are frozen here (``requires_grad=False``).
+    With ``train_embeddings`` off, the input-embedding output is detached (a tied head still trains
+    through its output role), so the backward pass stops at the lowest sampled layer.
     """
     found = locate_decoder_layers(model, config.layers_attr)
     layer_ids = {id(p) for p in found.modules.parameters()}
@@ -72,6 +74,8 @@ def build_param_groups(
             "use module names such as 'q_proj' or None for all"
         )
     always, always_nd = _outside_params(model, config, layer_ids)
+    if not config.train_embeddings and stop_gradient_at_input_embeddings(model):
+        logger.info("input embeddings not trained: no backward below the lowest sampled layer")
     groups = [
         _galore_group(galore, config, weight_decay),
         {"params": layer_other, "weight_decay": 0.0, "ows_group": "layers_other"},
