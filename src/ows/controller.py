@@ -17,6 +17,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from .config import OWSConfig
+from .distributed import check_same_active
 from .layers import locate_decoder_layers, set_trainable
 from .memory import tensor_bytes
 from .optim.galore_adamw import GaLoreAdamW
@@ -75,7 +76,8 @@ class OWSController:
         if missing:
             raise ValueError(
                 f"decoder layer {missing[0]} has parameters the optimizer does not hold (a layer frozen before the "
-                "optimizer was built never trains): build it from ows.build_param_groups(model, config)"
+                "optimizer was built never trains, and sharding with fully_shard replaces the parameters): build the "
+                "optimizer from ows.build_param_groups(model, config), after sharding"
             )
 
     def begin_step(self, step: int) -> tuple[int, ...]:
@@ -84,6 +86,9 @@ class OWSController:
         if period == self.period and self.active is not None:
             return self.active
         new_active = self.sampler.active_layers(step)
+        check_same_active(new_active, len(self.layers), period)
+        if self.active is None:  # sharding (FSDP2) after the optimizer was built replaces the parameters
+            self._check_optimizer_covers_layers()
         self._apply(new_active)
         self.period = period
         self.visits.update(new_active)

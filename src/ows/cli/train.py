@@ -110,6 +110,7 @@ def check_output_dir(path: Path, signature: dict[str, Any], overwrite: bool) -> 
 def run(argv: list[str]) -> int:
     """Entry point of ``ows train``: 0 done, 2 bad input, 1 failure, 130 stopped by a signal (resumable)."""
     from .. import data as data_mod
+    from .. import distributed
     from ..checkpoint import check_compatible, resolve_resume
     from ..models import resolve_model_path
     from . import train_steps as steps
@@ -127,14 +128,18 @@ def run(argv: list[str]) -> int:
     profile = steps.load_profile(script, config, num_layers, out)
     tokenizer = steps.load_tokenizer(model_path, script.trust_remote_code)
     datasets = steps.load_datasets(script, tokenizer, data_mod)
-    args = steps.training_arguments(training, has_eval=bool(datasets.eval))
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_json({"settings": signature, "started": time.strftime("%Y-%m-%d %H:%M:%S")}, out / "ows_run.json", default=str)
+    args = steps.training_arguments(training, has_eval=bool(datasets.eval))  # starts torch.distributed under torchrun
+    distributed.barrier()  # every rank has read the output folder before rank 0 writes into it
+    main = distributed.is_main_process()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json({"settings": signature, "started": time.strftime("%Y-%m-%d %H:%M:%S")}, out / "ows_run.json",
+                   default=str)
     model = steps.load_model(model_path, script)
     if profile is None and steps.wants_profile(script, config):
         profile = steps.compute_profile(model, tokenizer, script, config)
-    if profile is not None:
+    profile = distributed.broadcast_object(profile)  # one sampling distribution on every rank
+    if profile is not None and main:
         profile.to_json(out / "profile.json")
         print(steps.profile_table(profile, config))
     before = steps.heldout_before(model, tokenizer, datasets, script, out, reuse=bool(resume))
@@ -144,14 +149,16 @@ def run(argv: list[str]) -> int:
     seconds = time.perf_counter() - started
     stop, nonfinite = guards
     if stop.signal_name:
-        print(f"stopped by {stop.signal_name} at step {stop.step}; a checkpoint was saved: rerun the same command "
-              "with --resume_from_checkpoint latest to continue")
+        if main:
+            print(f"stopped by {stop.signal_name} at step {stop.step}; a checkpoint was saved: rerun the same command "
+                  "with --resume_from_checkpoint latest to continue")
         return 130
     if nonfinite.failed:
         raise RuntimeError(f"stopped after {nonfinite.consecutive} steps in a row with non-finite gradients "
                            f"(nan_policy={script.nan_policy}); the newest checkpoint is the last good one")
     after = steps.heldout_metrics(setup.model, tokenizer, datasets, script, "after")
     steps.save_outputs(out, setup, trainer, tokenizer, config, before, after, seconds)
-    print(steps.results_table(before, after, script.method))
-    print(f"saved the fine-tuned model to {out}")
+    if main:
+        print(steps.results_table(before, after, script.method))
+        print(f"saved the fine-tuned model to {out}")
     return 0

@@ -7,11 +7,13 @@ from ``TrainingArguments`` wraps the returned optimizer as usual.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from .. import distributed
 from ..config import OWSConfig
 from ..controller import OWSController, create_ows
 from ..optim.galore_adamw import GaLoreAdamW
@@ -38,10 +40,21 @@ class OWSCallback(TrainerCallback):
         if self._is_main:
             logger.info("step %d: active decoder layers %s", step, list(active))
 
+    def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        # TrainingArguments start torch.distributed; the Trainer wraps the model in DDP only in train().
+        if not fsdp_requested(args):
+            distributed.setup_ddp(self.controller.model, self.controller.layers)
+
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: nn.Module | None = None, **kwargs: Any
     ) -> None:
         self._is_main = state.is_world_process_zero
+        model_ready = distributed.is_sharded(self.controller.model) or hasattr(self.controller.model, "_ows_layer_sync")
+        if distributed.is_distributed() and not model_ready:
+            raise RuntimeError(
+                f"{distributed.world_size()} processes but the model is neither sharded (FSDP2) nor prepared for DDP: "
+                "pass the OWS callback to the Trainer constructor (callbacks=[callback]) so that it runs before training"
+            )
         checkpointing = getattr(args, "activation_checkpointing", False) or getattr(args, "gradient_checkpointing", False)
         if checkpointing and model is not None:
             _ensure_input_grads(model)
@@ -60,6 +73,23 @@ def _ensure_input_grads(model: nn.Module) -> None:
         logger.info("gradient checkpointing with frozen embeddings: enabled input gradients")
 
 
+def fsdp_requested(args: Any | None = None) -> bool:
+    """Whether the run shards with FSDP (``accelerate launch`` with an FSDP config, or ``TrainingArguments.fsdp``)."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("true", "1"):
+        return True
+    return bool(getattr(args, "fsdp", None)) or getattr(args, "fsdp_plugin_args", None) is not None
+
+
+def full_state_dict(trainer: Any) -> dict[str, Any] | None:
+    """The full (unsharded) state dict of an FSDP-trained model on rank 0; None when not sharded.
+
+    A collective under FSDP: call it on every rank.
+    """
+    if not distributed.is_sharded(trainer.model):
+        return None
+    return trainer.accelerator.get_state_dict(trainer.model)
+
+
 def prepare_for_trainer(
     model: nn.Module,
     config: OWSConfig,
@@ -74,8 +104,13 @@ def prepare_for_trainer(
 
     ``profile`` is an ``OutlierProfile`` (needed by the 'owl' strategies). ``lr`` etc. are the
     optimizer's; the Trainer's scheduler scales ``lr`` as configured in ``TrainingArguments``.
+    Under torchrun / accelerate with DDP the decoder layers are hidden from DDP and synchronised by
+    OWS (see ``ows.distributed``). Under FSDP the Trainer refuses ``optimizers=``: construct it
+    without, then set ``trainer.optimizer = optimizer`` (accelerate swaps in the sharded parameters).
     """
     optimizer, controller = create_ows(
         model, config, profile, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps
     )
+    if not fsdp_requested():
+        distributed.setup_ddp(model, controller.layers)
     return optimizer, OWSCallback(controller)

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch.optim import Optimizer
 
+from ..distributed import is_dtensor, sharded_galore_update
 from .projector import PROJ_TYPES, compute_projector, project, project_back, projection_side, randomized_projector
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,11 @@ class GaLoreAdamW(Optimizer):
                 loss = closure()
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is not None:
+                if p.grad is None:
+                    continue
+                if "rank" in group and is_dtensor(p):  # FSDP2: the SVD needs the whole gradient
+                    sharded_galore_update(self, p, group, self._update)
+                else:
                     self._update(p, group)
         return loss
 

@@ -1,0 +1,236 @@
+"""Several processes (torchrun, accelerate launch): same active layers everywhere, DDP and FSDP2 support.
+
+- :func:`check_same_active`: one all-reduce per resample proves every rank trains the same layers.
+- :class:`LayerGradSync`: DDP builds its gradient buckets from ``requires_grad`` at wrap time, so
+  layers frozen then would never be synchronised and layers frozen later would keep bucket memory.
+  The decoder layers are therefore hidden from DDP and their gradients averaged here, by a hook on
+  each parameter that fires only when the parameter received a gradient (only sampled layers do).
+- :func:`shard_model`: FSDP2 (``fully_shard``) with one unit per decoder layer, then the root.
+- :func:`sharded_galore_update`: GaLore on a DTensor weight gathers the full gradient, computes the
+  update identically on every rank and applies the local shard.
+
+Every function is a no-op (or the plain path) when ``torch.distributed`` is not initialised or has
+one process.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+def _dist() -> Any:
+    return torch.distributed if torch.distributed.is_available() else None
+
+
+def world_size() -> int:
+    """Number of processes in the default group (1 without ``torch.distributed``)."""
+    d = _dist()
+    return d.get_world_size() if d is not None and d.is_initialized() else 1
+
+
+def rank() -> int:
+    """This process's rank in the default group (0 without ``torch.distributed``)."""
+    d = _dist()
+    return d.get_rank() if d is not None and d.is_initialized() else 0
+
+
+def is_distributed() -> bool:
+    """Whether ``torch.distributed`` is initialised with more than one process."""
+    return world_size() > 1
+
+
+def is_main_process() -> bool:
+    """Rank 0, or the only process: the one that writes files and prints."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if is_distributed():
+        torch.distributed.barrier()
+
+
+def _collective_device() -> torch.device:
+    backend = str(torch.distributed.get_backend())
+    return torch.device("cuda", torch.cuda.current_device()) if "nccl" in backend else torch.device("cpu")
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """``obj`` of rank ``src`` on every rank (picklable objects; returned unchanged in one process)."""
+    if not is_distributed():
+        return obj
+    holder = [obj if rank() == src else None]
+    torch.distributed.broadcast_object_list(holder, src=src)
+    return holder[0]
+
+
+def check_same_active(active: Sequence[int], num_layers: int, period: int) -> None:
+    """Raise ``RuntimeError`` unless every rank passes the same ``active`` layer set.
+
+    One all-reduce (MAX) of a ``2 * num_layers`` int tensor holding the set's indicator and its
+    negation: the sets agree iff the maximum and the minimum indicator are equal everywhere.
+    """
+    if not is_distributed():
+        return
+    mask = torch.zeros(2 * num_layers, dtype=torch.int64, device=_collective_device())
+    mask[list(active)] = 1
+    mask[num_layers:] = -mask[:num_layers]
+    torch.distributed.all_reduce(mask, op=torch.distributed.ReduceOp.MAX)
+    if torch.equal(mask[:num_layers], -mask[num_layers:]):
+        return
+    sets: list[Any] = [None] * world_size()
+    torch.distributed.all_gather_object(sets, tuple(active))
+    other = next(r for r, s in enumerate(sets) if s != sets[0])
+    raise RuntimeError(
+        f"ranks sampled different active layers in period {period}: rank 0 has {list(sets[0])}, rank {other} has "
+        f"{list(sets[other])}: give every rank the same seed, sampling strategy and outlier profile"
+    )
+
+
+def layer_parameter_names(model: nn.Module, layers: nn.ModuleList) -> list[str]:
+    """Fully qualified names (as ``model.named_parameters()`` gives them) of the parameters in ``layers``."""
+    ids = {id(p) for p in layers.parameters()}
+    return [name for name, p in model.named_parameters() if id(p) in ids]
+
+
+class LayerGradSync:
+    """Average the gradients of decoder-layer parameters across ranks, outside DDP.
+
+    Construct before the model is wrapped in ``DistributedDataParallel``: it tells DDP to ignore the
+    layers' parameters (no buckets, no unused-parameter errors), broadcasts their values from rank 0
+    (what DDP would have done) and registers a post-accumulate-grad hook per parameter. A hook starts
+    an asynchronous all-reduce of the accumulated gradient; a callback queued on the autograd engine
+    waits for all of them and divides by the world size when the backward pass ends, so the optimizer
+    always sees averaged gradients. Frozen layers receive no gradient, fire no hook and cost nothing.
+    Under gradient accumulation every micro-batch is reduced: the result is the same average, with
+    one all-reduce per sampled parameter and micro-batch.
+    """
+
+    def __init__(self, model: nn.Module, layers: nn.ModuleList) -> None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        d = torch.distributed
+        self.world = d.get_world_size()
+        names = layer_parameter_names(model, layers)
+        ignored = list(getattr(model, "_ddp_params_and_buffers_to_ignore", []) or [])
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignored + names)
+        # A group of our own: its collectives never interleave with DDP's on the default group.
+        self.group = d.new_group(backend=str(d.get_backend()))
+        params = list(dict.fromkeys(layers.parameters()))
+        with torch.no_grad():
+            for p in params:
+                d.broadcast(p.data, src=0, group=self.group)
+        self._pending: list[tuple[torch.Tensor, Any]] = []
+        self._queued = False
+        self.reductions = 0
+        self._handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
+        logger.info("DDP: %d decoder-layer parameters synchronised by OWS hooks", len(params))
+
+    def _on_grad(self, param: torch.Tensor) -> None:
+        handle = torch.distributed.all_reduce(param.grad, group=self.group, async_op=True)
+        self._pending.append((param.grad, handle))
+        self.reductions += 1
+        if not self._queued:
+            torch.autograd.Variable._execution_engine.queue_callback(self._finish)
+            self._queued = True
+
+    def _finish(self) -> None:
+        for grad, handle in self._pending:
+            handle.wait()
+            grad.div_(self.world)
+        self._pending.clear()
+        self._queued = False
+
+    def remove(self) -> None:
+        """Remove the hooks (the DDP ignore list stays on the model)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def outside_layers_trainable(model: nn.Module, layers: nn.ModuleList) -> bool:
+    """Whether any parameter outside the decoder layers requires a gradient."""
+    ids = {id(p) for p in layers.parameters()}
+    return any(p.requires_grad for p in model.parameters() if id(p) not in ids)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether ``model`` holds DTensor parameters (FSDP2 / tensor parallel)."""
+    return any(is_dtensor(p) for p in model.parameters())
+
+
+def is_dtensor(tensor: Any) -> bool:
+    """Whether ``tensor`` is a ``torch.distributed.tensor.DTensor``."""
+    if _dist() is None:
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
+def setup_ddp(model: nn.Module, layers: nn.ModuleList) -> LayerGradSync | None:
+    """Prepare ``model`` for DDP with OWS when several processes run; idempotent; None otherwise.
+
+    Raises ``ValueError`` when nothing outside the decoder layers trains: DDP refuses to wrap a
+    model whose every trainable parameter it was told to ignore.
+    """
+    if not is_distributed() or is_sharded(model):
+        return None
+    existing = getattr(model, "_ows_layer_sync", None)
+    if existing is not None:
+        return existing
+    if not outside_layers_trainable(model, layers):
+        raise ValueError(
+            "train_embeddings, train_lm_head and train_final_norm are all false: under DDP OWS synchronises the "
+            "decoder layers itself and DDP needs at least one other trainable parameter: set train_final_norm=true "
+            "(a few KB) or use FSDP2"
+        )
+    sync = LayerGradSync(model, layers)
+    model._ows_layer_sync = sync  # type: ignore[assignment]
+    return sync
+
+
+def shard_model(model: nn.Module, layers: nn.ModuleList, **fully_shard_kwargs: Any) -> nn.Module:
+    """FSDP2: ``fully_shard`` every decoder layer (one unit each), then the root; returns ``model``.
+
+    Build the optimizer (``ows.create_ows``) after this call: sharding replaces the parameters.
+    ``fully_shard_kwargs`` go to ``torch.distributed.fsdp.fully_shard`` (mesh, reshard_after_forward, ...).
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in layers:
+        fully_shard(layer, **fully_shard_kwargs)
+    fully_shard(model, **fully_shard_kwargs)
+    return model
+
+
+def sharded_galore_update(optimizer: Any, param: torch.Tensor, group: dict[str, Any],
+                          update: Callable[[torch.Tensor, dict[str, Any]], None]) -> None:
+    """GaLore step of a DTensor ``param``: full gradient, identical update on every rank, local shard applied.
+
+    Costs one all-gather of the gradient (the weight's full size, as a temporary) per step; the SVD
+    and the low-rank moments are computed and held on every rank (they are small: rank x side).
+    ``update(proxy, group)`` is the optimizer's own single-tensor update, run on a zero tensor whose
+    ``.grad`` is the full gradient, so that ``proxy`` ends up holding exactly the update.
+    """
+    from torch.distributed.tensor import DTensor, Replicate
+
+    full_grad = param.grad.full_tensor()
+    proxy = torch.zeros(full_grad.shape, dtype=param.dtype, device=full_grad.device)
+    proxy.grad = full_grad
+    state = optimizer.state.pop(param, None)
+    if state:
+        optimizer.state[proxy] = state
+    update(proxy, {**group, "weight_decay": 0.0})
+    optimizer.state[param] = optimizer.state.pop(proxy)
+    mesh = param.device_mesh
+    replicated = DTensor.from_local(proxy, mesh, [Replicate()] * mesh.ndim, run_check=False)
+    param.add_(replicated.redistribute(mesh, param.placements))
+    if group["weight_decay"] > 0.0:
+        param.add_(param, alpha=-group["lr"] * group["weight_decay"])
