@@ -22,6 +22,7 @@ def test_defaults_follow_the_paper():
         ("outlier_threshold", float("nan")),
         ("rank", True),
         ("proj_type", "full"),
+        ("svd_method", "fast"),
         ("train_embeddings", "yes"),
         ("target_modules", []),
         ("sampling_weights", [1.0, -1.0]),

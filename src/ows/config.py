@@ -11,6 +11,7 @@ from .jsonio import read_json, write_json
 
 SAMPLING_STRATEGIES = ("owl", "uniform", "owl_reverse", "increase", "decrease", "weights")
 PROJ_TYPES = ("std", "reverse_std", "left", "right")
+SVD_METHODS = ("exact", "randomized")
 
 
 def _help(text: str, default: Any = MISSING, default_factory: Any = MISSING) -> Any:
@@ -57,6 +58,10 @@ class OWSConfig:
     proj_type: str = _help(
         "Which side is projected: std (the smaller side), reverse_std, left, right.", "std"
     )
+    svd_method: str = _help(
+        "How the projector is computed every T steps: exact (full SVD) or randomized (faster on large "
+        "matrices; quality measured in benchmarks/projection_quality.py).", "exact"
+    )
     target_modules: list[str] | None = _help(
         "Names (or name suffixes) of the linear modules inside decoder layers that get GaLore, "
         "e.g. ['q_proj', 'v_proj']; None = every 2-D weight in the decoder layers.",
@@ -88,6 +93,7 @@ class OWSConfig:
         _check_int(self, "update_proj_gap", minimum=1)
         _check_float(self, "galore_scale", minimum=0.0, strict=True)
         _check_choice(self, "proj_type", PROJ_TYPES)
+        _check_choice(self, "svd_method", SVD_METHODS)
         for name in ("train_embeddings", "train_lm_head", "train_final_norm"):
             _check_bool(self, name)
         _check_int(self, "seed", minimum=0)

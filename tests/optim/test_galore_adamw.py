@@ -161,3 +161,23 @@ def test_svd_failure_falls_back(monkeypatch, caplog):
     opt.step()  # step 2 is a projector update: it fails again, the previous projector is kept
     assert torch.equal(opt.state[p]["projector"], first)
     assert calls["n"] == 2 and "keeping its previous projector" in caplog.text
+
+
+def test_randomized_svd_group_recovers_a_low_rank_gradient_subspace():
+    g = torch.Generator().manual_seed(0)
+    grad = torch.randn(64, 6, generator=g) @ torch.randn(6, 40, generator=g) + 1e-3 * torch.randn(64, 40, generator=g)
+    weights = {m: torch.nn.Parameter(torch.zeros(64, 40)) for m in ("exact", "randomized")}
+    for method, w in weights.items():
+        opt = GaLoreAdamW([{"params": [w], "rank": 6, "update_proj_gap": 10, "svd": method}], lr=0.1)
+        w.grad = grad.clone()
+        opt.step()
+        projector = opt.state[w]["projector"]
+        side = projection_side(w.shape, "std")
+        captured = project_back(project(grad, projector, side), projector, side).norm() / grad.norm()
+        assert captured > 0.999, method
+    torch.testing.assert_close(weights["randomized"], weights["exact"], rtol=1e-3, atol=1e-3)
+
+
+def test_unknown_svd_method_is_rejected():
+    with pytest.raises(ValueError, match="svd='fast'"):
+        GaLoreAdamW([{"params": [torch.nn.Parameter(torch.zeros(4, 4))], "rank": 2, "svd": "fast"}])

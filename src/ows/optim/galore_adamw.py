@@ -45,8 +45,16 @@ def adam_direction(
     return direction
 
 
-def _robust_projector(grad: torch.Tensor, rank: int, side: str, previous: torch.Tensor | None) -> torch.Tensor:
-    """The exact SVD projector; if the SVD fails, keep the previous one or use a randomized SVD."""
+SVD_METHODS = ("exact", "randomized")
+
+
+def _robust_projector(
+    grad: torch.Tensor, rank: int, side: str, previous: torch.Tensor | None, method: str = "exact"
+) -> torch.Tensor:
+    """The SVD projector (``method`` exact or randomized); if an exact SVD fails, keep the previous
+    projector or fall back to a randomized SVD."""
+    if method == "randomized":
+        return randomized_projector(grad, rank, side)  # type: ignore[arg-type]
     try:
         return compute_projector(grad, rank, side)  # type: ignore[arg-type]
     except RuntimeError as err:  # torch.linalg.LinAlgError is a RuntimeError
@@ -62,8 +70,9 @@ class GaLoreAdamW(Optimizer):
 
     Args:
         params: parameters or param groups. GaLore groups hold 2-D weights and the keys
-            ``rank`` (int), ``update_proj_gap`` (steps between SVDs), ``scale`` (alpha) and
-            ``proj_type`` (std / reverse_std / left / right).
+            ``rank`` (int), ``update_proj_gap`` (steps between SVDs), ``scale`` (alpha),
+            ``proj_type`` (std / reverse_std / left / right) and ``svd`` (exact, the default, or
+            randomized: a seeded randomized SVD with 2 power iterations, faster on large matrices).
         lr, betas, eps, weight_decay: as in AdamW (weight decay decoupled, applied after the step).
         correct_bias: Adam bias correction (on by default).
 
@@ -99,10 +108,13 @@ class GaLoreAdamW(Optimizer):
         group.setdefault("update_proj_gap", 200)
         group.setdefault("scale", 1.0)
         group.setdefault("proj_type", "std")
+        group.setdefault("svd", "exact")
         if isinstance(group["rank"], bool) or not isinstance(group["rank"], int) or group["rank"] < 1:
             raise ValueError(f"param group rank={group['rank']!r} is invalid: must be an integer >= 1")
         if not isinstance(group["update_proj_gap"], int) or group["update_proj_gap"] < 1:
             raise ValueError(f"param group update_proj_gap={group['update_proj_gap']!r} is invalid: must be an integer >= 1")
+        if group["svd"] not in SVD_METHODS:
+            raise ValueError(f"param group svd={group['svd']!r} is unknown: use one of {', '.join(SVD_METHODS)}")
         if group["proj_type"] not in PROJ_TYPES:
             raise ValueError(f"param group proj_type={group['proj_type']!r} is unknown: use one of {', '.join(PROJ_TYPES)}")
         for p in group["params"]:
@@ -138,7 +150,7 @@ class GaLoreAdamW(Optimizer):
         if galore:
             side = projection_side(p.shape, group["proj_type"])
             if "projector" not in state or state["step"] % group["update_proj_gap"] == 0:
-                state["projector"] = _robust_projector(grad, group["rank"], side, state.get("projector"))
+                state["projector"] = _robust_projector(grad, group["rank"], side, state.get("projector"), group["svd"])
             grad = project(grad, state["projector"], side)
         if "exp_avg" not in state:
             state["exp_avg"] = torch.zeros_like(grad, memory_format=torch.preserve_format)

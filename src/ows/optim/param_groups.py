@@ -93,6 +93,7 @@ def _galore_group(params: list, config: OWSConfig, weight_decay: float) -> dict[
             update_proj_gap=config.update_proj_gap,
             scale=config.galore_scale,
             proj_type=config.proj_type,
+            svd=config.svd_method,
         )
     return group
 
