@@ -57,18 +57,34 @@ class OWSCallback(TrainerCallback):
             )
         checkpointing = getattr(args, "activation_checkpointing", False) or getattr(args, "gradient_checkpointing", False)
         if checkpointing and model is not None:
-            _ensure_input_grads(model)
+            _ensure_input_grads(model, _reentrant_checkpointing(args))
         self.controller.begin_step(state.global_step)
 
     def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self.controller.begin_step(state.global_step)
 
 
-def _ensure_input_grads(model: nn.Module) -> None:
-    """With checkpointing and frozen embeddings, checkpointed blocks need inputs that require grad."""
+def _reentrant_checkpointing(args: TrainingArguments) -> bool:
+    kwargs = getattr(args, "activation_checkpointing_kwargs", None) or getattr(args, "gradient_checkpointing_kwargs", None)
+    if kwargs and "use_reentrant" in kwargs:
+        return bool(kwargs["use_reentrant"])
+    import transformers
+
+    return int(transformers.__version__.split(".")[0]) < 5  # transformers 5 defaults to non-reentrant
+
+
+def _ensure_input_grads(model: nn.Module, reentrant: bool = True) -> None:
+    """Reentrant checkpointing gives no gradients to blocks whose input needs none; make the input need one.
+
+    Applies when the input embeddings are frozen or cut off from autograd (``train_embeddings`` off).
+    Non-reentrant checkpointing needs no such input, so the backward still stops at the lowest sampled layer.
+    """
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    frozen = embeddings is not None and not any(p.requires_grad for p in embeddings.parameters())
-    if frozen and getattr(model, "_require_grads_hook", None) is None and hasattr(model, "enable_input_require_grads"):
+    constant = embeddings is not None and (
+        not any(p.requires_grad for p in embeddings.parameters()) or getattr(embeddings, "_ows_stop_gradient", None)
+    )
+    if constant and reentrant and getattr(model, "_require_grads_hook", None) is None \
+            and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
         logger.info("gradient checkpointing with frozen embeddings: enabled input gradients")
 
