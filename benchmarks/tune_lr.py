@@ -1,0 +1,153 @@
+#!/usr/bin/env python
+"""Learning-rate sweep per method on a validation split (never the test items), with compare_methods' runner.
+
+Every method x learning rate (x GaLore scale for galore / ows) trains in its own fresh ``ows train``
+subprocess at the quick settings (30 steps x batch 8, seed 0) and is scored by the held-out answer
+loss on validation items generated from a third seed (default 200000; training uses seeds 1.., the
+test items of ``compare_methods.py`` 100000..100299). Exact match and forgetting perplexity are
+skipped. Writes ``table.md`` and ``results.json`` to ``--output-dir`` (default
+``benchmarks/results/<date>-lr-sweep``) and prints the winning learning rate per method.
+
+    python benchmarks/tune_lr.py                                # 6 methods x 3 learning rates
+    python benchmarks/tune_lr.py --methods lisa --factors 1     # one run: time it before the sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the `bench` package next to this script
+
+from bench.options import build_parser, finish_args
+from bench.runner import compute_profile, run_child
+from bench.settings import LEARNING_RATES, PROFILED, QUICK
+from bench.sweep import check_validation_seed, configs, summarize, sweep_table, winners
+
+VALIDATION_SEED = 200000
+
+
+def _floats(text: str, name: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"tune_lr.py: error: {name}={text!r} is not a comma-separated list of numbers: "
+                         f"write e.g. {name} 0.333,1,3") from None
+    if not values or any(v <= 0 for v in values):
+        raise SystemExit(f"tune_lr.py: error: {name}={text!r} needs positive numbers: write e.g. {name} 0.333,1,3")
+    return values
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Options: those of compare_methods.py (quick preset) plus the grid; validation items by default."""
+    p = build_parser(__doc__.split("\n")[0], quick_flag=False)
+    p.set_defaults(heldout_seed=VALIDATION_SEED, heldout_generate=0, forgetting_samples=0, forgetting_seq_len=256)
+    p.add_argument("--factors", default="1,3,0.333",
+                   help="learning rates tried = each method's current lr x these factors (2 significant digits), run in this order")
+    p.add_argument("--galore-scales", default="1", help="GaLore scales (alpha) tried for galore and ows")
+    p.add_argument("--output-dir", default=None, help="default benchmarks/results/<date>-lr-sweep")
+    p.add_argument("--resume", action="store_true", help="reuse the runs (and profile) already finished in --output-dir")
+    args = p.parse_args(argv)
+    args.factors = _floats(args.factors, "--factors")
+    args.galore_scales = _floats(args.galore_scales, "--galore-scales")
+    args = finish_args(p, args, QUICK, folder_suffix="-lr-sweep")
+    try:
+        check_validation_seed(args.heldout_seed, args.num_heldout)
+    except ValueError as err:
+        p.error(str(err))
+    return args
+
+
+def _run_name(method: str, lr: float, scale: float | None, seed: int) -> str:
+    return f"{method}-lr{lr:g}" + (f"-a{scale:g}" if scale is not None else "") + f"-s{seed}"
+
+
+def sweep_plan(args: argparse.Namespace) -> list[tuple[str, float, float | None, int]]:
+    """``(method, lr, scale, seed)`` of every run, factor by factor in the order given (so that a sweep cut
+    short still has the first factors for every method)."""
+    plan = []
+    for factor in args.factors:
+        for method in args.methods:
+            for lr, scale in configs(method, [factor], args.galore_scales):
+                plan += [(method, lr, scale, seed) for seed in args.seeds]
+    return list(dict.fromkeys(plan))
+
+
+def run_sweep(args: argparse.Namespace, out: Path, report: Any) -> list[dict[str, Any]]:
+    """Train every planned run (reusing finished ones with ``--resume``); calls ``report(runs)`` after each."""
+    stored = out / "profile" / "profile.json"
+    profile = None
+    if any(m in PROFILED for m in args.methods):
+        profile = stored if args.resume and stored.is_file() else compute_profile(args, out)
+    runs = []
+    for method, lr, scale, seed in sweep_plan(args):
+        name = _run_name(method, lr, scale, seed)
+        done = out / "runs" / f"{name}.bench.json"
+        if args.resume and done.is_file():
+            bench = json.loads(done.read_text())
+        else:
+            extra = ["--galore_scale", str(scale)] if scale is not None else []
+            bench = run_child(args, method, seed, out, profile, measure_before=False, lr=lr, name=name, extra=extra)
+        bench.update(lr=lr, galore_scale=scale)
+        runs.append(bench)
+        print(f"{method} lr {lr:g}" + (f" α {scale:g}" if scale is not None else "") +
+              f" seed {seed}: validation loss {bench['heldout_answer_loss']:.3f}, "
+              f"{bench['sec_per_step']:.2f} s/step, wall {bench.get('wall_seconds', float('nan')):.0f} s", flush=True)
+        report(runs)
+    return runs
+
+
+def write_outputs(args: argparse.Namespace, out: Path, runs: list[dict[str, Any]], command: str, date: str,
+                  wall: float) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Write ``table.md`` and ``results.json`` for the runs so far; returns the table and the winners."""
+    summary = summarize(runs)
+    settings = (f"model {args.model}; data {args.dataset} (train seed {args.dataset_seed}, "
+                f"{args.steps * args.batch_size} items); validation {args.num_heldout} items from seed "
+                f"{args.heldout_seed}; {args.steps} steps x batch {args.batch_size}, seq {args.max_seq_length}, "
+                f"cosine, warmup {args.warmup_steps}; seeds {','.join(map(str, args.seeds))}; lr factors "
+                f"{','.join(f'{f:g}' for f in args.factors)} around {LEARNING_RATES}; GaLore scales "
+                f"{','.join(f'{s:g}' for s in args.galore_scales)}; γ={args.gamma}, K={args.interval}, "
+                f"GaLore r={args.rank}, T={args.update_proj_gap}; LoRA r={args.lora_r}; {os.cpu_count()} CPU cores; "
+                f"{len(runs)} of {len(sweep_plan(args))} runs; wall time {wall / 60:.1f} min")
+    table = sweep_table(summary, [f"Command: `{command}`", f"Date: {date}", f"Settings: {settings}"])
+    (out / "table.md").write_text(table + "\n", encoding="utf-8")
+    chosen = winners(summary)
+    result = {"command": command, "date": date, "wall_seconds": round(wall, 1), "settings": vars(args),
+              "learning_rates_before": LEARNING_RATES, "summary": summary, "winners": chosen,
+              "runs": [{k: v for k, v in r.items() if k != "loss_curve"} for r in runs]}
+    (out / "results.json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
+    return table, chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the sweep, write ``table.md`` and ``results.json`` (after every run), print the table and the winners."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/tune_lr.py", *argv])
+    date = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    started = time.perf_counter()
+    print(f"# {command}\n# {date}; output in {out}", flush=True)
+
+    def report(runs: list[dict[str, Any]]) -> tuple[str, dict[str, dict[str, Any]]]:
+        return write_outputs(args, out, runs, command, date, time.perf_counter() - started)
+
+    table, chosen = report(run_sweep(args, out, report))
+    print(table)
+    for method, e in chosen.items():
+        scale = f", GaLore scale {e['galore_scale']:g}" if e["galore_scale"] is not None else ""
+        edge = " (at the edge of the grid: widen it)" if e["edge"] else ""
+        print(f"winner {method}: lr {e['lr']:g}{scale}, validation loss {e['val_loss']:.3f}{edge}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
