@@ -60,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--interval", type=int, default=50, help="K, steps between layer draws")
     p.add_argument("--rank", type=int, default=128, help="GaLore rank for galore / ows")
     p.add_argument("--update-proj-gap", type=int, default=200, help="T, steps between SVDs")
+    p.add_argument("--svd-method", default="exact", choices=("exact", "randomized"), help="GaLore projector SVD")
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--no-gradient-checkpointing", action="store_true")
@@ -100,10 +101,11 @@ def run_method(args: argparse.Namespace, method: str, values: dict[str, Any], wo
             "gradient_checkpointing": not args.no_gradient_checkpointing, "batch_size": args.batch_size,
             "seq_len": args.seq_len, "warmup": args.warmup, "steps": args.steps, "gamma": args.gamma,
             "interval": args.interval, "rank": args.rank, "update_proj_gap": args.update_proj_gap,
-            "lora_r": args.lora_r, "lr": args.lr, "progress": str(progress)}
+            "svd_method": args.svd_method, "lora_r": args.lora_r, "lr": args.lr, "progress": str(progress)}
     spec_path = work / f"{method}.spec.json"
     spec_path.write_text(json.dumps(spec))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(HERE.parent / "src"), os.environ.get("PYTHONPATH")])))
+    paths = [str(HERE.parent / "src"), os.environ.get("PYTHONPATH")]  # this checkout's ows, installed or not
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
     log.write(f"\n===== {method} =====\n")
     log.flush()
     started = time.perf_counter()
@@ -204,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"hidden {values.get('hidden_size')}, vocab {values.get('vocab_size')}), random weights, {args.dtype}; "
                 f"batch {args.batch_size} × seq {args.seq_len}; gradient checkpointing "
                 f"{'off' if args.no_gradient_checkpointing else 'on'}; {args.warmup} warm-up + {args.steps} measured steps; "
-                f"γ={args.gamma}, K={args.interval}, GaLore r={args.rank}, T={args.update_proj_gap}; LoRA r={args.lora_r}; "
+                f"γ={args.gamma}, K={args.interval}, GaLore r={args.rank}, T={args.update_proj_gap}, "
+                f"{args.svd_method} SVD; LoRA r={args.lora_r}; "
                 f"{device}; wall time {wall / 60:.1f} min")
     table = markdown(rows, [f"Command: `{command}`", f"Date: {date}", f"Settings: {settings}"], cuda)
     (out / "table.md").write_text(table + "\n", encoding="utf-8")

@@ -50,7 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = build_parser(__doc__.split("\n")[0], quick_flag=False)
     p.set_defaults(heldout_seed=VALIDATION_SEED, heldout_generate=0, forgetting_samples=0, forgetting_seq_len=256)
     p.add_argument("--factors", default="1,3,0.333",
-                   help="learning rates tried = each method's current lr x these factors (2 significant digits), run in this order")
+                   help="learning rates tried = each method's current lr x these factors (2 significant digits), "
+                   "run in this order")
     p.add_argument("--galore-scales", default="1", help="GaLore scales (alpha) tried for galore and ows")
     p.add_argument("--output-dir", default=None, help="default benchmarks/results/<date>-lr-sweep")
     p.add_argument("--resume", action="store_true", help="reuse the runs (and profile) already finished in --output-dir")

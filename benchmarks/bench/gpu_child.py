@@ -143,7 +143,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     model = build_model(spec["model_config"], device, spec["dtype"], spec["gradient_checkpointing"])
     meter.write()
     config = OWSConfig(num_active_layers=spec["gamma"], sample_interval=spec["interval"], rank=spec["rank"],
-                       update_proj_gap=spec["update_proj_gap"])
+                       update_proj_gap=spec["update_proj_gap"], svd_method=spec.get("svd_method", "exact"))
     profile = _profile(model, spec, config.outlier_threshold) if needs_profile(method, config) else None
     setup = build_method(method, model, config, profile, lr=spec["lr"],
                          lora={"r": spec["lora_r"], "alpha": 2 * spec["lora_r"], "dropout": 0.0})
