@@ -21,6 +21,7 @@ _EXPORTS = {
     "locate_decoder_layers": "layers",
     "set_trainable": "layers",
     "optimizer_state_bytes": "memory",
+    "estimate_memory": "estimate",
     "GaLoreAdamW": "optim",
     "build_param_groups": "optim",
     "OutlierProfile": "outliers",
@@ -35,6 +36,7 @@ _EXPORTS = {
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .config import OWSConfig
     from .controller import OWSController, build_sampler, create_ows
+    from .estimate import estimate_memory
     from .integrations.hf import OWSCallback, prepare_for_trainer
     from .layers import find_decoder_layers, locate_decoder_layers, set_trainable
     from .memory import optimizer_state_bytes

@@ -1,4 +1,4 @@
-"""Command line: ``ows train``, ``ows analyze``, ``ows eval``. Heavy imports happen inside each command."""
+"""Command line: ``ows train``, ``ows analyze``, ``ows eval``, ``ows memory``. Heavy imports happen inside each command."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ COMMANDS = {
     "train": ("ows.cli.train", "fine-tune a model with OWS (or a baseline method); no config = the demo"),
     "analyze": ("ows.cli.analyze", "outlier profile of a model: table, JSON and a bar chart"),
     "eval": ("ows.cli.eval", "evaluate a model (MMLU, GSM8K, perplexity, reasoning-gym, local files); compare runs"),
+    "memory": ("ows.cli.memory", "estimated training memory per method from a model config alone"),
 }
 
 EPILOG = """examples:
@@ -20,6 +21,7 @@ EPILOG = """examples:
   ows train configs/demo.yaml --max_steps 20 # a YAML config with flag overrides
   ows analyze smollm2-135m --num-samples 16  # outlier table of the demo model
   ows eval outputs/demo --tasks mmlu,gsm8k --limit 50   # evaluate a model; ows eval --compare a.json b.json
+  ows memory llama-2-7b --dtype bfloat16     # estimated memory of full / LoRA / GaLore / LISA / OWS
   ows COMMAND --help                         # every option of a command
 """
 

