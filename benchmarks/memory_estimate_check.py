@@ -13,7 +13,8 @@ minus the RSS right before the model was loaded is shown next to it for informat
 Every method runs in its own fresh subprocess: the product's ``ows.methods.build_method``, then
 ``--steps`` optimizer steps on random tokens (forward with labels, backward, step, zero_grad with
 ``set_to_none``). The sampling methods (ows, ows-fullrank, lisa) draw layers uniformly here (no
-outlier profile is needed for memory; every draw has the same size). LoRA uses ``torch.optim.AdamW``
+outlier profile is needed for memory; every draw has the same size) and keep one draw for all steps,
+so that the optimizer state of the active layers exists during the later steps, as in a real run. LoRA uses ``torch.optim.AdamW``
 over its trainable parameters, as the Hugging Face Trainer does by default.
 
     python benchmarks/memory_estimate_check.py                      # SmolLM2-135M, 6 methods, ~2 min
@@ -126,7 +127,7 @@ def child_main(spec: dict[str, Any]) -> dict[str, Any]:
         from ows.integrations.chunked_loss import enable_chunked_loss
 
         enable_chunked_loss(model, spec["loss_chunk_size"])
-    config = OWSConfig(num_active_layers=spec["num_active_layers"], sample_interval=1, rank=spec["rank"],
+    config = OWSConfig(num_active_layers=spec["num_active_layers"], sample_interval=1000, rank=spec["rank"],
                        sampling_strategy="uniform")
     setup = build_method(spec["method"], model, config, lora={"r": spec["lora_rank"], "alpha": 2 * spec["lora_rank"]})
     model = setup.model
