@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .settings import GALORE, LEARNING_RATES, PROFILED, SAMPLING
+from .settings import GALORE, LEARNING_RATES, PROFILED, SAMPLING, VARIANTS
 
 CHILD_SCRIPT = Path(__file__).resolve().parent / "child.py"
 OWS_CLI = "import sys; from ows.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -24,8 +24,9 @@ def train_argv(args: argparse.Namespace, method: str, seed: int, out: Path, prof
     ``lr`` overrides the method's entry in ``LEARNING_RATES``; ``extra`` flags are appended (e.g. a
     GaLore scale in the learning-rate sweep).
     """
+    product_method, variant_flags = VARIANTS.get(method, (method, ()))
     argv = [
-        "--model", args.model, "--dataset", args.dataset, "--method", method,
+        "--model", args.model, "--dataset", args.dataset, "--method", product_method,
         "--num_train_examples", str(args.steps * args.batch_size), "--dataset_seed", str(args.dataset_seed),
         "--num_heldout_examples", str(args.num_heldout), "--heldout_seed", str(args.heldout_seed),
         "--heldout_generate", str(args.heldout_generate), "--max_seq_length", str(args.max_seq_length),
@@ -44,7 +45,7 @@ def train_argv(args: argparse.Namespace, method: str, seed: int, out: Path, prof
         argv += ["--lora_r", str(args.lora_r)]
     if method in PROFILED and profile is not None:
         argv += ["--profile", str(profile)]
-    return argv + list(extra)
+    return argv + list(variant_flags) + list(extra)
 
 
 def compute_profile(args: argparse.Namespace, out: Path) -> Path:
@@ -85,6 +86,7 @@ def run_child(args: argparse.Namespace, method: str, seed: int, out: Path, profi
         raise RuntimeError(f"{method} seed {seed} ({name}) failed (exit {proc.returncode}); see {log.name}")
     bench = json.loads(Path(spec["bench_json"]).read_text())
     bench["wall_seconds"] = round(wall, 1)
+    bench["method"] = method  # the benchmark row (a variant runs a product method with extra flags)
     # Nothing big stays: drop any weights a child may have written (it skips saving them).
     for pattern in ("*.safetensors", "*.bin", "*.pt", "checkpoint-*"):
         for item in run_dir.glob(pattern):

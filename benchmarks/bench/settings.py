@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-METHODS = ("full", "lora", "galore", "lisa", "ows-fullrank", "ows")
+METHODS = ("full", "lora", "galore", "lisa", "ows-fullrank", "ows", "ows-lean")
 LABELS = {"full": "full FT (AdamW)", "lora": "LoRA r16", "galore": "GaLore (all layers)",
           "lisa": "LISA (uniform, plain AdamW)", "ows-fullrank": "OWS full-rank (weighted, AdamW)",
-          "ows": "OWS (weighted + GaLore)"}
+          "ows": "OWS (weighted + GaLore)", "ows-lean": "OWS, input embeddings not trained"}
+# Benchmark rows that run a product method with extra `ows train` flags: name -> (method, flags).
+VARIANTS = {"ows-lean": ("ows", ("--train_embeddings", "false"))}
 # Learning rates per method: the winners of benchmarks/tune_lr.py on validation items from seed 200000
 # (never the test items), quick settings, grid = the earlier choices (full 1e-4, LoRA 5e-4, the others
 # 3e-4) x 1/3, 1, 3; results/2026-11-29-lr-sweep/. full, galore and ows won at an edge of that grid.
-LEARNING_RATES = {"full": 3.3e-5, "lora": 5e-4, "galore": 1e-4, "lisa": 3e-4, "ows-fullrank": 3e-4, "ows": 9e-4}
-SAMPLING = ("lisa", "ows-fullrank", "ows")
-GALORE = ("galore", "ows")
-PROFILED = ("ows-fullrank", "ows")
+# ows-lean was not swept: it uses ows's rate.
+LEARNING_RATES = {"full": 3.3e-5, "lora": 5e-4, "galore": 1e-4, "lisa": 3e-4, "ows-fullrank": 3e-4, "ows": 9e-4,
+                  "ows-lean": 9e-4}
+SAMPLING = ("lisa", "ows-fullrank", "ows", "ows-lean")
+GALORE = ("galore", "ows", "ows-lean")
+PROFILED = ("ows-fullrank", "ows", "ows-lean")
 
 # Metrics: key, header, format. Lower is better for all but exact match.
 METRICS = [

@@ -67,3 +67,15 @@ def test_end_to_end_on_tiny_model(tiny_model_dir, tmp_path):
     assert result["base"]["heldout_answer_loss"] > 0
     assert (out / "loss_curves.png").is_file() and (out / "memory.png").is_file()
     assert not list(out.rglob("*.safetensors"))  # no weights kept
+
+
+def test_a_variant_runs_its_product_method_with_its_extra_flags(tmp_path):
+    cm = _load()
+    from bench.runner import train_argv
+
+    args = cm.parse_args(["--quick", "--methods", "ows,ows-lean", "--output-dir", str(tmp_path)])
+    plain = train_argv(args, "ows", 0, tmp_path / "a", None)
+    lean = train_argv(args, "ows-lean", 0, tmp_path / "b", None)
+    assert plain[plain.index("--method") + 1] == lean[lean.index("--method") + 1] == "ows"
+    assert "--train_embeddings" not in plain
+    assert lean[lean.index("--train_embeddings") + 1] == "false"
