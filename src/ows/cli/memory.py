@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank", type=int, default=128, help="GaLore rank for galore / ows (default 128)")
     p.add_argument("--lora-rank", type=int, default=16, help="LoRA r on every linear layer (default 16)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute each layer in backward")
-    p.add_argument("--chunked-loss", action="store_true", help="chunked cross-entropy (no full logits tensor)")
+    p.add_argument("--chunked-loss", action="store_true", help="chunked cross-entropy, as `ows train` uses by default (loss_chunk_size 1024); "
+                   "without it: the standard loss of a plain Trainer or PyTorch loop")
     p.add_argument("--loss-chunk-size", type=int, default=1024, help="tokens per loss chunk (default 1024)")
     p.add_argument("--attention", default="sdpa", help=f"attention implementation: {', '.join(ATTENTIONS)}")
     p.add_argument("--no-train-embeddings", action="store_true", help="freeze the input embeddings")
