@@ -104,12 +104,13 @@ class LayerGradSync:
 
     Construct before the model is wrapped in ``DistributedDataParallel``: it tells DDP to ignore the
     layers' parameters (no buckets, no unused-parameter errors), broadcasts their values from rank 0
-    (what DDP would have done) and registers a post-accumulate-grad hook per parameter. A hook starts
-    an asynchronous all-reduce of the accumulated gradient; a callback queued on the autograd engine
-    waits for all of them and divides by the world size when the backward pass ends, so the optimizer
-    always sees averaged gradients. Frozen layers receive no gradient, fire no hook and cost nothing.
-    Under gradient accumulation every micro-batch is reduced: the result is the same average, with
-    one all-reduce per sampled parameter and micro-batch.
+    (what DDP would have done) and registers a post-accumulate-grad hook per parameter. The first hook
+    of a backward pass queues a callback on the autograd engine; when the pass ends, the callback
+    all-reduces, in one fixed order on every rank, the gradient of every parameter that requires one
+    (zeros where this rank got none, e.g. an expert no token reached), so collectives always pair up.
+    Frozen layers fire no hook and cost nothing. A forward pre-hook re-arms the callback, so a failed
+    backward cannot leave it stuck. Under gradient accumulation every micro-batch is reduced: the
+    result is the same average, with one all-reduce per sampled parameter and micro-batch.
     """
 
     def __init__(self, model: nn.Module, layers: nn.ModuleList) -> None:
@@ -122,29 +123,39 @@ class LayerGradSync:
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignored + names)
         # A group of our own: its collectives never interleave with DDP's on the default group.
         self.group = d.new_group(backend=str(d.get_backend()))
-        params = list(dict.fromkeys(layers.parameters()))
+        self.params = list(dict.fromkeys(layers.parameters()))
+        device = _collective_device()
         with torch.no_grad():
-            for p in params:
-                d.broadcast(p.data, src=0, group=self.group)
-        self._pending: list[tuple[torch.Tensor, Any]] = []
+            for p in self.params:
+                buffer = p.data.to(device)
+                d.broadcast(buffer, src=0, group=self.group)
+                p.data.copy_(buffer)
         self._queued = False
         self.reductions = 0
-        self._handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
-        logger.info("DDP: %d decoder-layer parameters synchronised by OWS hooks", len(params))
+        self._handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in self.params]
+        self._handles.append(model.register_forward_pre_hook(self._rearm))
+        logger.info("DDP: %d decoder-layer parameters synchronised by OWS hooks", len(self.params))
+
+    def _rearm(self, module: nn.Module, args: Any) -> None:
+        self._queued = False
 
     def _on_grad(self, param: torch.Tensor) -> None:
-        handle = torch.distributed.all_reduce(param.grad, group=self.group, async_op=True)
-        self._pending.append((param.grad, handle))
-        self.reductions += 1
         if not self._queued:
             torch.autograd.Variable._execution_engine.queue_callback(self._finish)
             self._queued = True
 
     def _finish(self) -> None:
-        for grad, handle in self._pending:
+        pending = []
+        for p in self.params:
+            if not p.requires_grad:
+                continue
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            pending.append((p.grad, torch.distributed.all_reduce(p.grad, group=self.group, async_op=True)))
+        for grad, handle in pending:
             handle.wait()
             grad.div_(self.world)
-        self._pending.clear()
+        self.reductions += len(pending)
         self._queued = False
 
     def remove(self) -> None:
@@ -165,13 +176,24 @@ def is_sharded(model: nn.Module) -> bool:
     return any(is_dtensor(p) for p in model.parameters())
 
 
-def is_dtensor(tensor: Any) -> bool:
-    """Whether ``tensor`` is a ``torch.distributed.tensor.DTensor``."""
-    if _dist() is None:
-        return False
-    from torch.distributed.tensor import DTensor
+def _dtensor_type() -> type | None:
+    global _DTENSOR
+    if _DTENSOR is False:
+        try:
+            from torch.distributed.tensor import DTensor
+        except ImportError:  # torch < 2.5, or built without distributed support
+            DTensor = None  # type: ignore[assignment,misc]
+        _DTENSOR = DTensor
+    return _DTENSOR  # type: ignore[return-value]
 
-    return isinstance(tensor, DTensor)
+
+_DTENSOR: Any = False
+
+
+def is_dtensor(tensor: Any) -> bool:
+    """Whether ``tensor`` is a ``torch.distributed.tensor.DTensor`` (False where torch has none)."""
+    dtensor = _dtensor_type() if _dist() is not None else None
+    return dtensor is not None and isinstance(tensor, dtensor)
 
 
 def setup_ddp(model: nn.Module, layers: nn.ModuleList) -> LayerGradSync | None:

@@ -80,6 +80,12 @@ def _ensure_input_grads(model: nn.Module, reentrant: bool = True) -> None:
     Non-reentrant checkpointing needs no such input, so the backward still stops at the lowest sampled layer.
     """
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    stopped = embeddings is not None and getattr(embeddings, "_ows_stop_gradient", None) is not None
+    if stopped and not reentrant and hasattr(model, "disable_input_require_grads"):
+        # transformers turns input gradients on with every checkpointing; they are not needed here
+        model.disable_input_require_grads()
+        logger.info("train_embeddings off: the backward stops at the lowest sampled layer")
+        return
     constant = embeddings is not None and (
         not any(p.requires_grad for p in embeddings.parameters()) or getattr(embeddings, "_ows_stop_gradient", None)
     )
@@ -120,13 +126,12 @@ def prepare_for_trainer(
 
     ``profile`` is an ``OutlierProfile`` (needed by the 'owl' strategies). ``lr`` etc. are the
     optimizer's; the Trainer's scheduler scales ``lr`` as configured in ``TrainingArguments``.
-    Under torchrun / accelerate with DDP the decoder layers are hidden from DDP and synchronised by
-    OWS (see ``ows.distributed``). Under FSDP the Trainer refuses ``optimizers=``: construct it
+    Under torchrun / accelerate with DDP the callback hides the decoder layers from DDP and
+    synchronises them itself (see ``ows.distributed``) when the Trainer is constructed, after it has
+    placed the model and before it wraps it. Under FSDP the Trainer refuses ``optimizers=``: construct it
     without, then set ``trainer.optimizer = optimizer`` (accelerate swaps in the sharded parameters).
     """
     optimizer, controller = create_ows(
         model, config, profile, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps
     )
-    if not fsdp_requested():
-        distributed.setup_ddp(model, controller.layers)
     return optimizer, OWSCallback(controller)
