@@ -74,3 +74,11 @@ def test_bad_shapes_and_chunk_size_are_rejected():
 def test_shift_for_causal_lm_predicts_the_next_token():
     labels = torch.tensor([[1, 2, 3], [4, -100, 6]])
     assert shift_for_causal_lm(labels).tolist() == [2, 3, -100, -100, 6, -100]
+
+
+def test_a_batch_without_labelled_tokens_still_backpropagates_zero_gradients():
+    hidden, weight, bias, targets = _inputs()
+    loss = chunked_cross_entropy(hidden, weight, torch.full_like(targets, -100), bias, chunk_size=4)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert hidden.grad is not None and torch.all(hidden.grad == 0) and torch.all(weight.grad == 0)

@@ -93,17 +93,28 @@ def _detach_output(module: nn.Module, args: object, output: object) -> object:
     return output.detach() if hasattr(output, "detach") else output
 
 
-def stop_gradient_at_input_embeddings(model: nn.Module) -> bool:
+def _input_embeddings(model: nn.Module) -> nn.Module | None:
+    get_inputs = getattr(model, "get_input_embeddings", None)
+    embeddings = get_inputs() if callable(get_inputs) else None
+    return embeddings if isinstance(embeddings, nn.Module) else None
+
+
+def stop_gradient_at_input_embeddings(model: nn.Module, stop: bool = True) -> bool:
     """Make the input-embedding lookup's output a constant for autograd; True when a hook was added.
 
     With the input embeddings not trained, no gradient needs to flow below the lowest sampled
     layer, so autograd neither stores activations for the frozen layers under it nor runs their
     backward. For a tied input/output matrix this means the matrix trains through its output-head
-    role only. Idempotent; models without ``get_input_embeddings`` are left alone.
+    role only. ``stop=False`` removes the hook again. Idempotent; models without
+    ``get_input_embeddings`` are left alone. Returns whether the hook was added or removed.
     """
-    get_inputs = getattr(model, "get_input_embeddings", None)
-    embeddings = get_inputs() if callable(get_inputs) else None
-    if not isinstance(embeddings, nn.Module) or getattr(embeddings, "_ows_stop_gradient", None) is not None:
+    embeddings = _input_embeddings(model)
+    handle = getattr(embeddings, "_ows_stop_gradient", None)
+    if embeddings is None or (handle is not None) == stop:
         return False
-    embeddings._ows_stop_gradient = embeddings.register_forward_hook(_detach_output)
+    if stop:
+        embeddings._ows_stop_gradient = embeddings.register_forward_hook(_detach_output)
+    else:
+        handle.remove()
+        embeddings._ows_stop_gradient = None
     return True

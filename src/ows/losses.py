@@ -49,7 +49,11 @@ def chunked_cross_entropy(
         raise ValueError(f"chunk_size={chunk_size} is invalid: use a positive number of tokens")
     keep = (targets != ignore_index).nonzero().squeeze(1)
     hidden, targets = hidden.index_select(0, keep), targets.index_select(0, keep)
-    total = hidden.new_zeros((), dtype=torch.float32)
+    # Start from a zero that is part of the graph: a batch without labelled tokens still backpropagates
+    # (zero gradients), like the standard loss, instead of failing or leaving other ranks waiting.
+    total = (hidden.sum() * 0.0 + weight.sum() * 0.0).float()
+    if bias is not None:
+        total = total + bias.sum().float() * 0.0
     needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     for start in range(0, hidden.shape[0], chunk_size):
         part = slice(start, start + chunk_size)

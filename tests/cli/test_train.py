@@ -171,12 +171,13 @@ def bad_cases(tiny_model_dir, tmp_path):
         "wrong yaml type": ([str(wrong_type), "--dataset", str(good)], "num_active_layers"),
         "bad flag value": (["--dataset", str(good), "--max_steps", "many"], "--max_steps"),
         "unknown method": (["--dataset", str(good), "--method", "dora"], "method='dora'"),
+        "negative loss chunk": (["--dataset", str(good), "--loss_chunk_size", "-5"], "loss_chunk_size=-5"),
     }
 
 
 BAD_CASES = ["missing model", "unknown format", "missing columns", "empty dataset", "missing dataset",
              "gamma too large", "profile of another model", "unknown yaml key", "wrong yaml type", "bad flag value",
-             "unknown method"]
+             "unknown method", "negative loss chunk"]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)

@@ -163,6 +163,29 @@ def test_svd_failure_falls_back(monkeypatch, caplog):
     assert calls["n"] == 2 and "keeping its previous projector" in caplog.text
 
 
+def test_the_svd_key_picks_the_projector_function(monkeypatch):
+    import ows.optim.galore_adamw as module
+
+    calls = []
+    for name in ("compute_projector", "randomized_projector"):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    for method in ("exact", "randomized"):
+        w = torch.nn.Parameter(torch.zeros(8, 6))
+        opt = GaLoreAdamW([{"params": [w], "rank": 2, "svd": method}], lr=0.1)
+        w.grad = torch.randn(8, 6)
+        opt.step()
+    assert calls == ["compute_projector", "randomized_projector"]
+
+
+def test_config_svd_method_reaches_the_galore_group():
+    from ows import OWSConfig, build_param_groups
+    from tests.conftest import tiny_model
+
+    groups = build_param_groups(tiny_model(), OWSConfig(svd_method="randomized"))
+    assert [g["svd"] for g in groups if "rank" in g] == ["randomized"]
+
+
 def test_randomized_svd_group_recovers_a_low_rank_gradient_subspace():
     g = torch.Generator().manual_seed(0)
     grad = torch.randn(64, 6, generator=g) @ torch.randn(6, 40, generator=g) + 1e-3 * torch.randn(64, 40, generator=g)

@@ -74,3 +74,23 @@ def test_checkpointed_training_still_updates_the_sampled_layers(tmp_path, reentr
     visited = {i for _, active in callback.schedule for i in active}
     changed = {i for i, layer in enumerate(model.model.layers) if not torch.equal(before[i], layer.mlp.up_proj.weight)}
     assert visited and changed == visited
+    if not reentrant:  # the input-embedding output stays cut off, so nothing under layer 3 backpropagates
+        _freeze_all_layers_but(model, 3)
+        seen = []
+        model.model.layers[0].register_forward_hook(
+            lambda m, a, out: seen.append(out[0].requires_grad if isinstance(out, tuple) else out.requires_grad))
+        model.train()
+        model(**random_batch()).loss.backward()
+        assert seen == [False]
+
+
+def test_building_again_with_trained_embeddings_removes_the_cut():
+    model = tied_llama()
+    ows.build_param_groups(model, OWSConfig(train_embeddings=False))
+    ows.build_param_groups(model, OWSConfig(train_embeddings=True))
+    _freeze_all_layers_but(model, 3)
+    seen = []
+    model.model.layers[0].register_forward_hook(lambda m, a, out: seen.append(out[0].requires_grad
+                                                                              if isinstance(out, tuple) else out.requires_grad))
+    model(**random_batch()).loss.backward()
+    assert seen == [True]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ EPILOG = """examples:
 # Settings that shape the optimizer state: a checkpoint written with other values cannot be resumed.
 RUN_KEYS = ("method", "use_galore", "rank", "proj_type", "target_modules", "num_active_layers", "train_embeddings",
             "train_lm_head", "train_final_norm", "lora_r", "layers_attr")
-NOT_IN_SIGNATURE = ("overwrite_output_dir", "resume_from_checkpoint", "logging_steps", "report_to", "disable_tqdm")
+NOT_IN_SIGNATURE = ("overwrite_output_dir", "resume_from_checkpoint", "logging_steps", "report_to", "disable_tqdm",
+                    "loss_chunk_size")  # the chunked loss equals the standard one: resuming may change it
 
 
 def _fields() -> FieldSet:
@@ -124,7 +126,8 @@ def run(argv: list[str]) -> int:
     resume = resolve_resume(training.pop("resume_from_checkpoint", None), out)
     if resume:
         check_compatible(resume, model_config, signature, RUN_KEYS)
-        print(f"resuming from {resume}")
+        if os.environ.get("RANK", "0") == "0":  # torch.distributed starts later, with TrainingArguments
+            print(f"resuming from {resume}")
     profile = steps.load_profile(script, config, num_layers, out)
     tokenizer = steps.load_tokenizer(model_path, script.trust_remote_code)
     datasets = steps.load_datasets(script, tokenizer, data_mod)

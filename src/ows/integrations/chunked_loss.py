@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..losses import chunked_cross_entropy, shift_for_causal_lm
+from ..losses import IGNORE_INDEX, chunked_cross_entropy, shift_for_causal_lm
 from ..modes import eval_mode
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,11 @@ def chunked_lm_loss(model: nn.Module, labels: torch.Tensor, chunk_size: int, **i
     ``num_items_in_batch`` (the Trainer's token count under gradient accumulation) divides the sum
     when given, as in the Hugging Face loss; otherwise the mean over labelled tokens is returned.
     """
-    decoder, head = _parts(model)  # type: ignore[misc]
+    parts = _parts(model)
+    if parts is None:
+        raise ValueError(f"{type(model).__name__} has no decoder and linear output head for the chunked loss: "
+                         "use loss_chunk_size=0 (the model's standard loss)")
+    decoder, head = parts
     num_items = inputs.pop("num_items_in_batch", None)
     shift_labels = inputs.pop("shift_labels", None)
     inputs.pop("logits_to_keep", None)
@@ -54,7 +58,7 @@ def chunked_lm_loss(model: nn.Module, labels: torch.Tensor, chunk_size: int, **i
     total = chunked_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), head.weight, targets.to(hidden.device),
                                   head.bias, chunk_size)
     if num_items is None:
-        return total / (targets != -100).sum().clamp(min=1)
+        return total / (targets != IGNORE_INDEX).sum().clamp(min=1)
     return total / (num_items.to(total.device) if torch.is_tensor(num_items) else num_items)
 
 

@@ -74,7 +74,7 @@ def build_param_groups(
             "use module names such as 'q_proj' or None for all"
         )
     always, always_nd = _outside_params(model, config, layer_ids)
-    if not config.train_embeddings and stop_gradient_at_input_embeddings(model):
+    if stop_gradient_at_input_embeddings(model, stop=not config.train_embeddings) and not config.train_embeddings:
         logger.info("input embeddings not trained: no backward below the lowest sampled layer")
     groups = [
         _galore_group(galore, config, weight_decay),

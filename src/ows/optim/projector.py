@@ -48,11 +48,15 @@ def compute_projector(grad: torch.Tensor, rank: int, side: Side) -> torch.Tensor
 def randomized_projector(grad: torch.Tensor, rank: int, side: Side, oversample: int = 8, seed: int = 0) -> torch.Tensor:
     """Approximate top-``rank`` singular vectors by a randomized SVD (Halko et al.), seeded.
 
-    Used as a fallback when the exact SVD fails; ``torch.svd_lowrank`` with ``niter=2``.
+    ``svd_method='randomized'`` uses it, and the exact path falls back to it when an SVD fails;
+    ``torch.svd_lowrank`` with ``niter=2``. The global random state (CPU and the gradient's device) is
+    left as it was.
     """
     matrix = grad.float()
     k = min(rank, *matrix.shape)
-    with torch.random.fork_rng(devices=[]):
+    # manual_seed reseeds every CUDA device too, so fork all of them (fork_rng saves only what it is given)
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else []):
         torch.manual_seed(seed)
         u, _, v = torch.svd_lowrank(matrix, q=min(k + oversample, *matrix.shape), niter=2)
     basis = u[:, :k] if side == "left" else v[:, :k].t()
