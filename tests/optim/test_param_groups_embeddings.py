@@ -23,6 +23,17 @@ def _freeze_all_layers_but(model, active: int) -> None:
         layer.requires_grad_(i == active)
 
 
+def _needs_grad_at_layer0(model) -> bool:
+    """Train-mode forward + backward; whether layer 0's output took part in autograd."""
+    seen = []
+    handle = model.model.layers[0].register_forward_hook(
+        lambda m, a, out: seen.append((out[0] if isinstance(out, tuple) else out).requires_grad))
+    model.train()
+    model(**random_batch()).loss.backward()
+    handle.remove()
+    return seen == [True]
+
+
 def test_lower_frozen_layers_get_no_graph_and_the_tied_matrix_trains_through_the_head():
     model = tied_llama()
     assert model.lm_head.weight is model.model.embed_tokens.weight
@@ -48,11 +59,7 @@ def test_with_trained_embeddings_the_gradient_reaches_the_input_lookup():
     model = tied_llama()
     ows.build_param_groups(model, OWSConfig(train_embeddings=True))
     _freeze_all_layers_but(model, 3)
-    seen = []
-    model.model.layers[0].register_forward_hook(lambda m, a, out: seen.append(out[0].requires_grad
-                                                                              if isinstance(out, tuple) else out.requires_grad))
-    model(**random_batch()).loss.backward()
-    assert seen == [True]
+    assert _needs_grad_at_layer0(model)
 
 
 @pytest.mark.parametrize("reentrant", [False, True])
@@ -76,12 +83,7 @@ def test_checkpointed_training_still_updates_the_sampled_layers(tmp_path, reentr
     assert visited and changed == visited
     if not reentrant:  # the input-embedding output stays cut off, so nothing under layer 3 backpropagates
         _freeze_all_layers_but(model, 3)
-        seen = []
-        model.model.layers[0].register_forward_hook(
-            lambda m, a, out: seen.append(out[0].requires_grad if isinstance(out, tuple) else out.requires_grad))
-        model.train()
-        model(**random_batch()).loss.backward()
-        assert seen == [False]
+        assert not _needs_grad_at_layer0(model)
 
 
 def test_building_again_with_trained_embeddings_removes_the_cut():
@@ -89,8 +91,4 @@ def test_building_again_with_trained_embeddings_removes_the_cut():
     ows.build_param_groups(model, OWSConfig(train_embeddings=False))
     ows.build_param_groups(model, OWSConfig(train_embeddings=True))
     _freeze_all_layers_but(model, 3)
-    seen = []
-    model.model.layers[0].register_forward_hook(lambda m, a, out: seen.append(out[0].requires_grad
-                                                                              if isinstance(out, tuple) else out.requires_grad))
-    model(**random_batch()).loss.backward()
-    assert seen == [True]
+    assert _needs_grad_at_layer0(model)
