@@ -51,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Options of the comparison (``--help`` lists them); presets fill what is not given."""
     p = build_parser(__doc__.split("\n")[0])
     p.add_argument("--output-dir", default=None, help="default benchmarks/results/<date>")
+    p.add_argument("--resume", action="store_true", help="reuse the runs (and profile) already finished in --output-dir")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     return finish_args(p, args, QUICK if args.quick else FULL)
@@ -68,19 +69,26 @@ def main(argv: list[str] | None = None) -> int:
     date = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     started = time.perf_counter()
     print(f"# {command}\n# {date}; output in {out}", flush=True)
-    profile = compute_profile(args, out) if any(m in PROFILED for m in args.methods) else None
+    stored = out / "profile" / "profile.json"
+    profile = None
+    if any(m in PROFILED for m in args.methods):
+        profile = stored if args.resume and stored.is_file() else compute_profile(args, out)
     runs: list[dict[str, Any]] = []
     base: dict[str, Any] = {}
     for seed in args.seeds:
         for method in args.methods:
-            bench = run_child(args, method, seed, out, profile, measure_before=not runs)
+            done = out / "runs" / f"{method}-s{seed}.bench.json"
+            if args.resume and done.is_file():
+                bench = json.loads(done.read_text()) | {"method": method}
+            else:
+                bench = run_child(args, method, seed, out, profile, measure_before=not runs)
             if bench.get("before"):
                 base = bench["before"]
             runs.append(bench)
             print(f"{method} seed {seed}: loss {bench.get('heldout_answer_loss'):.3f}, "
                   f"EM {bench.get('heldout_exact_match', float('nan')):.1%}, "
                   f"ppl {bench.get('forgetting_ppl'):.2f}, RSS {bench.get('peak_rss_gib'):.2f} GiB, "
-                  f"{bench.get('sec_per_step'):.2f} s/step, wall {bench['wall_seconds']:.0f} s", flush=True)
+                  f"{bench.get('sec_per_step'):.2f} s/step, wall {bench.get('wall_seconds', float('nan')):.0f} s", flush=True)
     summary = aggregate(runs)
     wall = time.perf_counter() - started
     settings = (f"model {args.model}; data {args.dataset} (train seed {args.dataset_seed}, "

@@ -68,6 +68,16 @@ def test_end_to_end_on_tiny_model(tiny_model_dir, tmp_path):
     assert (out / "loss_curves.png").is_file() and (out / "memory.png").is_file()
     assert not list(out.rglob("*.safetensors"))  # no weights kept
 
+    def no_new_runs(*a, **k):
+        raise AssertionError("--resume trained a run that was already finished")
+
+    cm.run_child = no_new_runs
+    (out / "table.md").unlink()
+    assert cm.main([*argv, "--resume"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert [r["heldout_answer_loss"] for r in again["runs"]] == [r["heldout_answer_loss"] for r in result["runs"]]
+    assert "| OWS (weighted + GaLore)" in (out / "table.md").read_text()
+
 
 def test_a_variant_runs_its_product_method_with_its_extra_flags(tmp_path):
     cm = _load()
