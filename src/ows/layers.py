@@ -93,10 +93,16 @@ def _detach_output(module: nn.Module, args: object, output: object) -> object:
     return output.detach() if hasattr(output, "detach") else output
 
 
-def _input_embeddings(model: nn.Module) -> nn.Module | None:
+def input_embeddings(model: nn.Module) -> nn.Module | None:
+    """``model.get_input_embeddings()`` when the model has one (a module), else None."""
     get_inputs = getattr(model, "get_input_embeddings", None)
     embeddings = get_inputs() if callable(get_inputs) else None
     return embeddings if isinstance(embeddings, nn.Module) else None
+
+
+def input_gradient_stopped(model: nn.Module) -> bool:
+    """Whether :func:`stop_gradient_at_input_embeddings` has cut the input embeddings from autograd."""
+    return getattr(input_embeddings(model), "_ows_stop_gradient", None) is not None
 
 
 def stop_gradient_at_input_embeddings(model: nn.Module, stop: bool = True) -> bool:
@@ -108,7 +114,7 @@ def stop_gradient_at_input_embeddings(model: nn.Module, stop: bool = True) -> bo
     role only. ``stop=False`` removes the hook again. Idempotent; models without
     ``get_input_embeddings`` are left alone. Returns whether the hook was added or removed.
     """
-    embeddings = _input_embeddings(model)
+    embeddings = input_embeddings(model)
     handle = getattr(embeddings, "_ows_stop_gradient", None)
     if embeddings is None or (handle is not None) == stop:
         return False

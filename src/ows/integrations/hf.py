@@ -16,6 +16,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from .. import distributed
 from ..config import OWSConfig
 from ..controller import OWSController, create_ows
+from ..layers import input_embeddings, input_gradient_stopped
 from ..optim.galore_adamw import GaLoreAdamW
 
 logger = logging.getLogger(__name__)
@@ -79,16 +80,14 @@ def _ensure_input_grads(model: nn.Module, reentrant: bool = True) -> None:
     Applies when the input embeddings are frozen or cut off from autograd (``train_embeddings`` off).
     Non-reentrant checkpointing needs no such input, so the backward still stops at the lowest sampled layer.
     """
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    stopped = embeddings is not None and getattr(embeddings, "_ows_stop_gradient", None) is not None
+    embeddings = input_embeddings(model)
+    stopped = input_gradient_stopped(model)
     if stopped and not reentrant and hasattr(model, "disable_input_require_grads"):
         # transformers turns input gradients on with every checkpointing; they are not needed here
         model.disable_input_require_grads()
         logger.info("train_embeddings off: the backward stops at the lowest sampled layer")
         return
-    constant = embeddings is not None and (
-        not any(p.requires_grad for p in embeddings.parameters()) or getattr(embeddings, "_ows_stop_gradient", None)
-    )
+    constant = stopped or (embeddings is not None and not any(p.requires_grad for p in embeddings.parameters()))
     if constant and reentrant and getattr(model, "_require_grads_hook", None) is None \
             and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()

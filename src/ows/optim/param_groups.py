@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from ..config import OWSConfig
-from ..layers import locate_decoder_layers, stop_gradient_at_input_embeddings
+from ..layers import input_embeddings, locate_decoder_layers, stop_gradient_at_input_embeddings
 from ..outliers import weight_in_out
 
 logger = logging.getLogger(__name__)
@@ -28,14 +28,13 @@ def _embedding_params(model: nn.Module, layer_ids: set[int]) -> tuple[set[int], 
     """ids of input-embedding parameters and of output-head parameters outside the decoder layers."""
     embed: set[int] = set()
     head: set[int] = set()
-    get_in = getattr(model, "get_input_embeddings", None)
     get_out = getattr(model, "get_output_embeddings", None)
-    inputs = get_in() if callable(get_in) else None
+    inputs = input_embeddings(model)
     outputs = get_out() if callable(get_out) else None
     for module in model.modules():
         if isinstance(module, nn.Embedding) and id(module.weight) not in layer_ids:
             embed.add(id(module.weight))
-    if isinstance(inputs, nn.Module):
+    if inputs is not None:
         embed.update(id(p) for p in inputs.parameters())
     if isinstance(outputs, nn.Module):
         head.update(id(p) for p in outputs.parameters())
