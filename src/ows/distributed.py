@@ -15,7 +15,9 @@ one process.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from typing import Any, Callable, Sequence
 
 import torch
@@ -35,9 +37,9 @@ def world_size() -> int:
 
 
 def rank() -> int:
-    """This process's rank in the default group (0 without ``torch.distributed``)."""
+    """This process's rank in the default group; before it is initialised, the launcher's ``RANK`` (else 0)."""
     d = _dist()
-    return d.get_rank() if d is not None and d.is_initialized() else 0
+    return d.get_rank() if d is not None and d.is_initialized() else int(os.environ.get("RANK", "0"))
 
 
 def is_distributed() -> bool:
@@ -176,18 +178,13 @@ def is_sharded(model: nn.Module) -> bool:
     return any(is_dtensor(p) for p in model.parameters())
 
 
+@functools.lru_cache(maxsize=None)
 def _dtensor_type() -> type | None:
-    global _DTENSOR
-    if _DTENSOR is False:
-        try:
-            from torch.distributed.tensor import DTensor
-        except ImportError:  # torch < 2.5, or built without distributed support
-            DTensor = None  # type: ignore[assignment,misc]
-        _DTENSOR = DTensor
-    return _DTENSOR  # type: ignore[return-value]
-
-
-_DTENSOR: Any = False
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch < 2.5, or built without distributed support
+        return None
+    return DTensor
 
 
 def is_dtensor(tensor: Any) -> bool:

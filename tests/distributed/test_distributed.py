@@ -135,3 +135,13 @@ def test_ows_train_cli_under_torchrun(tiny_model_dir, tmp_path):
     assert [s for s, _ in schedule] == [0, 2]
     assert (out / "checkpoint-4" / "ows_complete.json").is_file()
     AutoModelForCausalLM.from_pretrained(out)
+
+
+def test_before_torch_distributed_starts_the_launchers_rank_decides_who_writes(monkeypatch):
+    from ows import distributed
+
+    assert not torch.distributed.is_initialized()
+    monkeypatch.setenv("RANK", "1")
+    assert distributed.rank() == 1 and not distributed.is_main_process()
+    monkeypatch.delenv("RANK")
+    assert distributed.rank() == 0 and distributed.is_main_process()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -126,7 +125,7 @@ def run(argv: list[str]) -> int:
     resume = resolve_resume(training.pop("resume_from_checkpoint", None), out)
     if resume:
         check_compatible(resume, model_config, signature, RUN_KEYS)
-        if os.environ.get("RANK", "0") == "0":  # torch.distributed starts later, with TrainingArguments
+        if distributed.is_main_process():  # before torch.distributed starts: the launcher's RANK
             print(f"resuming from {resume}")
     profile = steps.load_profile(script, config, num_layers, out)
     tokenizer = steps.load_tokenizer(model_path, script.trust_remote_code)
