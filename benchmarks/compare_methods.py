@@ -26,10 +26,8 @@ one small folder per run.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -40,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the `bench` package 
 from bench.child import child_main
 from bench.options import build_parser, finish_args
 from bench.plots import make_plots
-from bench.runner import compute_profile, run_child
-from bench.settings import FULL, LABELS, LEARNING_RATES, METHODS, METRICS, PROFILED, QUICK
+from bench.runner import finished_run, run_child, shared_profile, start_invocation
+from bench.settings import FULL, LABELS, LEARNING_RATES, METHODS, METRICS, QUICK
 from bench.summary import aggregate, markdown_table
 
 __all__ = ["LABELS", "LEARNING_RATES", "METHODS", "METRICS", "aggregate", "main", "markdown_table", "parse_args"]
@@ -64,22 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return child_main(args.child)
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/compare_methods.py", *argv])
-    date = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    started = time.perf_counter()
-    print(f"# {command}\n# {date}; output in {out}", flush=True)
-    stored = out / "profile" / "profile.json"
-    profile = None
-    if any(m in PROFILED for m in args.methods):
-        profile = stored if args.resume and stored.is_file() else compute_profile(args, out)
+    command, date, started = start_invocation("benchmarks/compare_methods.py", argv, out)
+    profile = shared_profile(args, out)
     runs: list[dict[str, Any]] = []
     base: dict[str, Any] = {}
     for seed in args.seeds:
         for method in args.methods:
-            done = out / "runs" / f"{method}-s{seed}.bench.json"
-            if args.resume and done.is_file():
-                bench = json.loads(done.read_text()) | {"method": method}
+            done = finished_run(args, out, f"{method}-s{seed}")
+            if done is not None:
+                bench = done | {"method": method}
             else:
                 bench = run_child(args, method, seed, out, profile, measure_before=not runs)
             if bench.get("before"):

@@ -15,10 +15,8 @@ skipped. Writes ``table.md`` and ``results.json`` to ``--output-dir`` (default
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -27,8 +25,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the `bench` package next to this script
 
 from bench.options import build_parser, finish_args
-from bench.runner import compute_profile, run_child
-from bench.settings import LEARNING_RATES, PROFILED, QUICK
+from bench.runner import finished_run, run_child, shared_profile, start_invocation
+from bench.settings import LEARNING_RATES, QUICK
 from bench.sweep import check_validation_seed, configs, summarize, sweep_table, winners
 
 VALIDATION_SEED = 200000
@@ -83,17 +81,12 @@ def sweep_plan(args: argparse.Namespace) -> list[tuple[str, float, float | None,
 
 def run_sweep(args: argparse.Namespace, out: Path, report: Any) -> list[dict[str, Any]]:
     """Train every planned run (reusing finished ones with ``--resume``); calls ``report(runs)`` after each."""
-    stored = out / "profile" / "profile.json"
-    profile = None
-    if any(m in PROFILED for m in args.methods):
-        profile = stored if args.resume and stored.is_file() else compute_profile(args, out)
+    profile = shared_profile(args, out)
     runs = []
     for method, lr, scale, seed in sweep_plan(args):
         name = _run_name(method, lr, scale, seed)
-        done = out / "runs" / f"{name}.bench.json"
-        if args.resume and done.is_file():
-            bench = json.loads(done.read_text())
-        else:
+        bench = finished_run(args, out, name)
+        if bench is None:
             extra = ["--galore_scale", str(scale)] if scale is not None else []
             bench = run_child(args, method, seed, out, profile, measure_before=False, lr=lr, name=name, extra=extra)
         bench.update(lr=lr, galore_scale=scale)
@@ -132,11 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/tune_lr.py", *argv])
-    date = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    started = time.perf_counter()
-    print(f"# {command}\n# {date}; output in {out}", flush=True)
+    command, date, started = start_invocation("benchmarks/tune_lr.py", argv, out)
 
     def report(runs: list[dict[str, Any]]) -> tuple[str, dict[str, dict[str, Any]]]:
         return write_outputs(args, out, runs, command, date, time.perf_counter() - started)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -59,6 +61,33 @@ def compute_profile(args: argparse.Namespace, out: Path) -> Path:
     return folder / "profile.json"
 
 
+def start_invocation(script: str, argv: Sequence[str], out: Path) -> tuple[str, str, float]:
+    """Create ``out`` and print the header of a benchmark invocation; returns (command, date, start time)."""
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python " + " ".join(shlex.quote(a) for a in [script, *argv])
+    date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    print(f"# {command}\n# {date}; output in {out}", flush=True)
+    return command, date, time.perf_counter()
+
+
+def shared_profile(args: argparse.Namespace, out: Path) -> Path | None:
+    """The outlier profile for the weighted methods: reused from ``out`` with ``--resume``, else computed."""
+    if not any(m in PROFILED for m in args.methods):
+        return None
+    stored = out / "profile" / "profile.json"
+    return stored if args.resume and stored.is_file() else compute_profile(args, out)
+
+
+def _bench_path(out: Path, name: str) -> Path:
+    return out / "runs" / f"{name}.bench.json"
+
+
+def finished_run(args: argparse.Namespace, out: Path, name: str) -> dict[str, Any] | None:
+    """With ``--resume``, the measurements of run ``name`` if it already finished in ``out``; else None."""
+    done = _bench_path(out, name)
+    return json.loads(done.read_text()) if args.resume and done.is_file() else None
+
+
 def run_child(args: argparse.Namespace, method: str, seed: int, out: Path, profile: Path | None,
               measure_before: bool, *, lr: float | None = None, name: str | None = None,
               extra: Sequence[str] = ()) -> dict[str, Any]:
@@ -75,7 +104,7 @@ def run_child(args: argparse.Namespace, method: str, seed: int, out: Path, profi
     runs.mkdir(parents=True, exist_ok=True)
     spec = {"argv": train_argv(args, method, seed, run_dir, profile, lr, extra), "measure_before": measure_before,
             "forgetting_samples": args.forgetting_samples, "forgetting_seq_len": args.forgetting_seq_len,
-            "bench_json": str(runs / f"{name}.bench.json")}
+            "bench_json": str(_bench_path(out, name))}
     spec_path = runs / f"{name}.spec.json"
     spec_path.write_text(json.dumps(spec, indent=1))
     started = time.perf_counter()
