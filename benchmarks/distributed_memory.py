@@ -27,7 +27,7 @@ SETUPS = ("ddp-full", "ddp-ows", "fsdp2-ows")
 
 
 def _local_bytes(tensors) -> int:
-    from ows.distributed import is_dtensor
+    from ows.optim.sharded import is_dtensor
 
     total = 0
     for t in tensors:
@@ -43,7 +43,7 @@ def worker(setup: str, options: argparse.Namespace, out: Path) -> None:
 
     import ows
     from ows import distributed
-    from ows.memory import peak_rss_bytes
+    from ows.memory.measure import peak_rss_bytes
 
     torch.distributed.init_process_group("gloo")
     torch.manual_seed(0)

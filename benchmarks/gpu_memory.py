@@ -31,12 +31,15 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the `bench` package next to this script
 
-from bench.gpu_child import DTYPES, SCALES  # noqa: E402
+from bench.gpu_child import SCALES  # noqa: E402
 from bench.settings import LABELS  # noqa: E402
 from bench.summary import ratio  # noqa: E402
+from ows.config import DTYPES  # noqa: E402
+from ows.methods import get_method, method_names  # noqa: E402
 
-METHODS = ("full", "lora", "galore", "lisa", "ows")
-RUN_ORDER = ("full", "lora", "lisa", "ows", "galore")  # GaLore last: its first step runs one SVD per matrix
+METHODS = method_names()
+# GaLore on every layer last: its first step runs one SVD per matrix
+RUN_ORDER = tuple(sorted(METHODS, key=lambda m: get_method(m).galore and get_method(m).layers == "all"))
 # key, header, format, whether a ratio is shown
 COLUMNS = [("peak_gib", "peak memory GiB", "{:.2f}", True), ("reserved_gib", "peak reserved GiB", "{:.2f}", True),
            ("tracked_gib", "peak tracked GiB", "{:.2f}", True), ("tokens_per_s", "tokens/s", "{:.0f}", True),

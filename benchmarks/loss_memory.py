@@ -26,8 +26,8 @@ def child(args: argparse.Namespace) -> dict:
     import torch
 
     from ows.integrations.chunked_loss import enable_chunked_loss
-    from ows.memory import peak_rss_bytes
-    from ows.models import load_model_and_tokenizer
+    from ows.memory.measure import peak_rss_bytes
+    from ows.loading import load_model_and_tokenizer
 
     torch.manual_seed(0)
     model, _ = load_model_and_tokenizer(args.model)

@@ -34,8 +34,10 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from ows.methods import method_names
+
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("full", "lora", "galore", "lisa", "ows-fullrank", "ows")
+METHODS = method_names()
 TOLERANCE = 0.15
 
 
@@ -111,9 +113,9 @@ def child_main(spec: dict[str, Any]) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM
 
     from ows.config import OWSConfig
-    from ows.memory import peak_rss_bytes
+    from ows.memory.measure import peak_rss_bytes
     from ows.methods import build_method
-    from ows.models import resolve_model_path
+    from ows.loading import resolve_model_path
 
     t0 = time.perf_counter()
     torch.manual_seed(0)
@@ -175,7 +177,7 @@ def run_child(method: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def estimate(method: str, model_config: dict[str, Any], args: argparse.Namespace) -> Any:
     """The estimator's figures for ``method`` at the benchmark's settings (fp32, like the children)."""
-    from ows.estimate import estimate_memory
+    from ows.memory.estimate import estimate_memory
 
     return estimate_memory(model_config, method, dtype="float32", batch_size=args.batch_size, seq_len=args.seq_len,
                            num_active_layers=args.num_active_layers, rank=args.rank, lora_rank=args.lora_rank,

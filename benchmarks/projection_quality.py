@@ -23,9 +23,9 @@ import time
 def _gradients(model_name: str, samples: int, seq_len: int) -> list[tuple[str, "torch.Tensor"]]:
     import torch
 
-    from ows.calibration import builtin_calibration_texts, calibration_batches
+    from ows.data.calibration import builtin_calibration_texts, calibration_batches
     from ows.layers import find_decoder_layers
-    from ows.models import load_model_and_tokenizer
+    from ows.loading import load_model_and_tokenizer
     from ows.outliers import weight_in_out
 
     model, tokenizer = load_model_and_tokenizer(model_name)

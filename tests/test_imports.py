@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-CORE = ["ows", "ows.config", "ows.layers", "ows.outliers", "ows.sampling", "ows.controller", "ows.optim", "ows.memory"]
+CORE = ["ows", "ows.config", "ows.layers", "ows.outliers", "ows.sampling", "ows.controller", "ows.optim", "ows.memory.measure", "ows.memory.estimate", "ows.losses", "ows.distributed"]
 
 
 def test_core_does_not_import_transformers():

@@ -1,8 +1,8 @@
 import torch
 import pytest
 
-from ows import OutlierProfile, find_decoder_layers, layer_outlier_ratio, profile_outliers
-from ows.outliers import linear_modules, weight_in_out
+from ows import OutlierProfile, find_decoder_layers, layer_outlier_ratio, profile_outliers, sampling_probabilities
+from ows.layers import linear_modules, weight_in_out
 from conftest import tiny_model
 
 
@@ -94,7 +94,7 @@ def test_json_round_trip_and_errors(tmp_path):
     profile.to_json(path)
     loaded = OutlierProfile.from_json(path)
     assert loaded == profile and loaded.model_name == "tiny" and loaded.layers_path == "model.layers"
-    assert sum(loaded.probabilities("owl")) == pytest.approx(1.0)
+    assert sum(sampling_probabilities(loaded.ratios, "owl")) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="has 3 layers but the model has 5"):
         loaded.check_matches(5)
     with pytest.raises(FileNotFoundError, match="ows analyze"):

@@ -22,7 +22,7 @@ def forgetting_perplexity(model: Any, tokenizer: Any, samples: int, seq_len: int
     """exp(token-weighted mean NLL) on a fixed slice of gensim's English news text."""
     import torch
 
-    from ows.calibration import builtin_calibration_texts, calibration_batches
+    from ows.data.calibration import builtin_calibration_texts, calibration_batches
 
     batches = calibration_batches(tokenizer, builtin_calibration_texts(), samples, seq_len, batch_size=4, seed=seed)
     was_training = model.training
@@ -54,7 +54,7 @@ def _bench_callback() -> Any:
     """A Trainer callback recording per-step wall time and tracked tensor memory."""
     from transformers import TrainerCallback
 
-    from ows.memory import gradient_bytes, optimizer_state_bytes, tensor_bytes
+    from ows.memory.measure import gradient_bytes, optimizer_state_bytes, tensor_bytes
 
     class BenchCallback(TrainerCallback):
         """Per-step wall time and tracked tensor memory (params + grads + optimizer state)."""
@@ -145,7 +145,7 @@ def _install_hooks(spec: dict[str, Any], bench: dict[str, Any], callback: Any) -
 def child_main(spec_path: str) -> int:
     """Run the spec's ``ows train`` with measurements; writes ``spec['bench_json']``. Returns the exit code."""
     from ows.cli import main as ows_main
-    from ows.memory import peak_rss_bytes
+    from ows.memory.measure import peak_rss_bytes
 
     spec = json.loads(Path(spec_path).read_text())
     bench: dict[str, Any] = {"svd_seconds": 0.0, "svd_calls": 0}

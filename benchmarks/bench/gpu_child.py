@@ -30,7 +30,6 @@ LLAMA2_7B = dict(model_type="llama", hidden_size=4096, intermediate_size=11008, 
 TINY = dict(LLAMA2_7B, hidden_size=256, intermediate_size=688, num_hidden_layers=8, num_attention_heads=4,
             num_key_value_heads=4, max_position_embeddings=1024)
 SCALES = {"7b": LLAMA2_7B, "tiny": TINY}
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 def model_config(values: dict[str, Any]) -> Any:
@@ -52,7 +51,7 @@ def build_model(values: dict[str, Any], device: str, dtype: str, checkpointing: 
 
     torch.manual_seed(seed)
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(model_config(values), dtype=DTYPES[dtype])
+        model = AutoModelForCausalLM.from_config(model_config(values), dtype=getattr(torch, dtype))
     if checkpointing:
         # Non-reentrant checkpointing needs no input gradients, so frozen embeddings (LoRA) work too.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -77,7 +76,7 @@ class Meter:
 
     def sample(self, model: Any, optimizer: Any) -> None:
         """Record params + grads + optimizer state now, and the process peaks so far."""
-        from ows.memory import gradient_bytes, optimizer_state_bytes, tensor_bytes
+        from ows.memory.measure import gradient_bytes, optimizer_state_bytes, tensor_bytes
 
         params = tensor_bytes(model.parameters())
         grads = gradient_bytes(model)
@@ -90,7 +89,7 @@ class Meter:
         self.write()
 
     def write(self) -> None:
-        from ows.memory import peak_rss_bytes
+        from ows.memory.measure import peak_rss_bytes
 
         d = self.data
         d["peak_rss_bytes"] = peak_rss_bytes()
@@ -135,7 +134,7 @@ def _profile(model: Any, spec: dict[str, Any], threshold: float) -> Any:
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     """Build, set up ``spec['method']`` through ``build_method``, train warm-up + measured steps; returns the figures."""
     from ows.config import OWSConfig
-    from ows.methods import build_method, needs_profile
+    from ows.methods import build_method, get_method
 
     device, method = spec["device"], spec["method"]
     meter = Meter(Path(spec["progress"]), device, {"method": method})
@@ -144,7 +143,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     meter.write()
     config = OWSConfig(num_active_layers=spec["gamma"], sample_interval=spec["interval"], rank=spec["rank"],
                        update_proj_gap=spec["update_proj_gap"], svd_method=spec.get("svd_method", "exact"))
-    profile = _profile(model, spec, config.outlier_threshold) if needs_profile(method, config) else None
+    profile = _profile(model, spec, config.outlier_threshold) if get_method(method).needs_profile(config) else None
     setup = build_method(method, model, config, profile, lr=spec["lr"],
                          lora={"r": spec["lora_r"], "alpha": 2 * spec["lora_r"], "dropout": 0.0})
     model = setup.model

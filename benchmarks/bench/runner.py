@@ -26,7 +26,7 @@ def train_argv(args: argparse.Namespace, method: str, seed: int, out: Path, prof
     ``lr`` overrides the method's entry in ``LEARNING_RATES``; ``extra`` flags are appended (e.g. a
     GaLore scale in the learning-rate sweep).
     """
-    product_method, variant_flags = VARIANTS.get(method, (method, ()))
+    product_method, variant_flags = VARIANTS[method][:2] if method in VARIANTS else (method, ())
     argv = [
         "--model", args.model, "--dataset", args.dataset, "--method", product_method,
         "--num_train_examples", str(args.steps * args.batch_size), "--dataset_seed", str(args.dataset_seed),

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-METHODS = ("full", "lora", "galore", "lisa", "ows-fullrank", "ows", "ows-lean")
-LABELS = {"full": "full FT (AdamW)", "lora": "LoRA r16", "galore": "GaLore (all layers)",
-          "lisa": "LISA (uniform, plain AdamW)", "ows-fullrank": "OWS full-rank (weighted, AdamW)",
-          "ows": "OWS (weighted + GaLore)", "ows-lean": "OWS, input embeddings not trained"}
-# Benchmark rows that run a product method with extra `ows train` flags: name -> (method, flags).
-VARIANTS = {"ows-lean": ("ows", ("--train_embeddings", "false"))}
+from ows.config import OWSConfig
+from ows.methods import get_method, method_names
+
+# Benchmark rows that run a product method with extra `ows train` flags: name -> (method, flags, label).
+VARIANTS = {"ows-lean": ("ows", ("--train_embeddings", "false"), "OWS, input embeddings not trained")}
+METHODS = (*method_names(), *VARIANTS)
+LABELS = {**{m: get_method(m).label for m in method_names()}, **{v: spec[2] for v, spec in VARIANTS.items()}}
+
+
+def product_method(row: str) -> str:
+    """The ``ows train --method`` of a benchmark row (a variant's product method, else the row itself)."""
+    return VARIANTS[row][0] if row in VARIANTS else row
+
+
+SAMPLING = tuple(m for m in METHODS if get_method(product_method(m)).samples_layers)
+GALORE = tuple(m for m in METHODS if get_method(product_method(m)).galore)
+PROFILED = tuple(m for m in METHODS if get_method(product_method(m)).needs_profile(OWSConfig()))
 # Learning rates per method: the winners of benchmarks/tune_lr.py on validation items from seed 200000
 # (never the test items), quick settings, grid = the earlier choices (full 1e-4, LoRA 5e-4, the others
 # 3e-4) x 1/3, 1, 3; results/2026-11-29-lr-sweep/. full, galore and ows won at an edge of that grid.
 # ows-lean was not swept: it uses ows's rate.
 LEARNING_RATES = {"full": 3.3e-5, "lora": 5e-4, "galore": 1e-4, "lisa": 3e-4, "ows-fullrank": 3e-4, "ows": 9e-4,
                   "ows-lean": 9e-4}
-SAMPLING = ("lisa", "ows-fullrank", "ows", "ows-lean")
-GALORE = ("galore", "ows", "ows-lean")
-PROFILED = ("ows-fullrank", "ows", "ows-lean")
 
 # Metrics: key, header, format. Lower is better for all but exact match.
 METRICS = [

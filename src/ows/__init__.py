@@ -20,8 +20,8 @@ _EXPORTS = {
     "find_decoder_layers": "layers",
     "locate_decoder_layers": "layers",
     "set_trainable": "layers",
-    "optimizer_state_bytes": "memory",
-    "estimate_memory": "estimate",
+    "optimizer_state_bytes": "memory.measure",
+    "estimate_memory": "memory.estimate",
     "GaLoreAdamW": "optim",
     "build_param_groups": "optim",
     "OutlierProfile": "outliers",
@@ -36,10 +36,10 @@ _EXPORTS = {
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .config import OWSConfig
     from .controller import OWSController, build_sampler, create_ows
-    from .estimate import estimate_memory
+    from .memory.estimate import estimate_memory
     from .integrations.hf import OWSCallback, prepare_for_trainer
     from .layers import find_decoder_layers, locate_decoder_layers, set_trainable
-    from .memory import optimizer_state_bytes
+    from .memory.measure import optimizer_state_bytes
     from .optim import GaLoreAdamW, build_param_groups
     from .outliers import OutlierProfile, layer_outlier_ratio, profile_outliers
     from .sampling import LayerSampler, sampling_probabilities

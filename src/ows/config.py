@@ -5,13 +5,33 @@ from __future__ import annotations
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .jsonio import read_json, write_json
 
+# The choice lists of ows, defined here once (this module imports no torch) and imported everywhere else.
 SAMPLING_STRATEGIES = ("owl", "uniform", "owl_reverse", "increase", "decrease", "weights")
+PROFILE_STRATEGIES = ("owl", "owl_reverse")  # the strategies that need an outlier profile
 PROJ_TYPES = ("std", "reverse_std", "left", "right")
 SVD_METHODS = ("exact", "randomized")
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+DTYPES = tuple(DTYPE_BYTES)
+
+
+def check_active_layers(num_active: int, num_layers: int, nonzero: int | None = None) -> None:
+    """Raise ``ValueError`` unless 1 <= ``num_active`` <= ``num_layers`` (and <= ``nonzero`` layers that can be drawn).
+
+    The one check of gamma against a model, used by the CLI's early check, the API and the estimator.
+    """
+    if isinstance(num_active, bool) or not isinstance(num_active, int) or num_active < 1:
+        raise ValueError(f"num_active_layers={num_active!r} is invalid: must be an integer >= 1")
+    if num_active > num_layers:
+        raise ValueError(f"num_active_layers={num_active} is larger than the model's {num_layers} decoder layers: "
+                         f"use a value between 1 and {num_layers}")
+    if nonzero is not None and nonzero < num_active:
+        raise ValueError(f"num_active_layers={num_active} but only {nonzero} layers have a non-zero probability (of "
+                         f"{num_layers}): lower num_active_layers, or use sampling_strategy='uniform' or a "
+                         "sampling_temperature < 1")
 
 
 def _help(text: str, default: Any = MISSING, default_factory: Any = MISSING) -> Any:
@@ -126,6 +146,33 @@ class OWSConfig:
             raise ValueError(
                 f"OWSConfig.sampling_weights={weights!r} is invalid: give a list of finite non-negative numbers"
             )
+
+    def check_for(self, num_layers: int, ratios: Sequence[float] | None = None) -> None:
+        """Raise ``ValueError`` if these settings cannot run on a model with ``num_layers`` decoder layers.
+
+        Checks gamma against the layer count, ``sampling_weights`` (one per layer), and that at least
+        gamma layers can be drawn: non-zero weights, or non-zero outlier ``ratios`` (a profile) for the
+        ``owl`` strategies at a temperature above 0. Needs no model and no torch.
+        """
+        check_active_layers(self.num_active_layers, num_layers)
+        nonzero = None
+        if self.sampling_strategy == "weights" and self.sampling_weights is not None:
+            if len(self.sampling_weights) != num_layers:
+                raise ValueError(f"sampling_weights has {len(self.sampling_weights)} values but the model has "
+                                 f"{num_layers} decoder layers: give one weight per layer")
+            nonzero = sum(w > 0 for w in self.sampling_weights)
+            if nonzero == 0:
+                raise ValueError("sampling_weights are all zero: no layer can be sampled; give positive weights or "
+                                 "use sampling_strategy='uniform'")
+        elif self.sampling_strategy in PROFILE_STRATEGIES and ratios is not None:
+            if len(ratios) != num_layers:
+                raise ValueError(f"the outlier profile has {len(ratios)} layers but the model has {num_layers} decoder "
+                                 "layers: profile this model (`ows analyze`) or drop the profile")
+            nonzero = num_layers if self.sampling_temperature == 0 else sum(r > 0 for r in ratios)
+            if nonzero == 0:
+                raise ValueError("the outlier profile's ratios are all zero: no layer can be sampled; use "
+                                 "sampling_strategy='uniform' or a lower outlier_threshold")
+        check_active_layers(self.num_active_layers, num_layers, nonzero)
 
     # --- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

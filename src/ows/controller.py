@@ -17,9 +17,9 @@ from torch import nn
 from torch.optim import Optimizer
 
 from .config import OWSConfig
-from .distributed import check_same_active
-from .layers import locate_decoder_layers, set_trainable
-from .memory import tensor_bytes
+from .distributed import check_same_active, is_main_process
+from .layers import DecoderLayers, locate_decoder_layers, set_trainable
+from .memory.measure import tensor_bytes
 from .optim.galore_adamw import GaLoreAdamW
 from .optim.param_groups import build_param_groups
 from .sampling import LayerSampler, sampling_probabilities
@@ -39,10 +39,12 @@ def release_optimizer_state(optimizer: Optimizer, params: list[nn.Parameter]) ->
 
 
 class OWSController:
-    """Keeps the trainable decoder layers of ``model`` in sync with ``sampler``.
+    """Keeps the trainable decoder layers of ``model`` in sync with ``sampler``, and records the schedule it ran.
 
     Call :meth:`begin_step` with the 0-based optimizer step before each optimizer step's forward
-    passes (once per step, not per micro-batch under gradient accumulation).
+    passes (once per step, not per micro-batch under gradient accumulation). ``schedule`` holds
+    ``(step, active layers)`` of every resample, ``visits`` how many periods each layer was active.
+    ``layers`` (from :func:`ows.locate_decoder_layers`) saves locating the decoder layers again.
     """
 
     def __init__(
@@ -52,11 +54,13 @@ class OWSController:
         sampler: LayerSampler,
         layers_attr: str | None = None,
         on_resample: Callable[[int, tuple[int, ...]], None] | None = None,
+        *,
+        layers: DecoderLayers | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
         self.sampler = sampler
-        found = locate_decoder_layers(model, layers_attr)
+        found = layers if layers is not None else locate_decoder_layers(model, layers_attr)
         self.layers = found.modules
         if len(self.layers) != sampler.num_layers:
             raise ValueError(
@@ -68,6 +72,7 @@ class OWSController:
         self.active: tuple[int, ...] | None = None
         self.period: int | None = None
         self.visits: Counter[int] = Counter()
+        self.schedule: list[tuple[int, tuple[int, ...]]] = []
         self.released_bytes = 0
 
     def _check_optimizer_covers_layers(self) -> None:
@@ -92,6 +97,9 @@ class OWSController:
         self._apply(new_active)
         self.period = period
         self.visits.update(new_active)
+        self.schedule.append((step, tuple(new_active)))
+        if is_main_process():
+            logger.info("step %d: active decoder layers %s", step, list(new_active))
         if self.on_resample is not None:
             self.on_resample(step, new_active)
         return new_active
@@ -114,6 +122,11 @@ class OWSController:
         self.active = tuple(new_active)
         logger.debug("active layers %s; released %d optimizer-state bytes", self.active, released)
 
+    def schedule_record(self) -> dict[str, Any]:
+        """The schedule run so far as JSON-ready data: ``schedule`` [[step, layers], ...] and ``visits`` per layer."""
+        return {"schedule": [[step, list(active)] for step, active in self.schedule],
+                "visits": {str(k): v for k, v in sorted(self.visits.items())}}
+
     def trainable_parameter_count(self) -> int:
         """Number of parameters with ``requires_grad`` in the model right now."""
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
@@ -121,8 +134,7 @@ class OWSController:
 
 def build_sampler(config: OWSConfig, num_layers: int, profile: Any | None = None) -> LayerSampler:
     """The :class:`LayerSampler` that ``config`` asks for; ``profile`` (an ``OutlierProfile``) for 'owl' strategies."""
-    if profile is not None and len(profile.ratios) != num_layers:
-        profile.check_matches(num_layers)
+    config.check_for(num_layers, profile.ratios if profile is not None else None)
     probabilities = sampling_probabilities(
         profile.ratios if profile is not None else None,
         config.sampling_strategy,
@@ -130,11 +142,6 @@ def build_sampler(config: OWSConfig, num_layers: int, profile: Any | None = None
         weights=config.sampling_weights,
         temperature=config.sampling_temperature,
     )
-    if config.num_active_layers > num_layers:
-        raise ValueError(
-            f"num_active_layers={config.num_active_layers} is larger than the model's {num_layers} decoder layers: "
-            f"use a value between 1 and {num_layers}"
-        )
     return LayerSampler(probabilities, config.num_active_layers, config.sample_interval, config.seed)
 
 
@@ -151,10 +158,11 @@ def create_ows(
 ) -> tuple[GaLoreAdamW, OWSController]:
     """Build the optimizer and controller for ``model`` from ``config`` (and an outlier ``profile``).
 
-    All validation (layer count, gamma, profile match) happens here, before any training.
+    All validation (layer count, gamma, profile match) happens here, before any training. The decoder
+    layers are located once and handed to the param groups and the controller.
     """
     found = locate_decoder_layers(model, config.layers_attr)
     sampler = build_sampler(config, len(found.modules), profile)
-    optimizer = GaLoreAdamW(build_param_groups(model, config, weight_decay), lr=lr, betas=betas, eps=eps)
-    controller = OWSController(model, optimizer, sampler, config.layers_attr, on_resample)
+    optimizer = GaLoreAdamW(build_param_groups(model, config, weight_decay, layers=found), lr=lr, betas=betas, eps=eps)
+    controller = OWSController(model, optimizer, sampler, on_resample=on_resample, layers=found)
     return optimizer, controller

@@ -6,8 +6,8 @@
   The decoder layers are therefore hidden from DDP and their gradients averaged here, by a hook on
   each parameter that fires only when the parameter received a gradient (only sampled layers do).
 - :func:`shard_model`: FSDP2 (``fully_shard``) with one unit per decoder layer, then the root.
-- :func:`sharded_galore_update`: GaLore on a DTensor weight gathers the full gradient, computes the
-  update identically on every rank and applies the local shard.
+- GaLore on a DTensor weight (gather the full gradient, the same update on every rank, apply the
+  local shard) lives with the optimizer, in :mod:`ows.optim.sharded`.
 
 Every function is a no-op (or the plain path) when ``torch.distributed`` is not initialised or has
 one process.
@@ -22,6 +22,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
+
+from .optim.sharded import is_dtensor
 
 logger = logging.getLogger(__name__)
 
@@ -178,21 +180,6 @@ def is_sharded(model: nn.Module) -> bool:
     return any(is_dtensor(p) for p in model.parameters())
 
 
-@functools.lru_cache(maxsize=None)
-def _dtensor_type() -> type | None:
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # torch < 2.5, or built without distributed support
-        return None
-    return DTensor
-
-
-def is_dtensor(tensor: Any) -> bool:
-    """Whether ``tensor`` is a ``torch.distributed.tensor.DTensor`` (False where torch has none)."""
-    dtensor = _dtensor_type() if _dist() is not None else None
-    return dtensor is not None and isinstance(tensor, dtensor)
-
-
 def setup_ddp(model: nn.Module, layers: nn.ModuleList) -> LayerGradSync | None:
     """Prepare ``model`` for DDP with OWS when several processes run; idempotent; None otherwise.
 
@@ -227,29 +214,3 @@ def shard_model(model: nn.Module, layers: nn.ModuleList, **fully_shard_kwargs: A
         fully_shard(layer, **fully_shard_kwargs)
     fully_shard(model, **fully_shard_kwargs)
     return model
-
-
-def sharded_galore_update(optimizer: Any, param: torch.Tensor, group: dict[str, Any],
-                          update: Callable[[torch.Tensor, dict[str, Any]], None]) -> None:
-    """GaLore step of a DTensor ``param``: full gradient, identical update on every rank, local shard applied.
-
-    Costs one all-gather of the gradient (the weight's full size, as a temporary) per step; the SVD
-    and the low-rank moments are computed and held on every rank (they are small: rank x side).
-    ``update(proxy, group)`` is the optimizer's own single-tensor update, run on a zero tensor whose
-    ``.grad`` is the full gradient, so that ``proxy`` ends up holding exactly the update.
-    """
-    from torch.distributed.tensor import DTensor, Replicate
-
-    full_grad = param.grad.full_tensor()
-    proxy = torch.zeros(full_grad.shape, dtype=param.dtype, device=full_grad.device)
-    proxy.grad = full_grad
-    state = optimizer.state.pop(param, None)
-    if state:
-        optimizer.state[proxy] = state
-    update(proxy, {**group, "weight_decay": 0.0})
-    optimizer.state[param] = optimizer.state.pop(proxy)
-    mesh = param.device_mesh
-    replicated = DTensor.from_local(proxy, mesh, [Replicate()] * mesh.ndim, run_check=False)
-    param.add_(replicated.redistribute(mesh, param.placements))
-    if group["weight_decay"] > 0.0:
-        param.add_(param, alpha=-group["lr"] * group["weight_decay"])

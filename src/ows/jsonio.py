@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 
 def write_json(data: Any, path: str | Path | None = None, **dump_kwargs: Any) -> str:
@@ -41,3 +41,14 @@ def read_json(path_or_text: str | Path, what: str, fix: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{what}{source} is not valid JSON ({err}): {fix}") from None
+
+
+def iter_jsonl(lines: Iterable[str], source: str) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` of every non-blank JSON line; a bad line is a ``ValueError`` naming ``source`` and it."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{source} line {number}: invalid JSON ({err.msg}): write one JSON object per line") from None

@@ -7,8 +7,10 @@ Discovery is generic: the longest ``nn.ModuleList`` whose blocks belong to the m
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple
+import contextlib
+from typing import Iterable, Iterator, NamedTuple
 
+import torch
 from torch import nn
 
 
@@ -80,6 +82,27 @@ def find_decoder_layers(model: nn.Module, layers_attr: str | None = None) -> nn.
     return locate_decoder_layers(model, layers_attr).modules
 
 
+def weight_in_out(module: nn.Module) -> torch.Tensor | None:
+    """The module's weight as (out_features, in_features), or None if it is not a linear map.
+
+    Handles ``nn.Linear`` and GPT-2 style ``Conv1D`` (weight stored as (in, out), with ``nf`` outputs).
+    """
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        return None
+    if isinstance(module, nn.Linear):
+        return weight
+    nf = getattr(module, "nf", None)
+    if isinstance(nf, int) and weight.shape[1] == nf and not isinstance(module, nn.Embedding):
+        return weight.t()
+    return None
+
+
+def linear_modules(layer: nn.Module) -> list[tuple[str, nn.Module]]:
+    """All linear maps (``nn.Linear`` and ``Conv1D``) inside one decoder layer, in module order."""
+    return [(name, m) for name, m in layer.named_modules() if weight_in_out(m) is not None]
+
+
 def set_trainable(layers: Iterable[nn.Module], active: bool) -> None:
     """Set ``requires_grad`` of every parameter of ``layers``; freezing also drops their gradients."""
     for layer in layers:
@@ -124,3 +147,14 @@ def stop_gradient_at_input_embeddings(model: nn.Module, stop: bool = True) -> bo
         handle.remove()
         embeddings._ows_stop_gradient = None
     return True
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model.eval()`` inside the block; the previous training mode comes back even on errors."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

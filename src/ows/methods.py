@@ -1,9 +1,13 @@
-"""Fine-tuning methods selectable from one command, built in one place for fair comparisons.
+"""The method registry: every fine-tuning method ows can run, its traits and its builder, in one place.
 
-``ows``: OWL-weighted layer sampling + GaLore. ``ows-fullrank``: weighted sampling, plain AdamW.
-``lisa``: uniform sampling, plain AdamW. ``galore``: every decoder layer with GaLore, no sampling.
-``full``: AdamW on everything. ``lora``: peft LoRA on every linear layer (optional extra).
-All but ``lora`` use ows's optimizer so that only the method differs.
+Each :class:`Method` says what trains (``layers``: ``sampled`` decoder layers, ``all`` of them, or
+``adapters``), whether 2-D layer weights get GaLore, which sampling strategy it forces, what trains
+outside the decoder layers and which optimizer it uses. The CLI, the memory estimator and the
+benchmarks read these traits; nothing else lists the methods. This module imports no torch: the
+builders import what they need when called, so ``ows memory`` stays torch-free.
+
+Adding a method: write its builder (``model, config, profile, options -> MethodSetup``) and call
+:func:`register_method` with its traits below.
 """
 
 from __future__ import annotations
@@ -11,20 +15,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Any
-
-from torch import nn
+from typing import Any, Callable
 
 from .config import OWSConfig
-from .controller import OWSController
-from .layers import find_decoder_layers, set_trainable
-from .optim.galore_adamw import GaLoreAdamW
-from .optim.param_groups import build_param_groups
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("ows", "ows-fullrank", "lisa", "galore", "full", "lora")
-SAMPLING_METHODS = ("ows", "ows-fullrank", "lisa")
+LAYER_MODES = ("sampled", "all", "adapters")
+OUTSIDE_MODES = ("config", "all", "none")
 
 
 @dataclass
@@ -32,74 +30,165 @@ class MethodSetup:
     """What a trainer needs for one method: the (possibly wrapped) model, optimizer and callbacks."""
 
     name: str
-    model: nn.Module
+    model: Any
     optimizer: Any | None
     config: OWSConfig | None
-    controller: OWSController | None = None
+    controller: Any | None = None
     callbacks: list[Any] = field(default_factory=list)
 
 
-def method_config(method: str, config: OWSConfig) -> OWSConfig:
-    """The OWS settings a method runs with (``lisa`` forces uniform sampling and plain AdamW)."""
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is unknown: use one of {', '.join(METHODS)}")
-    if method == "ows-fullrank":
-        return dataclasses.replace(config, use_galore=False)
-    if method == "lisa":
-        return dataclasses.replace(config, use_galore=False, sampling_strategy="uniform")
-    return config
+Builder = Callable[[Any, OWSConfig, Any, dict[str, Any]], MethodSetup]
 
 
-def needs_profile(method: str, config: OWSConfig) -> bool:
-    """Whether the method's sampling needs an outlier profile."""
-    return method in SAMPLING_METHODS and method_config(method, config).sampling_strategy in ("owl", "owl_reverse")
+@dataclass(frozen=True)
+class Method:
+    """One fine-tuning method and what it trains.
+
+    ``layers``: ``sampled`` (gamma decoder layers at a time, resampled every K steps), ``all`` (every
+    decoder layer) or ``adapters`` (LoRA adapters only). ``galore``: low-rank projected updates of the
+    2-D layer weights. ``strategy``: the sampling strategy it forces (None = the config's).
+    ``outside``: what trains outside the decoder layers: ``config`` (train_embeddings / train_lm_head
+    / train_final_norm), ``all`` or ``none``. ``requires``: importable packages it needs, with the
+    pip extra that installs them.
+    """
+
+    name: str
+    summary: str
+    label: str
+    layers: str
+    galore: bool
+    builder: Builder = field(repr=False, compare=False)
+    strategy: str | None = None
+    outside: str = "config"
+    optimizer: str = "ows.GaLoreAdamW"
+    requires: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def samples_layers(self) -> bool:
+        """Whether the method trains a sampled subset of the decoder layers."""
+        return self.layers == "sampled"
+
+    def config_for(self, config: OWSConfig) -> OWSConfig:
+        """The OWS settings this method runs with: a method without GaLore turns ``use_galore`` off (one
+        with GaLore keeps the config's choice, on by default) and a forced strategy replaces the config's."""
+        changes: dict[str, Any] = {} if self.galore else {"use_galore": False}
+        if self.strategy is not None:
+            changes["sampling_strategy"] = self.strategy
+        return dataclasses.replace(config, **changes)
+
+    def needs_profile(self, config: OWSConfig) -> bool:
+        """Whether the method's sampling needs an outlier profile."""
+        return self.samples_layers and self.config_for(config).sampling_strategy in ("owl", "owl_reverse")
 
 
-def build_method(
-    method: str,
-    model: nn.Module,
-    config: OWSConfig,
-    profile: Any | None = None,
-    *,
-    lr: float = 3e-4,
-    weight_decay: float = 0.0,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    lora: dict[str, Any] | None = None,
-) -> MethodSetup:
-    """Set ``model`` up for ``method``; for ``lora`` the returned model is the peft wrapper."""
-    cfg = method_config(method, config)
-    opt_kw = dict(lr=lr, betas=betas, eps=eps)
-    if method in SAMPLING_METHODS:
-        from .integrations.hf import prepare_for_trainer
-
-        optimizer, callback = prepare_for_trainer(model, cfg, profile, weight_decay=weight_decay, **opt_kw)
-        return MethodSetup(method, model, optimizer, cfg, callback.controller, [callback])
-    if method == "galore":
-        groups = build_param_groups(model, cfg, weight_decay)
-        set_trainable(find_decoder_layers(model, cfg.layers_attr), True)
-        return MethodSetup(method, model, GaLoreAdamW(groups, **opt_kw), cfg)
-    if method == "full":
-        for p in model.parameters():
-            p.requires_grad_(True)
-        groups = [
-            {"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        return MethodSetup(method, model, GaLoreAdamW([g for g in groups if g["params"]], **opt_kw), None)
-    return MethodSetup(method, _wrap_lora(model, lora or {}), None, None)
+_REGISTRY: dict[str, Method] = {}
 
 
-def _wrap_lora(model: nn.Module, options: dict[str, Any]) -> nn.Module:
+def register_method(method: Method) -> Method:
+    """Add ``method`` to the registry (a name may be registered once); returns it."""
+    if method.name in _REGISTRY:
+        raise ValueError(f"method {method.name!r} is already registered")
+    if method.layers not in LAYER_MODES or method.outside not in OUTSIDE_MODES:
+        raise ValueError(f"method {method.name!r}: layers must be one of {LAYER_MODES}, outside one of {OUTSIDE_MODES}")
+    _REGISTRY[method.name] = method
+    return method
+
+
+def method_names() -> tuple[str, ...]:
+    """Every registered method, baselines first, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def get_method(name: str) -> Method:
+    """The registered method ``name``; an unknown name is a ``ValueError`` listing the known ones."""
     try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError:
-        raise FileNotFoundError("method='lora' needs peft: pip install 'ows[lora]'") from None
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"method={name!r} is unknown: use one of {', '.join(_REGISTRY)}") from None
+
+
+def check_requirements(method: Method) -> None:
+    """Raise ``FileNotFoundError`` naming the pip command when a package the method needs is missing."""
+    import importlib.util
+
+    for package, extra in method.requires:
+        if importlib.util.find_spec(package) is None:
+            raise FileNotFoundError(f"method={method.name!r} needs the package {package}: pip install 'ows[{extra}]'")
+
+
+def build_method(name: str, model: Any, config: OWSConfig, profile: Any | None = None, *,
+                 lora: dict[str, Any] | None = None, **optimizer_kwargs: Any) -> MethodSetup:
+    """Set ``model`` up for method ``name``; for ``lora`` the returned model is the peft wrapper.
+
+    ``optimizer_kwargs``: ``lr``, ``weight_decay``, ``betas``, ``eps`` of the optimizer (as in
+    :func:`ows.create_ows`); ``lora``: ``r``, ``alpha``, ``dropout`` of the LoRA adapters.
+    """
+    method = get_method(name)
+    check_requirements(method)
+    options = {"optimizer": optimizer_kwargs, "lora": lora or {}}
+    setup = method.builder(model, method.config_for(config), profile, options)
+    setup.name = name
+    return setup
+
+
+# --- builders ------------------------------------------------------------------------------------
+def _build_sampled(model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
+    from .integrations.hf import prepare_for_trainer
+
+    optimizer, callback = prepare_for_trainer(model, config, profile, **options["optimizer"])
+    return MethodSetup("", model, optimizer, config, callback.controller, [callback])
+
+
+def _build_all_layers(model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
+    from .layers import locate_decoder_layers, set_trainable
+    from .optim import GaLoreAdamW, build_param_groups
+
+    opt = dict(options["optimizer"])
+    layers = locate_decoder_layers(model, config.layers_attr)
+    groups = build_param_groups(model, config, opt.pop("weight_decay", 0.0), layers=layers)
+    set_trainable(layers.modules, True)
+    return MethodSetup("", model, GaLoreAdamW(groups, **opt), config)
+
+
+def _build_full(model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
+    from .optim import GaLoreAdamW
+
+    opt = dict(options["optimizer"])
+    weight_decay = opt.pop("weight_decay", 0.0)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    groups = [
+        {"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return MethodSetup("", model, GaLoreAdamW([g for g in groups if g["params"]], **opt), None)
+
+
+def _build_lora(model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
+    from peft import LoraConfig, get_peft_model
+
+    lora = options["lora"]
     lora_config = LoraConfig(
-        r=options.get("r", 16), lora_alpha=options.get("alpha", 32), lora_dropout=options.get("dropout", 0.05),
+        r=lora.get("r", 16), lora_alpha=lora.get("alpha", 32), lora_dropout=lora.get("dropout", 0.05),
         target_modules="all-linear", task_type="CAUSAL_LM",
     )
     wrapped = get_peft_model(model, lora_config)
     trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
     logger.info("LoRA r=%d on all linear layers: %d trainable parameters", lora_config.r, trainable)
-    return wrapped
+    return MethodSetup("", wrapped, None, None)
+
+
+# --- the registry: baselines first, then the OWS variants -----------------------------------------
+register_method(Method("full", "AdamW on every parameter", "full FT (AdamW)", layers="all", galore=False,
+                       builder=_build_full, outside="all"))
+register_method(Method("lora", "peft LoRA (r=lora_r) on every linear layer; the Trainer's AdamW", "LoRA",
+                       layers="adapters", galore=False, builder=_build_lora, outside="none",
+                       optimizer="torch.optim.AdamW (Trainer)", requires=(("peft", "lora"),)))
+register_method(Method("galore", "every decoder layer with GaLore, no sampling", "GaLore (all layers)",
+                       layers="all", galore=True, builder=_build_all_layers))
+register_method(Method("lisa", "uniform layer sampling, plain AdamW (LISA)", "LISA (uniform, plain AdamW)",
+                       layers="sampled", galore=False, builder=_build_sampled, strategy="uniform"))
+register_method(Method("ows-fullrank", "outlier-weighted layer sampling, plain AdamW",
+                       "OWS full-rank (weighted, AdamW)", layers="sampled", galore=False, builder=_build_sampled))
+register_method(Method("ows", "outlier-weighted layer sampling + GaLore (the OWS method)",
+                       "OWS (weighted + GaLore)", layers="sampled", galore=True, builder=_build_sampled))

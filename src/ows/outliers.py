@@ -17,32 +17,9 @@ import torch
 from torch import nn
 
 from .jsonio import read_json, write_json
-from .layers import locate_decoder_layers
-from .modes import eval_mode
-from .sampling import sampling_probabilities
+from .layers import eval_mode, linear_modules, locate_decoder_layers, weight_in_out
 
 logger = logging.getLogger(__name__)
-
-
-def weight_in_out(module: nn.Module) -> torch.Tensor | None:
-    """The module's weight as (out_features, in_features), or None if it is not a linear map.
-
-    Handles ``nn.Linear`` and GPT-2 style ``Conv1D`` (weight stored as (in, out), with ``nf`` outputs).
-    """
-    weight = getattr(module, "weight", None)
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
-        return None
-    if isinstance(module, nn.Linear):
-        return weight
-    nf = getattr(module, "nf", None)
-    if isinstance(nf, int) and weight.shape[1] == nf and not isinstance(module, nn.Embedding):
-        return weight.t()
-    return None
-
-
-def linear_modules(layer: nn.Module) -> list[tuple[str, nn.Module]]:
-    """All linear maps (``nn.Linear`` and ``Conv1D``) inside one decoder layer, in module order."""
-    return [(name, m) for name, m in layer.named_modules() if weight_in_out(m) is not None]
 
 
 def layer_outlier_ratio(
@@ -133,10 +110,6 @@ class OutlierProfile:
     @property
     def num_layers(self) -> int:
         return len(self.ratios)
-
-    def probabilities(self, strategy: str = "owl", temperature: float = 1.0) -> list[float]:
-        """Sampling probability of each layer under ``strategy`` (see ``ows.sampling_probabilities``)."""
-        return sampling_probabilities(self.ratios, strategy, temperature=temperature)
 
     def check_matches(self, num_layers: int, model_name: str | None = None) -> None:
         """Raise ``ValueError`` if this profile was made for a model with a different layer count."""

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-STRATEGIES = ("owl", "uniform", "owl_reverse", "increase", "decrease", "weights")
+from .config import SAMPLING_STRATEGIES, check_active_layers
 
 
 def _normalise(weights: Sequence[float], what: str) -> list[float]:
@@ -43,8 +43,8 @@ def sampling_probabilities(
     layer with the most outliers gets the smallest probability. ``increase`` / ``decrease``: proportional
     to depth (l + 1) or to (L - l). ``weights``: the user's ``weights``, normalised.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"sampling_strategy={strategy!r} is unknown: use one of {', '.join(STRATEGIES)}")
+    if strategy not in SAMPLING_STRATEGIES:
+        raise ValueError(f"sampling_strategy={strategy!r} is unknown: use one of {', '.join(SAMPLING_STRATEGIES)}")
     if strategy == "weights":
         if weights is None:
             raise ValueError("sampling_strategy='weights' needs sampling_weights: one weight per decoder layer")
@@ -118,16 +118,7 @@ class LayerSampler:
     def __init__(self, probabilities: Sequence[float], num_active: int, interval: int, seed: int = 0) -> None:
         self.probabilities = _normalise(probabilities, "sampling probabilities")
         self.num_layers = len(self.probabilities)
-        if isinstance(num_active, bool) or not isinstance(num_active, int) or not 1 <= num_active <= self.num_layers:
-            raise ValueError(
-                f"num_active_layers={num_active!r} is invalid: must be between 1 and the {self.num_layers} decoder layers"
-            )
-        nonzero = sum(p > 0 for p in self.probabilities)
-        if nonzero < num_active:
-            raise ValueError(
-                f"num_active_layers={num_active} but only {nonzero} layers have a non-zero probability: "
-                "lower num_active_layers, or use sampling_strategy='uniform' or a temperature < 1"
-            )
+        check_active_layers(num_active, self.num_layers, sum(p > 0 for p in self.probabilities))
         if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
             raise ValueError(f"sample_interval={interval!r} is invalid: must be an integer >= 1")
         self.num_active = num_active

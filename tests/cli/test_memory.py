@@ -9,7 +9,10 @@ import sys
 import pytest
 
 from ows.cli import main
-from ows.estimate import METHODS, estimate_memory
+from ows.memory.estimate import estimate_memory
+from ows.methods import method_names
+
+METHODS = method_names()
 
 
 def _run(argv, monkeypatch=None):
@@ -67,7 +70,7 @@ def test_chunked_loss_lowers_the_logits_column():
     (["smollm2-135m", "--batch-size", "0"], "--batch-size 0 is invalid"),
     (["smollm2-135m", "--num-active-layers", "31"], "--num-active-layers 31 is larger"),
     (["smollm2-135m", "--attention", "flash"], "--attention 'flash' is invalid"),
-    (["smollm2-135m", "--seq-len", "abc"], "invalid int value"),
+    (["smollm2-135m", "--seq-len", "abc"], "--seq-len 'abc' is not an integer"),
     (["./no/such/folder"], "does not exist"),
     (["some-org/not-cached-model"], "pass a local model folder, a config.json path"),
 ])

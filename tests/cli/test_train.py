@@ -6,7 +6,7 @@ import pytest
 pytest.importorskip("transformers")
 from ows.cli import main  # noqa: E402
 from ows.cli.train import parse  # noqa: E402
-from ows.cli.train_args import DEMO  # noqa: E402
+from ows.cli.arguments import DEMO  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = {
@@ -24,9 +24,11 @@ def write_jsonl(path, rows):
 
 
 def fast(tiny_model_dir, out, *extra):
-    """Flags for a few-second run on the tiny model."""
+    """Flags for a few-second run on the tiny model (the demo's data, schedule and learning rate)."""
     return [
         "--model", str(tiny_model_dir), "--output_dir", str(out), "--max_steps", "4",
+        "--dataset", "reasoning-gym:chain_sum", "--num_train_examples", "1280", "--learning_rate", "3e-4",
+        "--lr_scheduler_type", "cosine", "--warmup_steps", "5",
         "--per_device_train_batch_size", "4", "--num_active_layers", "2", "--sample_interval", "2",
         "--rank", "4", "--calibration_samples", "2", "--calibration_seq_len", "32", "--logging_steps", "1",
         "--save_strategy", "no", "--report_to", "none", "--max_seq_length", "256", "--heldout_generate", "4",

@@ -28,7 +28,7 @@ def dataset(n: int = 64, seq: int = 16) -> list[dict]:
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
-    from ows.distributed import is_dtensor
+    from ows.optim.sharded import is_dtensor
 
     return (t.full_tensor() if is_dtensor(t) else t).detach().clone()
 
@@ -71,7 +71,7 @@ def run(spec: dict) -> dict:
     names = {id(p): n for n, p in trainer.model.named_parameters()}
     projectors = {names[id(p)]: s["projector"].clone() for p, s in optimizer.state.items() if "projector" in s}
     result = {
-        "schedule": callback.schedule,
+        "schedule": callback.controller.schedule,
         "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
         "weights": {n: _full(p) for n, p in trainer.model.named_parameters()},
         "projectors": projectors,

@@ -54,7 +54,7 @@ def test_evaluates_an_in_memory_model_right_after_training(tiny_model_dir):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ows.calibration import read_texts, token_stream
+    from ows.data.calibration import read_texts, token_stream
 
     model, tokenizer = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
     task = f"perplexity:{FIXTURES / 'text_tiny.txt'}"

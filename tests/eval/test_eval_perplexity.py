@@ -6,7 +6,7 @@ import torch
 pytest.importorskip("transformers")
 
 from eval_helpers import FIXTURES  # noqa: E402
-from ows.calibration import read_texts, token_stream  # noqa: E402
+from ows.data.calibration import read_texts, token_stream  # noqa: E402
 from ows.eval.perplexity import perplexity, windows  # noqa: E402
 
 

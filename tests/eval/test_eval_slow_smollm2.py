@@ -11,10 +11,10 @@ pytest.importorskip("transformers")
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from ows.eval.loading import load_for_eval
+    from ows.loading import load_model_and_tokenizer
 
-    model, tokenizer, _ = load_for_eval("smollm2-135m", device="cpu", dtype="float32")
-    return model, tokenizer
+    model, tokenizer = load_model_and_tokenizer("smollm2-135m", dtype="float32")
+    return model.eval(), tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def test_trainer_run_loss_falls_and_scheduler_works(tmp_path):
     assert sum(curve[-5:]) / 5 < 0.7 * sum(curve[:5]) / 5
     lrs = [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h]
     assert lrs[0] > lrs[len(lrs) // 2] > lrs[-1]  # linear decay from TrainingArguments applied
-    assert [step for step, _ in callback.schedule] == list(range(0, 30, 3))
+    assert [step for step, _ in callback.controller.schedule] == list(range(0, 30, 3))
 
 
 class ActiveSpy(TrainerCallback):
@@ -80,7 +80,7 @@ def test_gradient_accumulation_resamples_on_optimizer_steps_only(tmp_path):
     assert len(spy.records) == 8 * 3
     for step, active in spy.records:
         assert active == sampler.active_layers(step)
-    assert [s for s, _ in callback.schedule] == [0, 3, 6]
+    assert [s for s, _ in callback.controller.schedule] == [0, 3, 6]
 
 
 def test_gradient_checkpointing_with_frozen_embeddings(tmp_path):
@@ -92,7 +92,7 @@ def test_gradient_checkpointing_with_frozen_embeddings(tmp_path):
     checkpointing = {CHECKPOINTING_ARG: True}
     trainer, callback = make_trainer(tmp_path, model=model, config=config, max_steps=6, **checkpointing)
     trainer.train()
-    visited = {i for _, active in callback.schedule for i in active}
+    visited = {i for _, active in callback.controller.schedule for i in active}
     for i, layer in enumerate(layers):
         assert (not torch.equal(before[i], layer.self_attn.q_proj.weight)) == (i in visited)
     assert torch.equal(embed, model.model.embed_tokens.weight)
@@ -106,7 +106,7 @@ def test_resume_continues_the_same_schedule_and_weights(tmp_path):
     part.train()
     resumed, callback = make_trainer(tmp_path / "b", max_steps=12, model=tiny_model("llama", layers=6, seed=5))
     resumed.train(resume_from_checkpoint=str(tmp_path / "b" / "out" / "checkpoint-7"))
-    assert callback.schedule[0] == (7, callback.controller.sampler.active_layers(7))
+    assert callback.controller.schedule[0] == (7, callback.controller.sampler.active_layers(7))
     for (name, a), b in zip(full.model.named_parameters(), resumed.model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
@@ -141,4 +141,4 @@ def test_trl_sft_trainer(tmp_path):
     trainer.train()
     curve = losses(trainer)
     assert curve[-1] < curve[0]
-    assert [s for s, _ in callback.schedule] == [0, 3, 6, 9]
+    assert [s for s, _ in callback.controller.schedule] == [0, 3, 6, 9]

@@ -4,7 +4,7 @@ import pytest
 pytest.importorskip("transformers")
 from transformers import TrainerCallback  # noqa: E402
 
-from ows.checkpoint import is_complete, latest_complete_checkpoint, mark_complete, resolve_resume  # noqa: E402
+from ows.integrations.checkpoint import is_complete, latest_complete_checkpoint, mark_complete, resolve_resume  # noqa: E402
 from ows.integrations.reliability import CheckpointMarker, NonFiniteGuard  # noqa: E402
 from test_hf import make_trainer  # noqa: E402
 

@@ -78,7 +78,7 @@ def test_checkpointed_training_still_updates_the_sampled_layers(tmp_path, reentr
     transformers.Trainer(model=model, args=args, train_dataset=data, optimizers=(optimizer, None),
                          callbacks=[callback]).train()
     assert model.is_gradient_checkpointing
-    visited = {i for _, active in callback.schedule for i in active}
+    visited = {i for _, active in callback.controller.schedule for i in active}
     changed = {i for i, layer in enumerate(model.model.layers) if not torch.equal(before[i], layer.mlp.up_proj.weight)}
     assert visited and changed == visited
     if not reentrant:  # the input-embedding output stays cut off, so nothing under layer 3 backpropagates

@@ -61,7 +61,7 @@ def tokenizer(tiny_model_dir):
 @given(prompt=st.text(max_size=40), completion=st.text(min_size=1, max_size=40), limit=st.integers(1, 64))
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_encoded_examples_keep_masks_consistent(tokenizer, prompt, completion, limit):
-    from ows.data import encode_example
+    from ows.data.encode import encode_example
 
     example = encode_example({"prompt": prompt, "completion": completion}, "prompt_completion", tokenizer, limit)
     if example is None:  # nothing left to learn from after truncation

@@ -4,7 +4,7 @@ import ast
 from pathlib import Path
 
 import ows
-from ows.cli.train_args import ScriptArguments
+from ows.cli.arguments import ScriptArguments
 
 SRC = Path(ows.__file__).parent
 

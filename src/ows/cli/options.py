@@ -1,151 +1,103 @@
-"""Options of ``ows train`` from dataclasses: YAML file first, ``--field value`` flags override it.
+"""Options of every ``ows`` command from dataclasses: YAML file first, ``--field value`` flags override it.
 
-Every field keeps its dataclass name (snake_case). Values from YAML are type-checked against the
-field's annotation, values from flags are converted with it; both fail as one ``UsageError`` line.
+Every field keeps its dataclass name (snake_case) in YAML and as a flag; older spellings stay as
+aliases (``--num-samples`` for ``--calibration_samples``). A YAML file may hold the fields of any ows
+command: each command takes the ones it knows and ignores the others, so one file serves ``ows
+train``, ``ows analyze``, ``ows memory`` and ``ows eval``; a key no command knows is an error. Values
+from YAML are type-checked against the field's annotation, values from flags are converted with it;
+both fail as one ``UsageError`` line that names the field as the user wrote it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import enum
-import json
-import types
-import typing
+import math
+import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from .common import UsageError
+from .common import ArgumentParser, UsageError
+from .types import article, check_value, convert, simple, type_name
 
-TRUE = {"true", "1", "yes", "on"}
-FALSE = {"false", "0", "no", "off"}
-NONE = {"none", "null", "~"}
-
-
-def _args_of(tp: Any) -> tuple[Any, ...]:
-    return typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
-
-
-def _simple(tp: Any) -> tuple[Any, bool, bool]:
-    """(base type, optional, is_list) of an annotation; unions with str collapse to str."""
-    members = _args_of(tp)
-    optional = type(None) in members
-    rest = [m for m in members if m is not type(None) and m is not typing.Literal[False]]
-    if typing.get_origin(tp) is typing.Literal or any(typing.get_origin(m) is typing.Literal for m in rest):
-        return str, optional, False
-    lists = [m for m in rest if typing.get_origin(m) is list]
-    if lists and len(rest) == 1:
-        inner = (typing.get_args(lists[0]) or (str,))[0]
-        return (inner if inner in (int, float, str, bool) else str), optional, True
-    if len(rest) == 1 and rest[0] in (int, float, str, bool):
-        return rest[0], optional, False
-    if str in rest or any(isinstance(m, type) and issubclass(m, enum.Enum) for m in rest):
-        return str, optional, False
-    return object, optional, False  # dicts, config objects: passed through as given
-
-
-def convert(text: str, tp: Any, name: str) -> Any:
-    """Convert one command-line string to the field's type, or raise ``UsageError``."""
-    base, optional, is_list = _simple(tp)
-    if optional and text.strip().lower() in NONE:
-        return None
-    if is_list:
-        return [convert(part, base, name) for part in text.split(",") if part.strip()]
-    try:
-        if base is bool:
-            low = text.strip().lower()
-            if low in TRUE | FALSE:
-                return low in TRUE
-            raise ValueError
-        if base is object:
-            return json.loads(text) if text.lstrip().startswith(("{", "[")) else text
-        return base(text)
-    except ValueError:
-        raise UsageError(f"--{name} {text!r} is not {_article(_type_name(tp))}: fix the value") from None
-
-
-def check_value(value: Any, tp: Any, name: str, source: str) -> Any:
-    """Check a YAML value against the field's annotation (ints are accepted for floats)."""
-    base, optional, is_list = _simple(tp)
-    if value is None:
-        if optional or base is object:
-            return None
-        raise UsageError(f"{source}: {name}: null is not allowed: give {_article(_type_name(tp))}")
-    if is_list:
-        items = value if isinstance(value, list) else None
-        if items is None:
-            raise UsageError(f"{source}: {name}={value!r} must be a list of {base.__name__}: write it as [a, b]")
-        return [check_value(v, base, name, source) for v in items]
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, (str, int, float)) and not isinstance(value, bool),
-        object: True,
-    }[base]
-    if not ok:
-        raise UsageError(f"{source}: {name}={value!r} has the wrong type: expected {_article(_type_name(tp))}")
-    if base is float:
-        return float(value)
-    return str(value) if base is str else value
-
-
-def _type_name(tp: Any) -> str:
-    base, optional, is_list = _simple(tp)
-    name = {bool: "boolean (true/false)", int: "integer", float: "number", str: "string", object: "value"}[base]
-    name = f"list of {name}s" if is_list else name
-    return f"{name} or none" if optional else name
-
-
-def _article(noun: str) -> str:
-    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
+YAML_SUFFIXES = (".yaml", ".yml")
+# An alias: old flag -> (field, constant). A constant alias takes no value (``--gradient-checkpointing``).
+Aliases = dict[str, tuple[str, Any]]
 
 
 class FieldSet:
-    """The fields of several dataclasses, by name; later classes do not override earlier ones."""
+    """The fields a command takes: ``sections`` of (dataclass, help title, field names or None for all).
 
-    def __init__(self, classes: list[type]) -> None:
+    A name taken by an earlier section is not taken again from a later one.
+    """
+
+    def __init__(self, sections: list[tuple[type, str, Iterable[str] | None]]) -> None:
+        import typing
+
         self.fields: dict[str, tuple[type, dataclasses.Field, Any]] = {}
-        for cls in classes:
+        self.titles: dict[type, str] = {}
+        for cls, title, names in sections:
+            self.titles.setdefault(cls, title)
+            wanted = set(names) if names is not None else None
             hints = typing.get_type_hints(cls)
             for f in dataclasses.fields(cls):
-                if f.init and f.name not in self.fields and not f.name.startswith("_"):
+                if f.init and f.name not in self.fields and not f.name.startswith("_") and (
+                        wanted is None or f.name in wanted):
                     self.fields[f.name] = (cls, f, hints.get(f.name, str))
 
     def help_text(self, name: str) -> str:
         cls, f, tp = self.fields[name]
         text = " ".join(str(f.metadata.get("help", "")).split())
-        return f"{text} [{_type_name(tp)}; {cls.__name__}]"
+        default = "" if f.default is dataclasses.MISSING or f.default is None else f"; default {f.default}"
+        return f"{text} [{type_name(tp)}{default}; {cls.__name__}]"
 
-    def add_to(self, parser: argparse.ArgumentParser, groups: dict[type, str]) -> None:
-        sections = {cls: parser.add_argument_group(title) for cls, title in groups.items()}
-        for name, (cls, _, _) in self.fields.items():
-            sections[cls].add_argument(f"--{name}", dest=name, metavar="VALUE", default=argparse.SUPPRESS,
-                                       help=self.help_text(name).replace("%", "%%"))
+    def add_to(self, parser: argparse.ArgumentParser, aliases: Aliases) -> None:
+        """One ``--name VALUE`` flag per field, grouped by section; booleans may stand alone (= true)."""
+        by_field: dict[str, list[str]] = {}
+        for flag, (name, constant) in aliases.items():
+            if constant is None:
+                by_field.setdefault(name, []).append(flag)
+        sections = {cls: parser.add_argument_group(title) for cls, title in self.titles.items()}
+        for name, (cls, _, tp) in self.fields.items():
+            base, _, is_list = simple(tp)
+            flags = [f"--{name}", *by_field.get(name, [])]
+            kwargs: dict[str, Any] = dict(dest=name, metavar="VALUE", default=argparse.SUPPRESS,
+                                          help=self.help_text(name).replace("%", "%%"))
+            if is_list:
+                kwargs.update(nargs="+", action="extend")
+            elif base is bool:
+                kwargs.update(nargs="?", const="true")
+            sections[cls].add_argument(*flags, **kwargs)
+        for flag, (name, constant) in aliases.items():
+            if constant is not None and name in self.fields:
+                parser.add_argument(flag, dest=f"_const_{name}", action="store_const", const=constant,
+                                    default=argparse.SUPPRESS, help=f"the same as --{name} {constant}")
 
-    def from_yaml(self, path: str) -> dict[str, Any]:
-        """Read and type-check a YAML config file (unknown keys are an error)."""
-        import yaml
-
-        file = Path(path)
-        if not file.is_file():
-            raise UsageError(f"config file {path!r} does not exist: check the path")
-        try:
-            data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as err:
-            first = str(err).splitlines()[0]
-            raise UsageError(f"config file {path!r} is not valid YAML ({first}): fix the file") from None
-        if not isinstance(data, dict):
-            raise UsageError(f"config file {path!r} must be a mapping of field: value, got {type(data).__name__}")
-        out = {}
+    def from_yaml(self, path: str) -> tuple[dict[str, Any], list[str]]:
+        """``(values of this command's fields, other keys)`` of a YAML config file, type-checked."""
+        data = read_yaml(path)
+        out, other = {}, []
         for key, value in data.items():
-            if key not in self.fields:
-                raise UsageError(f"config file {path!r}: unknown field {key!r}: see `ows train --help` for the fields")
-            out[key] = check_value(value, self.fields[key][2], key, path)
-        return out
+            if key in self.fields:
+                out[key] = check_value(value, self.fields[key][2], key, path)
+            else:
+                other.append(key)
+        return out, other
 
-    def from_flags(self, namespace: argparse.Namespace) -> dict[str, Any]:
-        return {k: convert(v, self.fields[k][2], k) for k, v in vars(namespace).items() if k in self.fields}
+    def from_flags(self, namespace: argparse.Namespace, spelled: dict[str, str]) -> dict[str, Any]:
+        """Values given as flags; ``spelled`` gets the flag each field was given with."""
+        values = {}
+        for key, value in vars(namespace).items():
+            if key.startswith("_const_"):
+                name = key[len("_const_"):]
+                values.setdefault(name, value)
+            elif key in self.fields:
+                flag = spelled.get(key, f"--{key}")
+                if isinstance(value, list):
+                    values[key] = [item for part in value for item in convert(part, self.fields[key][2], flag)]
+                else:
+                    values[key] = convert(value, self.fields[key][2], flag)
+        return values
 
     def split(self, values: dict[str, Any]) -> dict[type, dict[str, Any]]:
         """Values grouped by the dataclass that owns each field."""
@@ -156,10 +108,167 @@ class FieldSet:
         return out
 
 
-def instantiate(cls: type, values: dict[str, Any], builder: Callable[..., Any] | None = None) -> Any:
-    """Build ``cls(**values)``; a ``ValueError``/``TypeError`` from it becomes a ``UsageError``."""
+class _UniqueKeyLoader:
+    """A yaml SafeLoader that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+    @staticmethod
+    def make() -> Any:
+        import yaml
+
+        class Loader(yaml.SafeLoader):
+            pass
+
+        def construct_mapping(loader: Any, node: Any, deep: bool = False) -> dict:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = loader.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise UsageError(f"key {key!r} appears twice (lines {seen[key]} and {key_node.start_mark.line + 1}): "
+                                     "keep one")
+                seen[key] = key_node.start_mark.line + 1
+            return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+        Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+        return Loader
+
+
+def read_yaml(path: str) -> dict[str, Any]:
+    """The mapping in a YAML config file; a missing, unreadable or non-mapping file is a ``UsageError``."""
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"config file {path!r} does not exist: check the path")
+    try:
+        data = yaml.load(file.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader.make()) or {}
+    except UsageError as err:
+        raise UsageError(f"config file {path!r}: {err}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        first = str(err).splitlines()[0]
+        raise UsageError(f"config file {path!r} is not valid YAML ({first}): fix the file") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {path!r} must be a mapping of field: value, got {type(data).__name__}")
+    return data
+
+
+def known_field(name: str) -> bool:
+    """Whether ``name`` is a field of any ows command (``TrainingArguments`` is looked up only if needed)."""
+    from ..config import OWSConfig
+    from .arguments import AnalyzeArguments, EvalArguments, MemoryArguments, ScriptArguments
+
+    for cls in (ScriptArguments, OWSConfig, AnalyzeArguments, MemoryArguments, EvalArguments):
+        if name in {f.name for f in dataclasses.fields(cls)}:
+            return True
+    from transformers import TrainingArguments
+
+    return name in {f.name for f in dataclasses.fields(TrainingArguments)}
+
+
+@dataclasses.dataclass
+class Parsed:
+    """One command line: values per owning dataclass, the config file and how each field was given."""
+
+    groups: dict[type, dict[str, Any]]
+    config_file: str | None
+    spelled: dict[str, str]
+
+    def values(self, cls: type) -> dict[str, Any]:
+        """The values given for the fields of ``cls``."""
+        return dict(self.groups.get(cls, {}))
+
+    def spelling(self, name: str) -> str:
+        """How the user gave field ``name`` (``--seq-len``, ``config.yaml: name``), for error messages."""
+        return self.spelled.get(name, f"--{name}")
+
+
+def _spellings(argv: list[str], fields: FieldSet, aliases: Aliases) -> dict[str, str]:
+    spelled = {}
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if flag in aliases:
+            spelled[aliases[flag][0]] = flag
+        elif flag.startswith("--") and flag[2:] in fields.fields:
+            spelled[flag[2:]] = flag
+    return spelled
+
+
+def parse_command(parser: ArgumentParser, fields: FieldSet, argv: list[str], *, aliases: Aliases | None = None,
+                  takes_model: bool = True,
+                  defaults_without_file: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Parsed | int:
+    """Parse ``[CONFIG.yaml] [MODEL] [--field value ...]`` for a command; an int is argparse's exit code (--help).
+
+    ``defaults_without_file(flag values)`` gives the values of fields that no flag set, when no config
+    file is given (the demo of ``ows train``, the quick estimate of ``ows memory``).
+    """
+    aliases = aliases or {}
+    parser.add_argument("positional", nargs="*", metavar="CONFIG.yaml" + (" MODEL" if takes_model else ""),
+                        help="a YAML file of fields (any ows command's; the ones this command does not take are "
+                             "ignored)" + ("; MODEL is the same as --model" if takes_model else ""))
+    fields.add_to(parser, aliases)
+    try:
+        namespace = parser.parse_args(argv)
+    except SystemExit as stop:  # --help
+        return int(stop.code or 0)
+    config_file, model = _positionals(namespace.positional, takes_model)
+    del namespace.positional
+    spelled = _spellings(argv, fields, aliases)
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values, other = fields.from_yaml(config_file)
+        spelled.update({k: f"{config_file}: {k}" for k in values if k not in spelled})
+        unknown = next((k for k in other if not known_field(k)), None)
+        if unknown is not None:
+            raise UsageError(f"config file {config_file!r}: unknown field {unknown!r}: see `ows train --help` for the "
+                             "fields")
+    flags = fields.from_flags(namespace, spelled)
+    if model is not None:
+        flags.setdefault("model", model)
+    if config_file is None and defaults_without_file is not None:
+        values.update({k: v for k, v in defaults_without_file(flags).items() if k in fields.fields})
+    values.update(flags)
+    return Parsed(fields.split(values), config_file, spelled)
+
+
+def _positionals(items: list[str], takes_model: bool) -> tuple[str | None, str | None]:
+    config = [p for p in items if p.lower().endswith(YAML_SUFFIXES)]
+    rest = [p for p in items if p not in config]
+    if len(config) > 1 or len(rest) > (1 if takes_model else 0):
+        what = "one YAML config file" + (" and one MODEL" if takes_model else "")
+        raise UsageError(f"too many positional arguments {items!r}: give at most {what}; other settings as --field value")
+    return (config[0] if config else None), (rest[0] if rest else None)
+
+
+_FIELD_AT_START = re.compile(r"^(?:[A-Za-z]+[.:] ?)?([a-z_][a-z0-9_]*)=")
+
+
+def in_user_terms(message: str, parsed: Parsed) -> str:
+    """``message`` with a leading ``field=value`` (or ``Class.field=value``) rewritten as the user gave it."""
+    match = _FIELD_AT_START.match(message)
+    if match is None or match.group(1) not in parsed.spelled:
+        return message
+    spelling = parsed.spelling(match.group(1))
+    joiner = "=" if ":" in spelling else " "
+    return f"{spelling}{joiner}{message[match.end():]}"
+
+
+def instantiate(cls: type, values: dict[str, Any], parsed: Parsed | None = None,
+                builder: Callable[..., Any] | None = None) -> Any:
+    """Build ``cls(**values)``; a ``ValueError``/``TypeError`` from it becomes a ``UsageError`` in the user's terms."""
     try:
         return (builder or cls)(**values)
     except (ValueError, TypeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if parsed is not None:
+            translated = in_user_terms(first, parsed)
+            if translated != first:
+                raise UsageError(translated) from None
         raise UsageError(first if first.startswith(cls.__name__) else f"{cls.__name__}: {first}") from None
+
+
+def finite_number(value: Any) -> bool:
+    """Whether ``value`` is an int or float (not a bool) that is finite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+__all__ = ["Aliases", "FieldSet", "Parsed", "UsageError", "article", "finite_number", "in_user_terms", "instantiate",
+           "parse_command", "read_yaml"]

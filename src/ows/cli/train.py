@@ -16,8 +16,8 @@ from typing import Any
 from ..config import OWSConfig
 from ..jsonio import write_json
 from .common import ArgumentParser, UsageError
-from .options import FieldSet, instantiate
-from .train_args import DEMO, ScriptArguments
+from .options import FieldSet, instantiate, parse_command
+from .arguments import DEMO, ScriptArguments
 
 logger = logging.getLogger("ows.cli.train")
 
@@ -36,34 +36,37 @@ NOT_IN_SIGNATURE = ("overwrite_output_dir", "resume_from_checkpoint", "logging_s
 def _fields() -> FieldSet:
     from transformers import TrainingArguments
 
-    return FieldSet([ScriptArguments, OWSConfig, TrainingArguments])
+    return FieldSet([(ScriptArguments, "model, data and method", None), (OWSConfig, "OWS (layer sampling, GaLore)", None),
+                     (TrainingArguments, "transformers.TrainingArguments", None)])
+
+
+def _demo_unless_chosen(flags: dict[str, Any]) -> dict[str, Any]:
+    """The demo's settings when neither a model nor a dataset is given; otherwise the fields' own defaults."""
+    return {} if "model" in flags or "dataset" in flags else dict(DEMO)
 
 
 def parse(argv: list[str]) -> tuple[ScriptArguments, OWSConfig, dict[str, Any]]:
     """(script arguments, OWS config, TrainingArguments keyword arguments) from YAML + flags."""
-    from transformers import TrainingArguments
-
-    fields = _fields()
     parser = ArgumentParser(prog="ows train", usage="ows train [CONFIG.yaml] [--field value ...]",
                             description="Fine-tune a causal LM with OWS or a baseline method. Every field below "
-                            "can also be a key of the YAML file; flags override it.", epilog=EPILOG,
+                            "can also be a key of the YAML file; flags override it. With no config file, no "
+                            "--model and no --dataset: the demo.", epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", nargs="?", help="YAML file of fields (no file: the built-in demo settings)")
-    fields.add_to(parser, {ScriptArguments: "model, data and method", OWSConfig: "OWS (layer sampling, GaLore)",
-                           TrainingArguments: "transformers.TrainingArguments"})
-    namespace = parser.parse_args(argv)
-    values = dict(DEMO) if namespace.config is None else fields.from_yaml(namespace.config)
-    values.update(fields.from_flags(namespace))
-    groups = fields.split(values)
-    script = instantiate(ScriptArguments, groups.get(ScriptArguments, {}))
-    ows_values = groups.get(OWSConfig, {})
+    parsed = parse_command(parser, _fields(), argv, defaults_without_file=_demo_unless_chosen)
+    if isinstance(parsed, int):
+        raise SystemExit(parsed)
+    from transformers import TrainingArguments
+
+    values = {**parsed.values(ScriptArguments), **parsed.values(OWSConfig), **parsed.values(TrainingArguments)}
+    script = instantiate(ScriptArguments, parsed.values(ScriptArguments))
+    ows_values = parsed.values(OWSConfig)
     if "seed" in values:  # one seed for the data order and the layer schedule
         ows_values["seed"] = values["seed"]
     config = instantiate(OWSConfig, ows_values)
     for name in ("model", "dataset"):
         if getattr(script, name) is None:
             raise UsageError(f"{name} is not set: add `{name}: ...` to the config or pass --{name}")
-    training = groups.get(TrainingArguments, {})
+    training = parsed.values(TrainingArguments)
     if not training.get("output_dir"):
         raise UsageError("output_dir is not set: add `output_dir: ...` to the config or pass --output_dir")
     if "seed" in values:
@@ -110,11 +113,11 @@ def check_output_dir(path: Path, signature: dict[str, Any], overwrite: bool) -> 
 
 def run(argv: list[str]) -> int:
     """Entry point of ``ows train``: 0 done, 2 bad input, 1 failure, 130 stopped by a signal (resumable)."""
-    from .. import data as data_mod
     from .. import distributed
-    from ..checkpoint import check_compatible, resolve_resume
-    from ..models import resolve_model_path
+    from ..integrations.checkpoint import check_compatible, resolve_resume
+    from ..loading import load_model, load_tokenizer, model_identity, resolve_model_path
     from . import train_steps as steps
+    from .profiling import calibration_source, calibration_windows, measure_profile, profile_table
 
     script, config, training = parse(argv)
     out = Path(training["output_dir"])
@@ -128,8 +131,12 @@ def run(argv: list[str]) -> int:
         if distributed.is_main_process():  # before torch.distributed starts: the launcher's RANK
             print(f"resuming from {resume}")
     profile = steps.load_profile(script, config, num_layers, out)
-    tokenizer = steps.load_tokenizer(model_path, script.trust_remote_code)
-    datasets = steps.load_datasets(script, tokenizer, data_mod)
+    tokenizer = load_tokenizer(model_path, script.trust_remote_code)
+    windows = None
+    if profile is None and steps.wants_profile(script, config):  # a too-short text fails before the model loads
+        texts, source = calibration_source(script)
+        windows = calibration_windows(tokenizer, texts, script)
+    datasets = steps.load_datasets(script, tokenizer)
     args = steps.training_arguments(training, has_eval=bool(datasets.eval))  # starts torch.distributed under torchrun
     distributed.barrier()  # every rank has read the output folder before rank 0 writes into it
     main = distributed.is_main_process()
@@ -137,13 +144,13 @@ def run(argv: list[str]) -> int:
         out.mkdir(parents=True, exist_ok=True)
         write_json({"settings": signature, "started": time.strftime("%Y-%m-%d %H:%M:%S")}, out / "ows_run.json",
                    default=str)
-    model = steps.load_model(model_path, script)
-    if profile is None and steps.wants_profile(script, config):
-        profile = steps.compute_profile(model, tokenizer, script, config)
+    model = load_model(model_path, script.dtype, script.trust_remote_code)
+    if windows is not None:
+        profile = measure_profile(model, windows, script, config, source, model_identity(script.model, model_path))
     profile = distributed.broadcast_object(profile)  # one sampling distribution on every rank
     if profile is not None and main:
         profile.to_json(out / "profile.json")
-        print(steps.profile_table(profile, config))
+        print(profile_table(profile, config))
     before = steps.heldout_before(model, tokenizer, datasets, script, out, reuse=bool(resume))
     setup, trainer, guards = steps.make_trainer(model, tokenizer, script, config, profile, args, datasets, signature)
     started = time.perf_counter()

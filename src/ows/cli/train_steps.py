@@ -13,14 +13,13 @@ import torch
 from ..config import OWSConfig
 from ..distributed import is_main_process
 from ..jsonio import write_json
-from ..eval import reasoning
-from ..methods import SAMPLING_METHODS, needs_profile
+from ..data import tasks as reasoning
+from ..methods import get_method
 from ..outliers import OutlierProfile
 from .common import UsageError
-from .train_args import ScriptArguments
+from .arguments import ScriptArguments
 
 logger = logging.getLogger("ows.cli.train")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -41,7 +40,7 @@ def check_model_config(model_path: str, script: ScriptArguments, config: OWSConf
     text = getattr(model_config, "get_text_config", lambda: model_config)()
     layers = next((getattr(text, k) for k in ("num_hidden_layers", "n_layer", "num_layers") if hasattr(text, k)), None)
     layers = layers if isinstance(layers, int) else None
-    sampling = script.method in SAMPLING_METHODS
+    sampling = get_method(script.method).samples_layers
     if layers is not None and sampling and config.num_active_layers > layers:
         raise UsageError(f"num_active_layers={config.num_active_layers} is larger than the model's {layers} decoder "
                          f"layers: use a value between 1 and {layers}")
@@ -67,21 +66,10 @@ def load_profile(script: ScriptArguments, config: OWSConfig, num_layers: int | N
     return profile
 
 
-def load_tokenizer(model_path: str, trust_remote_code: bool) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise UsageError(f"model={model_path!r} has no usable tokenizer ({str(err).splitlines()[0]}): "
-                         "save the tokenizer into the model folder") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def load_datasets(script: ScriptArguments, tokenizer: Any, data: Any) -> Datasets:
+def load_datasets(script: ScriptArguments, tokenizer: Any) -> Datasets:
     """Generate or read the rows, check the format, encode, split; before any model is loaded."""
+    from ..data import encode as encoding, records as data
+
     tasks = reasoning.parse_spec(script.dataset)
     if tasks:
         records = reasoning.make_records(tasks, script.num_train_examples, script.dataset_seed)
@@ -96,16 +84,18 @@ def load_datasets(script: ScriptArguments, tokenizer: Any, data: Any) -> Dataset
             data.detect_format(eval_records, fmt, script.eval_dataset)
         else:
             records, eval_records = data.split_train_eval(records, script.eval_split_ratio, script.dataset_seed)
-        heldout = [_as_prompt_completion(r, fmt, data) for r in eval_records] if fmt in ("alpaca", "prompt_completion") else []
+        heldout = [_as_prompt_completion(r, fmt) for r in eval_records] if fmt in ("alpaca", "prompt_completion") else []
     encode = dict(tokenizer=tokenizer, max_seq_length=script.max_seq_length, completion_only_loss=script.completion_only_loss)
-    train, stats = data.encode_dataset(records, fmt, packing=script.packing, **encode)
-    evaluation = data.encode_dataset(eval_records, fmt, **encode)[0] if eval_records else []
+    train, stats = encoding.encode_dataset(records, fmt, packing=script.packing, **encode)
+    evaluation = encoding.encode_dataset(eval_records, fmt, **encode)[0] if eval_records else []
     logger.info("data: %d training examples (%s), %d evaluation, %d held-out", len(train), fmt, len(evaluation), len(heldout))
     return Datasets(train, evaluation, heldout, reasoning=bool(tasks))
 
 
-def _as_prompt_completion(record: dict, fmt: str, data: Any) -> dict:
-    prompt, completion = data.to_prompt_completion(record, fmt)
+def _as_prompt_completion(record: dict, fmt: str) -> dict:
+    from ..data.records import to_prompt_completion
+
+    prompt, completion = to_prompt_completion(record, fmt)
     return {"prompt": prompt, "completion": completion}
 
 
@@ -124,41 +114,8 @@ def training_arguments(training: dict[str, Any], has_eval: bool) -> Any:
         raise UsageError(f"TrainingArguments: {str(err).strip().splitlines()[0]}") from None
 
 
-def load_model(model_path: str, script: ScriptArguments) -> Any:
-    from transformers import AutoModelForCausalLM
-
-    logger.info("loading %s (%s)", model_path, script.dtype)
-    return AutoModelForCausalLM.from_pretrained(model_path, dtype=DTYPES[script.dtype],
-                                                trust_remote_code=script.trust_remote_code)
-
-
 def wants_profile(script: ScriptArguments, config: OWSConfig) -> bool:
-    return needs_profile(script.method, config)
-
-
-def compute_profile(model: Any, tokenizer: Any, script: ScriptArguments, config: OWSConfig) -> OutlierProfile:
-    from ..calibration import builtin_calibration_texts, calibration_batches, read_texts
-    from ..outliers import profile_outliers
-
-    texts = builtin_calibration_texts() if script.calibration == "builtin" else read_texts(script.calibration)
-    batches = calibration_batches(tokenizer, texts, script.calibration_samples, script.calibration_seq_len)
-    logger.info("profiling outliers on %d calibration windows of %d tokens", script.calibration_samples,
-                script.calibration_seq_len)
-    profile = profile_outliers(model, batches, threshold=config.outlier_threshold, layers_attr=config.layers_attr,
-                               model_name=script.model)
-    profile.extra.update(calibration=script.calibration, num_samples=script.calibration_samples,
-                         seq_len=script.calibration_seq_len)
-    return profile
-
-
-def profile_table(profile: OutlierProfile, config: OWSConfig) -> str:
-    from .analyze import format_table, summary_line
-
-    strategy = config.sampling_strategy if config.sampling_strategy != "weights" else "owl"
-    probs = profile.probabilities(strategy, config.sampling_temperature)
-    lines = format_table(profile.ratios, probs)
-    return "\n".join([f"outlier profile ({strategy} sampling probabilities):", *lines,
-                      summary_line(profile.ratios, profile.num_tokens, profile.threshold)])
+    return get_method(script.method).needs_profile(config)
 
 
 def heldout_metrics(model: Any, tokenizer: Any, datasets: Datasets, script: ScriptArguments, when: str) -> dict:
@@ -195,7 +152,7 @@ def make_trainer(model: Any, tokenizer: Any, script: ScriptArguments, config: OW
     """The method's setup, the Trainer, and the (graceful stop, non-finite guard) callbacks."""
     from transformers import PrinterCallback, Trainer
 
-    from ..data import PadCollator
+    from ..data.encode import PadCollator
     from ..integrations.hf import fsdp_requested
     from ..integrations.progress import ProgressCallback
     from ..integrations.reliability import CheckpointMarker, GracefulStop, NonFiniteGuard
@@ -246,8 +203,8 @@ def save_outputs(out: Path, setup: Any, trainer: Any, tokenizer: Any, config: OW
 
     Call on every rank: gathering sharded weights and evaluating are collectives; only rank 0 writes."""
     from ..integrations.hf import full_state_dict
-    from ..memory import peak_rss_bytes
-    from ..plots import plot_loss_curve
+    from ..memory.measure import peak_rss_bytes
+    from ..integrations.plots import plot_loss_curve
 
     state_dict = full_state_dict(trainer)
     evaluation = trainer.evaluate() if trainer.eval_dataset is not None else None
@@ -258,9 +215,7 @@ def save_outputs(out: Path, setup: Any, trainer: Any, tokenizer: Any, config: OW
     method_config = setup.config or config
     write_json({"method": setup.name, **method_config.to_dict()}, out / "ows_config.json")
     if setup.controller is not None:
-        schedule = next(cb.schedule for cb in setup.callbacks if hasattr(cb, "schedule"))
-        visits = {str(k): v for k, v in sorted(setup.controller.visits.items())}
-        write_json({"schedule": schedule, "visits": visits}, out / "schedule.json")
+        write_json(setup.controller.schedule_record(), out / "schedule.json")
     history = [h for h in trainer.state.log_history if "loss" in h]
     plot_loss_curve([h["step"] for h in history], [h["loss"] for h in history], out / "loss_curve.png",
                     title=f"{setup.name}: training loss")

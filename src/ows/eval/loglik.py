@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from ..modes import eval_mode
+from ..layers import eval_mode
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from typing import Any, Sequence
 
 import torch
 
-from ..calibration import token_stream
+from ..data.calibration import token_stream
 from .loglik import model_device, progress
-from ..modes import eval_mode
+from ..layers import eval_mode
 
 logger = logging.getLogger(__name__)
 

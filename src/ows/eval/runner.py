@@ -86,12 +86,12 @@ def _prepare_payload(spec: TaskSpec, k: int | None, s: EvalSettings) -> Any:
 
         return gsm8k_items(s.limit, k or 0, s.seed, spec.path, spec.fewshot_path, spec.name)
     if spec.kind == "perplexity":
-        from ..calibration import builtin_calibration_texts, read_texts
+        from ..data.calibration import builtin_calibration_texts, read_texts
 
         texts = read_texts(spec.path) if spec.path else builtin_calibration_texts()
         return texts if s.limit is None else texts[: s.limit]
     if spec.kind == "reasoning-gym":
-        from .reasoning import make_records
+        from ..data.tasks import make_records
 
         return make_records([str(spec.argument)], s.limit or s.reasoning_items, s.reasoning_seed)
     if spec.kind == "lm-eval":
@@ -139,7 +139,7 @@ def _run_perplexity(model: Any, tokenizer: Any, task: Prepared, s: EvalSettings)
 
 def _run_reasoning(model: Any, tokenizer: Any, task: Prepared, s: EvalSettings) -> tuple[dict, list, dict]:
     from .heldout import answer_loss, generate_answers
-    from .reasoning import score
+    from ..data.tasks import score
 
     records = task.payload
     loss = answer_loss(model, tokenizer, records, s.batch_size)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..losses import IGNORE_INDEX, chunked_cross_entropy, shift_for_causal_lm
-from ..modes import eval_mode
+from ..layers import eval_mode
 
 logger = logging.getLogger(__name__)
 _PATCHED = "_ows_chunked_loss"

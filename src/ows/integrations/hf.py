@@ -23,23 +23,17 @@ logger = logging.getLogger(__name__)
 
 
 class OWSCallback(TrainerCallback):
-    """Resamples the active decoder layers on optimizer-step boundaries of a ``Trainer`` run.
+    """Forwards the optimizer-step boundaries of a ``Trainer`` run to the controller's ``begin_step``.
 
     ``on_step_begin`` fires once per optimizer step (not per micro-batch), with
-    ``state.global_step`` = optimizer steps done, so resumed runs continue the same schedule.
-    ``schedule`` records ``(step, active_layers)`` at every resample.
+    ``state.global_step`` = optimizer steps done, so resumed runs continue the same schedule. The
+    schedule that ran is the controller's (``callback.controller.schedule``). The callback also
+    prepares the model for DDP when the Trainer is built and checks the input gradients under
+    gradient checkpointing.
     """
 
     def __init__(self, controller: OWSController) -> None:
         self.controller = controller
-        self.schedule: list[tuple[int, tuple[int, ...]]] = []
-        self._is_main = True
-        controller.on_resample = self._record
-
-    def _record(self, step: int, active: tuple[int, ...]) -> None:
-        self.schedule.append((step, active))
-        if self._is_main:
-            logger.info("step %d: active decoder layers %s", step, list(active))
 
     def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         # TrainingArguments start torch.distributed; the Trainer wraps the model in DDP only in train().
@@ -49,7 +43,6 @@ class OWSCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: nn.Module | None = None, **kwargs: Any
     ) -> None:
-        self._is_main = state.is_world_process_zero
         model_ready = distributed.is_sharded(self.controller.model) or hasattr(self.controller.model, "_ows_layer_sync")
         if distributed.is_distributed() and not model_ready:
             raise RuntimeError(
@@ -115,22 +108,17 @@ def prepare_for_trainer(
     model: nn.Module,
     config: OWSConfig,
     profile: Any | None = None,
-    *,
-    lr: float = 3e-4,
-    weight_decay: float = 0.0,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
+    **optimizer_kwargs: Any,
 ) -> tuple[GaLoreAdamW, OWSCallback]:
     """``(optimizer, callback)`` for ``Trainer(..., optimizers=(optimizer, None), callbacks=[callback])``.
 
-    ``profile`` is an ``OutlierProfile`` (needed by the 'owl' strategies). ``lr`` etc. are the
-    optimizer's; the Trainer's scheduler scales ``lr`` as configured in ``TrainingArguments``.
+    ``profile`` is an ``OutlierProfile`` (needed by the 'owl' strategies). ``optimizer_kwargs``
+    (``lr``, ``weight_decay``, ``betas``, ``eps``) go to :func:`ows.create_ows`; the Trainer's scheduler
+    scales ``lr`` as configured in ``TrainingArguments``.
     Under torchrun / accelerate with DDP the callback hides the decoder layers from DDP and
     synchronises them itself (see ``ows.distributed``) when the Trainer is constructed, after it has
     placed the model and before it wraps it. Under FSDP the Trainer refuses ``optimizers=``: construct it
     without, then set ``trainer.optimizer = optimizer`` (accelerate swaps in the sharded parameters).
     """
-    optimizer, controller = create_ows(
-        model, config, profile, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps
-    )
+    optimizer, controller = create_ows(model, config, profile, **optimizer_kwargs)
     return optimizer, OWSCallback(controller)

@@ -7,7 +7,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..memory import peak_rss_bytes
+from ..memory.measure import peak_rss_bytes
 
 logger = logging.getLogger(__name__)
 

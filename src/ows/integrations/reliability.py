@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from ..checkpoint import mark_complete
+from .checkpoint import mark_complete
 
 logger = logging.getLogger(__name__)
 

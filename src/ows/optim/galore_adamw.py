@@ -16,8 +16,9 @@ from typing import Any, Callable, Iterable
 import torch
 from torch.optim import Optimizer
 
-from ..distributed import is_dtensor, sharded_galore_update
-from .projector import PROJ_TYPES, compute_projector, project, project_back, projection_side, randomized_projector
+from ..config import PROJ_TYPES, SVD_METHODS
+from .sharded import add_replicated, is_dtensor
+from .projector import compute_projector, project, project_back, projection_side, randomized_projector
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,6 @@ def adam_direction(
     if correct_bias:
         direction.mul_(math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step))
     return direction
-
-
-SVD_METHODS = ("exact", "randomized")
 
 
 def _robust_projector(
@@ -133,22 +131,31 @@ class GaLoreAdamW(Optimizer):
                 loss = closure()
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if "rank" in group and is_dtensor(p):  # FSDP2: the SVD needs the whole gradient
-                    sharded_galore_update(self, p, group, self._update)
-                else:
-                    self._update(p, group)
+                if p.grad is not None:
+                    self.update_parameter(p, group)
         return loss
 
-    def _update(self, p: torch.Tensor, group: dict[str, Any]) -> None:
+    def update_parameter(self, p: torch.Tensor, group: dict[str, Any]) -> None:
+        """One AdamW (or GaLore) step of ``p`` from ``p.grad``, then its decoupled weight decay.
+
+        A GaLore weight sharded as a DTensor (FSDP2) gathers its full gradient, computes the same
+        update on every rank and applies its local shard (see :mod:`ows.optim.sharded`).
+        """
         if p.grad.is_sparse:
             raise RuntimeError("GaLoreAdamW does not support sparse gradients")
-        state = self.state[p]
-        grad = p.grad
+        if "rank" in group and is_dtensor(p):  # FSDP2: the SVD needs the whole gradient
+            add_replicated(p, self._direction(self.state[p], p.grad.full_tensor(), p.shape, group), -group["lr"])
+        else:
+            p.add_(self._direction(self.state[p], p.grad, p.shape, group), alpha=-group["lr"])
+        if group["weight_decay"] > 0.0:
+            p.add_(p, alpha=-group["lr"] * group["weight_decay"])
+
+    @staticmethod
+    def _direction(state: dict[str, Any], grad: torch.Tensor, shape: torch.Size, group: dict[str, Any]) -> torch.Tensor:
+        """The Adam direction of one parameter (its step is ``-lr`` times it); updates ``state`` in place."""
         galore = "rank" in group
         if galore:
-            side = projection_side(p.shape, group["proj_type"])
+            side = projection_side(shape, group["proj_type"])
             if "projector" not in state or state["step"] % group["update_proj_gap"] == 0:
                 state["projector"] = _robust_projector(grad, group["rank"], side, state.get("projector"), group["svd"])
             grad = project(grad, state["projector"], side)
@@ -162,6 +169,4 @@ class GaLoreAdamW(Optimizer):
         )
         if galore:
             direction = project_back(direction, state["projector"], side, group["scale"])
-        p.add_(direction, alpha=-group["lr"])
-        if group["weight_decay"] > 0.0:
-            p.add_(p, alpha=-group["lr"] * group["weight_decay"])
+        return direction

@@ -12,8 +12,7 @@ from typing import Any
 from torch import nn
 
 from ..config import OWSConfig
-from ..layers import input_embeddings, locate_decoder_layers, stop_gradient_at_input_embeddings
-from ..outliers import weight_in_out
+from ..layers import DecoderLayers, input_embeddings, locate_decoder_layers, stop_gradient_at_input_embeddings, weight_in_out
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ def _embedding_params(model: nn.Module, layer_ids: set[int]) -> tuple[set[int], 
 
 
 def build_param_groups(
-    model: nn.Module, config: OWSConfig, weight_decay: float = 0.0
+    model: nn.Module, config: OWSConfig, weight_decay: float = 0.0, *, layers: DecoderLayers | None = None
 ) -> list[dict[str, Any]]:
     """Param groups for :class:`ows.GaLoreAdamW` (or any torch optimizer when ``config.use_galore`` is off).
 
@@ -52,9 +51,10 @@ def build_param_groups(
     ``always`` / ``always_no_decay`` the trainable parameters outside the decoder layers.
     Parameters outside the layers that the config turns off are frozen here (``requires_grad=False``).
     With ``train_embeddings`` off, the input-embedding output is detached (a tied head still trains
-    through its output role), so the backward pass stops at the lowest sampled layer.
+    through its output role), so the backward pass stops at the lowest sampled layer. ``layers``: the
+    decoder layers when already located (else found from ``config.layers_attr``).
     """
-    found = locate_decoder_layers(model, config.layers_attr)
+    found = layers if layers is not None else locate_decoder_layers(model, config.layers_attr)
     layer_ids = {id(p) for p in found.modules.parameters()}
     galore, layer_other = [], []
     seen: set[int] = set()

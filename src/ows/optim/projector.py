@@ -12,8 +12,9 @@ from typing import Literal
 
 import torch
 
+from ..config import PROJ_TYPES
+
 Side = Literal["left", "right"]
-PROJ_TYPES = ("std", "reverse_std", "left", "right")
 
 
 def projection_side(shape: torch.Size | tuple[int, ...], proj_type: str) -> Side:

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from .config import DTYPES
+
 logger = logging.getLogger(__name__)
 
 DEMO_ALIASES = ("smollm2-135m", "SmolLM2-135M-Instruct")
@@ -92,13 +94,79 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def load_model_and_tokenizer(name_or_path: str, dtype: torch.dtype = torch.float32, **kwargs: Any) -> tuple[Any, Any]:
-    """Load a causal LM and its tokenizer (pad token set to eos when missing)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def model_identity(name_or_path: str, resolved: str | None = None) -> str:
+    """A stable name of a model for records and comparisons: a local folder's name, the demo folder's
+    name for its alias, else the hub id."""
+    if name_or_path in DEMO_ALIASES:
+        return DEMO_FOLDER
+    path = Path(resolved or name_or_path).expanduser()
+    return path.name if path.exists() else name_or_path
 
-    path = resolve_model_path(name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
+def check_tokenizer_files(name: str, resolved: str) -> None:
+    """A local model folder must hold a tokenizer; raise ``FileNotFoundError`` naming the fix."""
+    folder = Path(resolved)
+    if folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f"model={name!r} is a folder without a tokenizer (none of {', '.join(TOKENIZER_FILES)}): save it "
+            "next to the weights with tokenizer.save_pretrained(folder)"
+        )
+
+
+def pick_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def torch_dtype(dtype: str | torch.dtype, device: str = "cpu") -> torch.dtype:
+    """A dtype name (see ``ows.config.DTYPES``) as a torch dtype; ``auto`` is bfloat16 on a GPU that
+    supports it, else float32. A torch dtype is returned as it is."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        gpu_bf16 = device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if gpu_bf16 else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is unknown: use one of auto, {', '.join(DTYPES)}")
+    return getattr(torch, dtype)
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
+    """The tokenizer of the model at ``path``, its pad token set to eos when it has none.
+
+    A folder whose tokenizer cannot be read is a ``ValueError`` naming the model and the fix.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"model={path!r} has no usable tokenizer ({str(err).splitlines()[0]}): "
+                         "save the tokenizer into the model folder") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
-    return model, tokenizer
+    return tokenizer
+
+
+def load_model(path: str, dtype: str | torch.dtype = "float32", trust_remote_code: bool = False, device: str = "cpu") -> Any:
+    """The causal LM at ``path`` in ``dtype`` (a name from ``ows.config.DTYPES`` or ``auto``) on ``device``."""
+    from transformers import AutoModelForCausalLM
+
+    resolved_dtype = torch_dtype(dtype, device)
+    logger.info("loading %s (%s, %s)", path, device, str(resolved_dtype).replace("torch.", ""))
+    kwargs = {"device_map": device} if device != "cpu" else {}
+    return AutoModelForCausalLM.from_pretrained(path, dtype=resolved_dtype, trust_remote_code=trust_remote_code,
+                                                **kwargs)
+
+
+def load_model_and_tokenizer(name_or_path: str, dtype: str | torch.dtype = "float32", trust_remote_code: bool = False,
+                             device: str = "cpu") -> tuple[Any, Any]:
+    """Resolve ``name_or_path`` (see :func:`resolve_model_path`) and load its causal LM and tokenizer."""
+    path = resolve_model_path(name_or_path)
+    tokenizer = load_tokenizer(path, trust_remote_code)
+    return load_model(path, dtype, trust_remote_code, device), tokenizer

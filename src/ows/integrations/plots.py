@@ -10,7 +10,8 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from .outliers import OutlierProfile
+from ..outliers import OutlierProfile
+from ..sampling import sampling_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def plot_profile(
     profile: OutlierProfile, path: str | Path, strategy: str = "owl", temperature: float = 1.0
 ) -> Path | None:
     """Bar charts over layer index: outlier ratio (%) and sampling probability (``strategy`` vs uniform)."""
-    probs = profile.probabilities(strategy, temperature)
+    probs = sampling_probabilities(profile.ratios, strategy, temperature=temperature)
     made = _new_figure(max(6.0, 0.22 * profile.num_layers + 3.0), 6.0, rows=2)
     if made is None:
         return None

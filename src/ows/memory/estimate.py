@@ -27,12 +27,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .model_shape import ModelShape, model_shape
+from ..config import DTYPE_BYTES, check_active_layers
+from ..methods import Method, get_method
+from .shape import ModelShape, model_shape
 
-METHODS = ("full", "lora", "galore", "lisa", "ows-fullrank", "ows")
-SAMPLING = ("lisa", "ows-fullrank", "ows")
-GALORE = ("galore", "ows")
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 ATTENTIONS = ("sdpa", "eager")
 LOSS_BYTES_PER_LOGIT = 12  # fp32 log-softmax output, its gradient and the loss gradient at backward start
 
@@ -94,8 +92,7 @@ def _check(ok: bool, name: str, value: Any, fix: str) -> None:
         raise ValueError(f"{name}={value!r} is invalid: {fix}")
 
 
-def _validate(method: str, dtype: str, attention: str, ints: dict[str, int]) -> None:
-    _check(method in METHODS, "method", method, f"use one of {', '.join(METHODS)}")
+def _validate(dtype: str, attention: str, ints: dict[str, int]) -> None:
     _check(dtype in DTYPE_BYTES, "dtype", dtype, f"use one of {', '.join(DTYPE_BYTES)}")
     _check(attention in ATTENTIONS, "attention", attention, f"use one of {', '.join(ATTENTIONS)}")
     for name, value in ints.items():
@@ -103,11 +100,11 @@ def _validate(method: str, dtype: str, attention: str, ints: dict[str, int]) -> 
                "must be an integer >= 1")
 
 
-def _outside_trainable(shape: ModelShape, method: str, train_embeddings: bool, train_lm_head: bool) -> list[int]:
+def _outside_trainable(shape: ModelShape, method: Method, train_embeddings: bool, train_lm_head: bool) -> list[int]:
     """Element counts of the trainable parameters outside the decoder layers (one entry per tensor)."""
-    if method == "lora":
+    if method.outside == "none":
         return []
-    if method == "full":
+    if method.outside == "all":
         train_embeddings = train_lm_head = True
     sizes = [shape.final_norm_params]
     if train_embeddings or (shape.tied and train_lm_head):
@@ -145,11 +142,11 @@ class _Parts:
     extra_weights: int = 0
 
 
-def _optimizer_parts(shape: ModelShape, method: str, k: int, rank: int, lora_rank: int, nbytes: int,
+def _optimizer_parts(shape: ModelShape, method: Method, k: int, rank: int, lora_rank: int, nbytes: int,
                      outside: list[int]) -> _Parts:
     """Gradients, moments, projectors and step temporaries for ``k`` trained layers plus ``outside``."""
     parts = _Parts(grads_outside=[n * nbytes for n in outside])
-    if method == "lora":
+    if method.layers == "adapters":
         adapters = sum(lora_rank * (o + i) for o, i in shape.out_in) * shape.layers
         largest = max(lora_rank * max(o, i) for o, i in shape.out_in)
         parts.extra_weights, parts.grads_outside = adapters * 4, [adapters * 4]
@@ -159,7 +156,7 @@ def _optimizer_parts(shape: ModelShape, method: str, k: int, rank: int, lora_ran
     plain = list(outside)
     parts.grad_layer = shape.layer_params * nbytes
     for rows, cols in shape.layer_matrices:
-        if method in GALORE:
+        if method.galore:
             moments, projector = _galore_sizes(rows, cols, rank)
             parts.state += 2 * moments * nbytes * k
             parts.projectors += projector * nbytes * k
@@ -212,18 +209,18 @@ def estimate_memory(
     of LoRA's dropout masks. All figures are bytes.
     """
     _check(device in ("cuda", "cpu"), "device", device, "use cuda or cpu")
-    _validate(method, dtype, attention, dict(batch_size=batch_size, seq_len=seq_len, rank=rank, lora_rank=lora_rank,
-                                             num_active_layers=num_active_layers, loss_chunk_size=loss_chunk_size))
+    spec = get_method(method)
+    _validate(dtype, attention, dict(batch_size=batch_size, seq_len=seq_len, rank=rank, lora_rank=lora_rank,
+                                     num_active_layers=num_active_layers, loss_chunk_size=loss_chunk_size))
     shape = model_shape(model_config)
-    if method in SAMPLING and num_active_layers > shape.layers:
-        raise ValueError(f"num_active_layers={num_active_layers} is larger than the model's {shape.layers} decoder "
-                         f"layers: use a value between 1 and {shape.layers}")
+    if spec.samples_layers:
+        check_active_layers(num_active_layers, shape.layers)
     nbytes, tokens = DTYPE_BYTES[dtype], batch_size * seq_len
-    k = {"lora": 0, "full": shape.layers, "galore": shape.layers}.get(method, num_active_layers)
-    outside = _outside_trainable(shape, method, train_embeddings, train_lm_head)
-    parts = _optimizer_parts(shape, method, k, rank, lora_rank, nbytes, outside)
-    head_trains = method != "lora" and (train_lm_head or method == "full" or (shape.tied and train_embeddings))
-    act_t, act_f, acts, recompute = _activations(shape, method, k, tokens, seq_len, nbytes, attention,
+    k = {"adapters": 0, "all": shape.layers}.get(spec.layers, num_active_layers)
+    outside = _outside_trainable(shape, spec, train_embeddings, train_lm_head)
+    parts = _optimizer_parts(shape, spec, k, rank, lora_rank, nbytes, outside)
+    head_trains = spec.outside != "none" and (train_lm_head or spec.outside == "all" or (shape.tied and train_embeddings))
+    act_t, act_f, acts, recompute = _activations(shape, spec.layers == "adapters", k, tokens, seq_len, nbytes, attention,
                                                  gradient_checkpointing, lora_rank, head_trains,
                                                  1 if device == "cuda" else nbytes)
     loss = _loss_bytes(shape, tokens, nbytes, chunked_loss, loss_chunk_size, head_trains)
@@ -237,7 +234,7 @@ def estimate_memory(
     peak_phase = max(phases, key=phases.__getitem__)
     weights = shape.total_params * nbytes + parts.extra_weights
     total = weights + parts.state + parts.projectors + phases[peak_phase]
-    trainable = (parts.extra_weights // 4 if method == "lora"
+    trainable = (parts.extra_weights // 4 if spec.layers == "adapters"
                  else k * shape.layer_params + sum(outside))
     settings = dict(dtype=dtype, batch_size=batch_size, seq_len=seq_len, num_active_layers=k, rank=rank,
                     lora_rank=lora_rank, gradient_checkpointing=gradient_checkpointing, chunked_loss=chunked_loss,
@@ -247,7 +244,7 @@ def estimate_memory(
                           total, trainable, shape.total_params, settings)
 
 
-def _activations(shape: ModelShape, method: str, k: int, tokens: int, seq_len: int, nbytes: int, attention: str,
+def _activations(shape: ModelShape, adapters: bool, k: int, tokens: int, seq_len: int, nbytes: int, attention: str,
                  checkpointing: bool, lora_rank: int, head_trains: bool, mask_bytes: int) -> tuple[int, int, int, int]:
     """(trained layer, other layer, all saved activations, recomputed layer) in bytes for the batch.
 
@@ -259,13 +256,13 @@ def _activations(shape: ModelShape, method: str, k: int, tokens: int, seq_len: i
         per_token = layer_activation_elements(shape, trainable, seq_len, attention) * nbytes
         if attention == "eager" and nbytes != 4:
             per_token += shape.heads * seq_len * 4  # the softmax runs in fp32 and is cast back
-        if method == "lora":
+        if adapters:
             extra, masks = lora_extra_elements(shape, lora_rank)
             per_token += extra * nbytes + masks * mask_bytes
         return int(per_token * tokens)
 
     other = layer(False)
-    trained = other if method == "lora" else layer(True)
+    trained = other if adapters else layer(True)
     h = shape.hidden * nbytes * tokens
     outside = h + (2 * h if head_trains else 0) - (h if head_trains and not shape.rms_norm else 0)
     if checkpointing:

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from ows.calibration import builtin_calibration_texts, calibration_batches, read_texts
+from ows.data.calibration import builtin_calibration_texts, calibration_batches, read_texts
 
 
 class CharTokenizer:

@@ -1,4 +1,4 @@
-"""ows.data: loading local datasets, format detection, loss masks, truncation, packing, padding."""
+"""ows.data (records, encode): loading local datasets, format detection, loss masks, truncation, packing, padding."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import logging
 import pytest
 import torch
 
-from ows.data import (FORMATS, EncodeStats, PadCollator, detect_format, encode_dataset, encode_example,
-                      load_records, split_train_eval, to_prompt_completion)
+from ows.data.encode import EncodeStats, PadCollator, encode_dataset, encode_example
+from ows.data.records import FORMATS, detect_format, load_records, split_train_eval, to_prompt_completion
 
 datasets = pytest.importorskip("datasets")
 transformers = pytest.importorskip("transformers")
@@ -194,7 +194,7 @@ def test_truncation_and_dropping(tok):
 
 def test_encode_dataset_stats_and_warning(tok, caplog):
     rows = ROWS["prompt_completion"] + [{"prompt": "x", "completion": " a long long long answer " * 8}]
-    with caplog.at_level(logging.INFO, logger="ows.data"):
+    with caplog.at_level(logging.INFO, logger="ows.data.encode"):
         encoded, stats = encode_dataset(rows, "auto", tok, 24)
     assert stats.examples == len(encoded) == 3 and stats.truncated == 1
     assert stats.tokens == sum(len(e["input_ids"]) for e in encoded)

@@ -1,11 +1,16 @@
-"""Fields of ``ows train`` that are neither ``TrainingArguments`` nor ``OWSConfig`` fields, and the demo."""
+"""The option fields of every ``ows`` command, beside ``OWSConfig`` and ``TrainingArguments``; the demo.
+
+One name per setting across commands: a YAML file written for ``ows train`` is read by ``ows analyze``,
+``ows memory`` and ``ows eval`` too (each takes the fields it knows and ignores the other ``ows train``
+fields). This module imports neither torch nor transformers.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-DTYPES = ("float32", "bfloat16", "float16")
+from ..config import DTYPES
 
 
 def _h(text: str, default: Any) -> Any:
@@ -38,6 +43,8 @@ class ScriptArguments:
     calibration: str = _h("Calibration text for the profile: a .txt/.jsonl file or 'builtin' (news corpus).", "builtin")
     calibration_samples: int = _h("Calibration windows for the profile.", 32)
     calibration_seq_len: int = _h("Tokens per calibration window.", 256)
+    calibration_batch_size: int = _h("Calibration windows per forward pass of the profile.", 4)
+    calibration_seed: int = _h("Seed of the calibration window positions.", 0)
     lora_r: int = _h("LoRA rank (method lora).", 16)
     lora_alpha: int = _h("LoRA alpha (method lora).", 32)
     lora_dropout: float = _h("LoRA dropout (method lora).", 0.05)
@@ -52,10 +59,9 @@ class ScriptArguments:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field, the value and the fix."""
-        from ..methods import METHODS
+        from ..methods import get_method
 
-        if self.method not in METHODS:
-            raise ValueError(f"method={self.method!r} is unknown: use one of {', '.join(METHODS)}")
+        get_method(self.method)
         if self.nan_policy not in ("skip", "stop"):
             raise ValueError(f"nan_policy={self.nan_policy!r} is unknown: use skip or stop")
         if self.loss_chunk_size < 0:
@@ -64,9 +70,11 @@ class ScriptArguments:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r} is unknown: use one of {', '.join(DTYPES)}")
         for name in ("max_seq_length", "num_train_examples", "num_heldout_examples", "calibration_samples",
-                     "calibration_seq_len", "lora_r", "lora_alpha", "max_bad_steps"):
+                     "calibration_batch_size", "lora_r", "lora_alpha", "max_bad_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid: must be >= 1")
+        if self.calibration_seq_len < 2:
+            raise ValueError(f"calibration_seq_len={self.calibration_seq_len!r} is invalid: must be an integer >= 2")
         if self.heldout_generate < 0:
             raise ValueError(f"heldout_generate={self.heldout_generate!r} is invalid: must be >= 0")
         if not 0.0 <= self.eval_split_ratio < 1.0:
@@ -78,6 +86,60 @@ class ScriptArguments:
                 f"heldout_seed={self.heldout_seed} overlaps the training items (item i uses seed+i, training uses "
                 f"{train.start}..{train.stop - 1}): use heldout_seed >= {train.stop} or far from dataset_seed"
             )
+
+
+@dataclass
+class AnalyzeArguments:
+    """``ows analyze``'s own fields (it also takes the calibration and outlier fields of ``ows train``)."""
+
+    profile_dir: str | None = _h("Folder for profile.json and profile.png (default ./ows-analyze-<model folder name>).",
+                                 None)
+    json: bool = _h("Print one JSON document (profile, probabilities, written files) instead of the table.", False)
+
+
+# TrainingArguments' default per_device_train_batch_size (tests/cli/test_memory.py checks they agree).
+TRAINER_BATCH_SIZE = 8
+
+
+@dataclass
+class MemoryArguments:
+    """``ows memory``'s own fields (it also takes the model, dtype, loss and OWS fields of ``ows train``)."""
+
+    methods: str = _h("'all' or a comma-separated subset of the methods.", "all")
+    per_device_train_batch_size: int = _h("Sequences per step (TrainingArguments' field; ows memory without a config "
+                                          "file: 1).", TRAINER_BATCH_SIZE)
+    gradient_checkpointing: bool = _h("Recompute each layer in backward (TrainingArguments' field).", False)
+    attention: str = _h("Attention implementation: sdpa or eager.", "sdpa")
+    json: bool = _h("Print one JSON document (bytes) instead of the table.", False)
+
+
+# `ows memory` with no config file estimates one sequence with the model's standard loss (a plain
+# Trainer or PyTorch loop); with a config file it estimates the run `ows train` would make of it.
+MEMORY_WITHOUT_FILE = {"per_device_train_batch_size": 1, "loss_chunk_size": 0}
+
+
+@dataclass
+class EvalArguments:
+    """``ows eval``'s own fields (it also takes ``model`` and ``heldout_seed`` of ``ows train``)."""
+
+    tasks: str | None = _h("Comma-separated tasks, e.g. mmlu,gsm8k,reasoning-gym:chain_sum.", None)
+    task_file: list[str] | None = _h("YAML/JSON list of {task, name?, fewshot_path?, num_fewshot?} (repeatable).", None)
+    limit: int | None = _h("Items per task (texts for perplexity; default all, reasoning-gym 100).", None)
+    num_fewshot: int | None = _h("Shots for mmlu/gsm8k/mc tasks (default: mmlu 5, gsm8k 5, mc 0).", None)
+    per_device_eval_batch_size: int = _h("Sequences per forward pass / generate call.", 8)
+    fewshot_seed: int = _h("Seed of the few-shot example draw.", 0)
+    perplexity_seq_len: int = _h("Perplexity window in tokens.", 512)
+    perplexity_stride: int | None = _h("Perplexity: tokens scored per window (default perplexity_seq_len - 1).", None)
+    max_new_tokens: int = _h("gsm8k: generation budget in tokens.", 256)
+    backend: str = _h("builtin evaluators, or lm-eval (lm-evaluation-harness in-process, pip install 'ows[eval]').",
+                      "builtin")
+    device: str = _h("auto (cuda when available), cpu, cuda, cuda:1, ...", "auto")
+    dtype: str = _h("Weights dtype: auto (bfloat16 on a GPU that has it, else float32), float32, bfloat16, float16.",
+                    "auto")
+    results_file: str | None = _h("Results JSON (default ./ows-eval-<model folder name>.json).", None)
+    json: bool = _h("Print the results JSON instead of the markdown table.", False)
+    log_samples: bool = _h("Store every item's prompt and prediction in the JSON.", False)
+    compare: list[str] | None = _h("Results files to print side by side (rows metrics, columns runs), then exit.", None)
 
 
 # `ows train` with no config file runs this (configs/demo.yaml holds the same values; a test checks).

@@ -9,8 +9,11 @@ import torch
 
 from conftest import random_batch, tiny_config, tiny_model
 from ows.config import OWSConfig
-from ows.estimate import METHODS, estimate_memory, model_shape
-from ows.memory import gradient_bytes, optimizer_state_bytes
+from ows.memory.estimate import estimate_memory, model_shape
+from ows.methods import method_names
+
+METHODS = method_names()
+from ows.memory.measure import gradient_bytes, optimizer_state_bytes
 from ows.methods import build_method
 
 ARCHS = ["llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "gpt2", "gpt_neox"]

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from ..jsonio import iter_jsonl
+
 logger = logging.getLogger(__name__)
 
 BUILTIN_FILE = "lee_background.cor"
@@ -76,16 +78,7 @@ def _text_field(item: Any, where: str) -> str:
 
 
 def _split_jsonl(text: str, name: str) -> list[str]:
-    out = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{name} line {number}: invalid JSON ({err.msg}): one JSON object per line") from None
-        out.append(_text_field(item, f"{name} line {number}"))
-    return out
+    return [_text_field(item, f"{name} line {number}") for number, item in iter_jsonl(text.splitlines(), name)]
 
 
 def _split_json(text: str, name: str) -> list[str]:

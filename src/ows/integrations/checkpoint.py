@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .jsonio import write_json
+from ..jsonio import write_json
 
 logger = logging.getLogger(__name__)
 
