@@ -17,7 +17,7 @@ import time
 import torch
 
 import ows
-from ows.models import load_model_and_tokenizer
+from ows.loading import load_model_and_tokenizer
 
 
 def addition_examples(n: int, seed: int) -> list[tuple[str, str]]:
