@@ -68,3 +68,25 @@ def test_every_field_has_help():
     helps = OWSConfig.field_help()
     assert set(helps) == set(json.loads(OWSConfig().to_json()))
     assert all(len(text) > 10 for text in helps.values())
+
+
+@pytest.mark.parametrize("kwargs, ratios, needle", [
+    (dict(num_active_layers=5), None, "num_active_layers=5 is larger than the model's 4 decoder layers"),
+    (dict(sampling_strategy="weights", sampling_weights=[1.0, 1.0, 1.0]), None, "sampling_weights has 3 values"),
+    (dict(sampling_strategy="weights", sampling_weights=[0.0] * 4), None, "sampling_weights are all zero"),
+    (dict(sampling_strategy="weights", sampling_weights=[1.0, 0.0, 0.0, 0.0], num_active_layers=2), None,
+     "only 1 layers have a non-zero probability"),
+    (dict(), [0.0] * 4, "ratios are all zero"),
+    (dict(num_active_layers=3), [0.1, 0.0, 0.2, 0.0], "only 2 layers have a non-zero probability"),
+    (dict(), [0.1] * 5, "the outlier profile has 5 layers but the model has 4"),
+])
+def test_check_for_refuses_settings_the_model_cannot_run(kwargs, ratios, needle):
+    config = OWSConfig(**{"num_active_layers": 1, **kwargs})
+    with pytest.raises(ValueError, match=needle):
+        config.check_for(4, ratios)
+
+
+def test_check_for_accepts_what_can_be_drawn():
+    OWSConfig(num_active_layers=2).check_for(4, [0.1, 0.0, 0.2, 0.0])
+    OWSConfig(num_active_layers=4, sampling_temperature=0.0).check_for(4, [0.1, 0.0, 0.2, 0.0])  # tau 0: uniform
+    OWSConfig(num_active_layers=4, sampling_strategy="uniform").check_for(4, [0.0] * 4)  # uniform needs no ratios

@@ -177,3 +177,15 @@ def test_trains_other_architectures(arch):
     assert len(projected) >= 4 * 4  # q/k/v/o-like and MLP matrices of every layer (Conv1D for GPT-2)
     for i in controller.visits:
         assert any(not torch.equal(v, snapshot(layers[i])[k]) for k, v in before[i].items())
+
+
+def test_the_controller_records_the_schedule_it_ran():
+    model = tiny_model("llama", layers=4)
+    optimizer, controller = create_ows(model, OWSConfig(num_active_layers=2, sample_interval=3, rank=4,
+                                                        sampling_strategy="uniform"))
+    for step in range(7):
+        controller.begin_step(step)
+    record = controller.schedule_record()
+    assert [s for s, _ in record["schedule"]] == [0, 3, 6]
+    assert [tuple(a) for _, a in record["schedule"]] == [controller.sampler.active_layers(s) for s in (0, 3, 6)]
+    assert sum(record["visits"].values()) == 6

@@ -85,6 +85,9 @@ def check_value(value: Any, tp: Any, name: str, source: str) -> Any:
         if items is None:
             raise UsageError(f"{source}: {name}={value!r} must be a list of {base.__name__}: write it as [a, b]")
         return [check_value(v, base, name, source) for v in items]
+    if base is str and isinstance(value, bool):  # YAML 1.1 reads yes/no/on/off as booleans
+        raise UsageError(f"{source}: {name}={value!r} is a boolean to YAML: write the word in quotes, e.g. "
+                         f"{name}: \"no\"")
     if base is float and isinstance(value, str):
         try:
             return _number(value)
