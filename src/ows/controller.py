@@ -122,10 +122,21 @@ class OWSController:
         self.active = tuple(new_active)
         logger.debug("active layers %s; released %d optimizer-state bytes", self.active, released)
 
-    def schedule_record(self) -> dict[str, Any]:
-        """The schedule run so far as JSON-ready data: ``schedule`` [[step, layers], ...] and ``visits`` per layer."""
-        return {"schedule": [[step, list(active)] for step, active in self.schedule],
-                "visits": {str(k): v for k, v in sorted(self.visits.items())}}
+    def schedule_record(self, num_steps: int | None = None) -> dict[str, Any]:
+        """The schedule as JSON-ready data: ``schedule`` [[step, layers], ...] and ``visits`` per layer.
+
+        ``num_steps`` given: the whole run's schedule over steps 0 .. num_steps-1, recomputed from the
+        sampler (a pure function of seed and period), so a resumed run records its periods before the
+        resume too. None: the resamples this controller applied.
+        """
+        if num_steps is None:
+            schedule, visits = self.schedule, self.visits
+        else:
+            interval = self.sampler.interval
+            schedule = [(k * interval, active) for k, active in enumerate(self.sampler.schedule(num_steps))]
+            visits = Counter(i for _, active in schedule for i in active)
+        return {"schedule": [[step, list(active)] for step, active in schedule],
+                "visits": {str(k): v for k, v in sorted(visits.items())}}
 
     def trainable_parameter_count(self) -> int:
         """Number of parameters with ``requires_grad`` in the model right now."""

@@ -9,8 +9,24 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def give_usual_mode(path: str | Path) -> None:
+    """Set the mode a file (or folder) gets when created normally under the user's umask (e.g. 0644, 0755).
+
+    Temporary files (``tempfile``) are created 0600; a file published from one would be unreadable to
+    other users and to a serving process.
+    """
+    target = Path(path)
+    os.chmod(target, (0o777 if target.is_dir() else 0o666) & ~_umask())
+
+
 def write_json(data: Any, path: str | Path | None = None, **dump_kwargs: Any) -> str:
-    """Serialise ``data``; when ``path`` is given, write it via a temporary file and a rename."""
+    """Serialise ``data``; when ``path`` is given, write it via a temporary file and a rename (usual file mode)."""
     text = json.dumps(data, indent=2, **dump_kwargs)
     if path is not None:
         target = Path(path)
@@ -18,6 +34,7 @@ def write_json(data: Any, path: str | Path | None = None, **dump_kwargs: Any) ->
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as file:
                 file.write(text + "\n")
+            give_usual_mode(tmp)
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):

@@ -7,7 +7,6 @@ is loaded, and nothing is written to the output folder until they all pass.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from ..config import OWSConfig
 from ..jsonio import write_json
 from .common import ArgumentParser, UsageError
 from .options import FieldSet, instantiate, parse_command
+from .train_checks import check_training_fields
 from .arguments import DEMO, ScriptArguments
 
 logger = logging.getLogger("ows.cli.train")
@@ -29,8 +29,10 @@ EPILOG = """examples:
 # Settings that shape the optimizer state: a checkpoint written with other values cannot be resumed.
 RUN_KEYS = ("method", "use_galore", "rank", "proj_type", "target_modules", "num_active_layers", "train_embeddings",
             "train_lm_head", "train_final_norm", "lora_r", "layers_attr")
+# Not part of a run's identity: how it is launched and logged, where its folder is (a moved or copied run folder
+# can be resumed), and the chunked loss (it equals the standard one: resuming may change it).
 NOT_IN_SIGNATURE = ("overwrite_output_dir", "resume_from_checkpoint", "logging_steps", "report_to", "disable_tqdm",
-                    "loss_chunk_size")  # the chunked loss equals the standard one: resuming may change it
+                    "loss_chunk_size", "output_dir", "logging_dir", "allow_other_profile")
 
 
 def _fields() -> FieldSet:
@@ -75,62 +77,38 @@ def parse(argv: list[str]) -> tuple[ScriptArguments, OWSConfig, dict[str, Any]]:
         script.validate()
     except ValueError as err:
         raise UsageError(str(err)) from None
+    check_training_fields(training)
     return script, config, training
-
-
-def settings_signature(script: ScriptArguments, config: OWSConfig, training: dict[str, Any]) -> dict[str, Any]:
-    """The settings that define a run (used to refuse reusing a folder for a different run)."""
-    merged = {**vars(script), **config.to_dict(), **training}
-    return {k: merged[k] for k in sorted(merged) if k not in NOT_IN_SIGNATURE}
-
-
-def check_output_dir(path: Path, signature: dict[str, Any], overwrite: bool) -> None:
-    """Refuse a non-empty folder that does not hold this very run, unless ``overwrite``."""
-    if not path.exists() or overwrite:
-        return
-    if not path.is_dir():
-        raise UsageError(f"output_dir={str(path)!r} is a file: give a folder path")
-    record = path / "ows_run.json"
-    if record.is_file():
-        try:
-            previous = json.loads(record.read_text(encoding="utf-8")).get("settings", {})
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            previous = {"unreadable": True}
-        changed = sorted(k for k in set(previous) | set(signature)
-                         if json.dumps(previous.get(k), default=str) != json.dumps(signature.get(k), default=str))
-        if not changed:
-            return
-        raise UsageError(
-            f"output_dir={str(path)!r} holds a different run ({changed[0]} differs): use a new --output_dir "
-            "or pass --overwrite_output_dir true"
-        )
-    if any(path.iterdir()):
-        raise UsageError(
-            f"output_dir={str(path)!r} is not empty and holds no ows run: use a new --output_dir "
-            "or pass --overwrite_output_dir true"
-        )
 
 
 def run(argv: list[str]) -> int:
     """Entry point of ``ows train``: 0 done, 2 bad input, 1 failure, 130 stopped by a signal (resumable)."""
     from .. import distributed
-    from ..integrations.checkpoint import check_compatible, resolve_resume
+    from ..integrations.checkpoint import check_compatible, check_tensor_files, finished_step, resolve_resume
     from ..loading import load_model, load_tokenizer, model_identity, resolve_model_path
+    from . import train_checks as checks
     from . import train_steps as steps
     from .profiling import calibration_source, calibration_windows, measure_profile, profile_table
+    from .run_folder import RunLock, remove_staging_leftovers
 
     script, config, training = parse(argv)
     out = Path(training["output_dir"])
-    signature = settings_signature(script, config, training)
-    check_output_dir(out, signature, script.overwrite_output_dir)
+    signature = checks.settings_signature(script, config, training, NOT_IN_SIGNATURE)
+    checks.check_output_dir(out, signature, script.overwrite_output_dir)
     model_path = resolve_model_path(script.model)
-    num_layers, model_config = steps.check_model_config(model_path, script, config)
+    profile, profile_source = steps.load_profile(script, out)
+    uses_profile = profile is not None and steps.wants_profile(script, config)
+    num_layers, model_config = checks.check_model_config(model_path, script, config,
+                                                         profile.ratios if uses_profile else None)
+    identity = model_identity(script.model, model_path)
+    if uses_profile:
+        checks.check_profile_model(profile, profile_source, identity, script.allow_other_profile)
     resume = resolve_resume(training.pop("resume_from_checkpoint", None), out)
     if resume:
         check_compatible(resume, model_config, signature, RUN_KEYS)
+        check_tensor_files(resume)
         if distributed.is_main_process():  # before torch.distributed starts: the launcher's RANK
             print(f"resuming from {resume}")
-    profile = steps.load_profile(script, config, num_layers, out)
     tokenizer = load_tokenizer(model_path, script.trust_remote_code)
     windows = None
     if profile is None and steps.wants_profile(script, config):  # a too-short text fails before the model loads
@@ -140,22 +118,45 @@ def run(argv: list[str]) -> int:
     args = steps.training_arguments(training, has_eval=bool(datasets.eval))  # starts torch.distributed under torchrun
     distributed.barrier()  # every rank has read the output folder before rank 0 writes into it
     main = distributed.is_main_process()
+    lock = RunLock(out)
+    refused = None
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        write_json({"settings": signature, "started": time.strftime("%Y-%m-%d %H:%M:%S")}, out / "ows_run.json",
-                   default=str)
-    model = load_model(model_path, script.dtype, script.trust_remote_code)
-    if windows is not None:
-        profile = measure_profile(model, windows, script, config, source, model_identity(script.model, model_path))
-    profile = distributed.broadcast_object(profile)  # one sampling distribution on every rank
-    if profile is not None and main:
-        profile.to_json(out / "profile.json")
-        print(profile_table(profile, config))
-    before = steps.heldout_before(model, tokenizer, datasets, script, out, reuse=bool(resume))
-    setup, trainer, guards = steps.make_trainer(model, tokenizer, script, config, profile, args, datasets, signature)
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume)
-    seconds = time.perf_counter() - started
+        try:
+            lock.acquire()
+        except UsageError as err:
+            refused = str(err)
+    refused = distributed.broadcast_object(refused)
+    if refused:
+        raise UsageError(refused)
+    try:
+        if main:
+            remove_staging_leftovers(out)
+            write_json({"settings": signature, "started": time.strftime("%Y-%m-%d %H:%M:%S")}, out / "ows_run.json",
+                       default=str)
+        model = load_model(model_path, script.dtype, script.trust_remote_code)
+        if windows is not None:
+            profile = measure_profile(model, windows, script, config, source, identity)
+        profile = distributed.broadcast_object(profile)  # one sampling distribution on every rank
+        if profile is not None and main:
+            profile.to_json(out / "profile.json")
+            print(profile_table(profile, config))
+        before = steps.heldout_before(model, tokenizer, datasets, script, out, reuse=bool(resume))
+        setup, trainer, guards = steps.make_trainer(model, tokenizer, script, config, profile, args, datasets, signature)
+        started = time.perf_counter()
+        if resume and finished_step(resume, args.max_steps) is not None:
+            steps.restore_finished(trainer, resume)
+        else:
+            trainer.train(resume_from_checkpoint=resume)
+        seconds = time.perf_counter() - started
+        return _finish(steps, script, config, out, setup, trainer, guards, tokenizer, datasets, before, seconds, main)
+    finally:
+        lock.release()
+
+
+def _finish(steps: Any, script: ScriptArguments, config: OWSConfig, out: Path, setup: Any, trainer: Any,
+            guards: tuple[Any, Any], tokenizer: Any, datasets: Any, before: dict, seconds: float, main: bool) -> int:
+    """After training: the stop or failure reports, or the held-out metrics and every output."""
     stop, nonfinite = guards
     if stop.signal_name:
         if main:

@@ -32,38 +32,10 @@ class Datasets:
     reasoning: bool = False
 
 
-def check_model_config(model_path: str, script: ScriptArguments, config: OWSConfig) -> tuple[int | None, dict]:
-    """Decoder-layer count and config dict from config.json; checks gamma, weights and sequence length."""
-    from transformers import AutoConfig
-
-    model_config = AutoConfig.from_pretrained(model_path, trust_remote_code=script.trust_remote_code)
-    text = getattr(model_config, "get_text_config", lambda: model_config)()
-    layers = next((getattr(text, k) for k in ("num_hidden_layers", "n_layer", "num_layers") if hasattr(text, k)), None)
-    layers = layers if isinstance(layers, int) else None
-    sampling = get_method(script.method).samples_layers
-    if layers is not None and sampling and config.num_active_layers > layers:
-        raise UsageError(f"num_active_layers={config.num_active_layers} is larger than the model's {layers} decoder "
-                         f"layers: use a value between 1 and {layers}")
-    if layers is not None and sampling and config.sampling_weights is not None and len(config.sampling_weights) != layers:
-        raise UsageError(f"sampling_weights has {len(config.sampling_weights)} values but the model has {layers} "
-                         "decoder layers: give one weight per layer")
-    limit = next((getattr(text, k) for k in ("max_position_embeddings", "n_positions") if hasattr(text, k)), None)
-    if isinstance(limit, int) and script.max_seq_length > limit:
-        raise UsageError(f"max_seq_length={script.max_seq_length} is longer than the model's {limit} positions: "
-                         f"use max_seq_length <= {limit}")
-    return layers, text.to_dict()
-
-
-def load_profile(script: ScriptArguments, config: OWSConfig, num_layers: int | None, out: Path) -> OutlierProfile | None:
-    """The given profile, else the one a previous attempt of this run stored in ``out`` (None: compute)."""
+def load_profile(script: ScriptArguments, out: Path) -> tuple[OutlierProfile | None, str | None]:
+    """The given profile, else the one a previous attempt of this run stored in ``out`` (None: compute), and its path."""
     source = script.profile or (str(out / "profile.json") if (out / "profile.json").is_file() else None)
-    if source is None:
-        return None
-    profile = OutlierProfile.from_json(source)
-    if num_layers is not None and profile.num_layers != num_layers:
-        raise UsageError(f"profile={source!r} has {profile.num_layers} layers but the model has {num_layers}: "
-                         "run `ows analyze` on this model or drop --profile")
-    return profile
+    return (OutlierProfile.from_json(source), source) if source is not None else (None, None)
 
 
 def load_datasets(script: ScriptArguments, tokenizer: Any) -> Datasets:
@@ -110,8 +82,22 @@ def training_arguments(training: dict[str, Any], has_eval: bool) -> Any:
         values.setdefault("per_device_eval_batch_size", values.get("per_device_train_batch_size", 8))
     try:
         return TrainingArguments(**values)
-    except (ValueError, TypeError) as err:
-        raise UsageError(f"TrainingArguments: {str(err).strip().splitlines()[0]}") from None
+    except Exception as err:  # noqa: BLE001 - the Trainer's checks raise many types (OSError for a missing file)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        culprit = _culprit(TrainingArguments, values, list(training))
+        named = f"{culprit}={training[culprit]!r}: " if culprit else ""
+        raise UsageError(f"TrainingArguments refused {named}{first}") from None
+
+
+def _culprit(cls: Any, values: dict[str, Any], given: list[str]) -> str | None:
+    """The one given field without which ``cls(**values)`` succeeds (to name it in the error), else None."""
+    for name in given:
+        try:
+            cls(**{k: v for k, v in values.items() if k != name})
+        except Exception:  # noqa: BLE001 - any failure: this field is not the only cause
+            continue
+        return name
+    return None
 
 
 def wants_profile(script: ScriptArguments, config: OWSConfig) -> bool:
@@ -177,6 +163,20 @@ def make_trainer(model: Any, tokenizer: Any, script: ScriptArguments, config: OW
     return setup, trainer, guards
 
 
+def restore_finished(trainer: Any, checkpoint: str) -> None:
+    """Load a checkpoint that ends the run (its step reached max_steps) instead of training again.
+
+    The Trainer, resumed from such a checkpoint in the middle of an epoch, would run one more step
+    before it checks max_steps; here the weights and the trainer state are loaded and nothing runs.
+    """
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(checkpoint)
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    logger.info("%s is the run's final checkpoint (step %d): nothing left to train", checkpoint,
+                trainer.state.global_step)
+
+
 def save_model_folder(model: Any, tokenizer: Any, out: Path, state_dict: dict | None = None) -> None:
     """Write the model and tokenizer into a temporary folder first, then move the files into ``out``:
     a failure (e.g. a full disk) leaves no half-written model file behind. ``state_dict``: the full
@@ -184,15 +184,13 @@ def save_model_folder(model: Any, tokenizer: Any, out: Path, state_dict: dict | 
     import shutil
     import tempfile
 
-    staging = Path(tempfile.mkdtemp(prefix=".ows-final-", dir=out))
+    from .run_folder import STAGING_PREFIX, publish_folder
+
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
     try:
         model.save_pretrained(staging, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(staging)
-        for item in staging.iterdir():
-            target = out / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            item.replace(target)
+        publish_folder(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -215,7 +213,7 @@ def save_outputs(out: Path, setup: Any, trainer: Any, tokenizer: Any, config: OW
     method_config = setup.config or config
     write_json({"method": setup.name, **method_config.to_dict()}, out / "ows_config.json")
     if setup.controller is not None:
-        write_json(setup.controller.schedule_record(), out / "schedule.json")
+        write_json(setup.controller.schedule_record(trainer.state.global_step), out / "schedule.json")
     history = [h for h in trainer.state.log_history if "loss" in h]
     plot_loss_curve([h["step"] for h in history], [h["loss"] for h in history], out / "loss_curve.png",
                     title=f"{setup.name}: training loss")

@@ -49,19 +49,42 @@ def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+TRAINER_STATE = "trainer_state.json"
+TENSOR_FILE_SUFFIXES = (".pt", ".pth", ".bin")
+NOT_LOADED = ("training_args.bin",)  # written for reference, never loaded on resume
+
+
+def damaged_file(checkpoint_dir: str | Path) -> Path | None:
+    """The first JSON file of a checkpoint that cannot be read (the marker or ``trainer_state.json``), else None."""
+    for name in (MARKER, TRAINER_STATE):
+        path = Path(checkpoint_dir) / name
+        if path.is_file():
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return path
+    return None
+
+
 def latest_complete_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint; newer incomplete ones are skipped with a warning."""
+    """The newest complete, readable checkpoint; newer incomplete or damaged ones are skipped with a warning."""
     for step, path in reversed(list_checkpoints(output_dir)):
-        if is_complete(path):
+        damaged = damaged_file(path)
+        if is_complete(path) and damaged is None:
             return path
-        logger.warning("skipping %s: it is incomplete (the run was interrupted while saving it)", path)
+        if damaged is not None and is_complete(path):
+            logger.warning("skipping %s: %s is not valid JSON (the checkpoint is damaged)", path, damaged.name)
+        else:
+            logger.warning("skipping %s: it is incomplete (the run was interrupted while saving it)", path)
     return None
 
 
 def resolve_resume(value: Any, output_dir: str | Path) -> str | None:
     """The checkpoint folder to resume from, for ``resume_from_checkpoint`` = None / 'latest' / a path.
 
-    'latest' (or true) with no complete checkpoint starts from scratch, with a log line.
+    'latest' (or true) with no complete checkpoint starts from scratch, with a log line. A given path
+    must be a complete, readable checkpoint folder: a folder that is not a checkpoint at all, one whose
+    writing was interrupted and one with a damaged JSON file are each refused with their own message.
     """
     if value in (None, False, "", "false", "none"):
         return None
@@ -74,10 +97,60 @@ def resolve_resume(value: Any, output_dir: str | Path) -> str | None:
     if not path.is_dir():
         raise FileNotFoundError(f"resume_from_checkpoint={str(value)!r} does not exist: give a checkpoint-N folder "
                                 "or 'latest'")
+    if not (path / MARKER).exists() and not (path / TRAINER_STATE).exists() and not _PATTERN.match(path.name):
+        raise ValueError(f"resume_from_checkpoint={str(value)!r} is not a checkpoint folder (no {TRAINER_STATE}, no "
+                         f"{MARKER}): give a checkpoint-N folder written by ows train, or 'latest'")
     if not is_complete(path):
         raise ValueError(f"resume_from_checkpoint={str(value)!r} is incomplete (interrupted while saving): "
                          "use 'latest' to pick the newest complete checkpoint")
+    damaged = damaged_file(path)
+    if damaged is not None:
+        raise ValueError(f"resume_from_checkpoint={str(value)!r}: {damaged} is not valid JSON (the checkpoint is "
+                         "damaged): resume from an older checkpoint-N or 'latest'")
     return str(path)
+
+
+def check_tensor_files(checkpoint_dir: str | Path) -> None:
+    """Open every tensor file of a checkpoint as the Trainer will (``weights_only=True``, memory-mapped).
+
+    A file holding anything but tensors and plain containers is refused with one line naming it, before
+    any work; nothing in it runs.
+    """
+    import torch
+    from transformers.trainer_pt_utils import safe_globals  # the numpy RNG state the Trainer allows
+
+    for path in sorted(Path(checkpoint_dir).iterdir()):
+        if path.suffix not in TENSOR_FILE_SUFFIXES or not path.is_file() or path.name in NOT_LOADED:
+            continue
+        try:
+            _load_tensors_only(torch, safe_globals, path)
+        except Exception as err:  # torch raises UnpicklingError (a refused object) or RuntimeError (not its format)
+            why = "holds objects other than tensors" if type(err).__name__ == "UnpicklingError" else "cannot be read"
+            raise ValueError(f"resume_from_checkpoint: {path} {why}: it is not a tensor-only checkpoint file and is "
+                             "refused (ows loads checkpoints with weights_only=True); resume from another checkpoint"
+                             ) from None
+
+
+def _load_tensors_only(torch: Any, safe_globals: Any, path: Path) -> None:
+    with safe_globals():
+        try:
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:  # files of the legacy (non-zip) format cannot be memory-mapped
+            if "mmap" not in str(err):
+                raise
+            torch.load(path, map_location="cpu", weights_only=True)
+
+
+def finished_step(checkpoint_dir: str | Path, max_steps: int) -> int | None:
+    """The step of a checkpoint that ends the run (its ``global_step`` reached ``max_steps``; when that is not
+    positive, the ``max_steps`` the checkpoint recorded), else None."""
+    path = Path(checkpoint_dir) / TRAINER_STATE
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text(encoding="utf-8"))
+    limit = max_steps if max_steps > 0 else int(state.get("max_steps") or 0)
+    step = int(state.get("global_step") or 0)
+    return step if limit > 0 and step >= limit else None
 
 
 def check_compatible(checkpoint_dir: str | Path, model_config: dict[str, Any], run: dict[str, Any],

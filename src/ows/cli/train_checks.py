@@ -1,0 +1,160 @@
+"""The checks ``ows train`` runs before any work: every TrainingArguments value, the output folder, the
+model's config (a causal LM, gamma, weights, the profile) and the profile's model. Each failure is one
+``UsageError`` line naming the field, the value and the fix; nothing has been written when it is raised.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ..config import OWSConfig
+from ..methods import get_method
+from .arguments import ScriptArguments
+from .common import UsageError
+
+SEED_LIMIT = 2**32  # numpy's and the Trainer's seeds are 32-bit
+BATCH_LIMIT = 2**31
+# TrainingArguments fields and their ranges: (lowest, lowest allowed?, highest, highest allowed?).
+RANGES: dict[str, tuple[float, bool, float | None, bool]] = {
+    "learning_rate": (0, True, None, False), "weight_decay": (0, True, None, False),
+    "adam_epsilon": (0, True, None, False), "adam_beta1": (0, True, 1, False), "adam_beta2": (0, True, 1, False),
+    "max_grad_norm": (0, True, None, False), "warmup_ratio": (0, True, 1, True), "warmup_steps": (0, True, None, False),
+    "num_train_epochs": (0, False, None, False), "per_device_train_batch_size": (1, True, BATCH_LIMIT, False),
+    "per_device_eval_batch_size": (1, True, BATCH_LIMIT, False), "gradient_accumulation_steps": (1, True, BATCH_LIMIT, False),
+    "logging_steps": (0, False, None, False), "save_steps": (0, False, None, False), "eval_steps": (0, False, None, False),
+    "save_total_limit": (1, True, None, False), "dataloader_num_workers": (0, True, None, False),
+    "seed": (0, True, SEED_LIMIT, False), "data_seed": (0, True, SEED_LIMIT, False),
+}
+
+
+def _in_range(value: Any, low: float, low_ok: bool, high: float | None, high_ok: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    above = value >= low if low_ok else value > low
+    below = high is None or (value <= high if high_ok else value < high)
+    return above and below
+
+
+def check_training_fields(training: dict[str, Any]) -> None:
+    """Raise ``UsageError`` for a TrainingArguments value the Trainer would take and fail on later."""
+    for name, (low, low_ok, high, high_ok) in RANGES.items():
+        value = training.get(name)
+        if value is not None and not _in_range(value, low, low_ok, high, high_ok):
+            bound = f"{'>=' if low_ok else '>'} {low}" + ("" if high is None else f" and {'<=' if high_ok else '<'} {high}")
+            raise UsageError(f"{name}={value!r} is invalid: must be a number {bound}")
+    max_steps = training.get("max_steps")
+    if max_steps is not None and (max_steps == 0 or max_steps < -1):
+        raise UsageError(f"max_steps={max_steps!r} is invalid: give a number of optimizer steps >= 1, or -1 to train "
+                         "for num_train_epochs")
+    kwargs = training.get("lr_scheduler_kwargs")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        if not isinstance(kwargs, str) or not isinstance(_json_object(kwargs), dict):
+            raise UsageError(f"lr_scheduler_kwargs={kwargs!r} is invalid: give a mapping of the scheduler's keyword "
+                             "arguments, e.g. {\"num_cycles\": 2}, or leave it out")
+
+
+def _json_object(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def settings_signature(script: ScriptArguments, config: OWSConfig, training: dict[str, Any],
+                       leave_out: tuple[str, ...]) -> dict[str, Any]:
+    """The settings that define a run (used to refuse reusing a folder for a different run)."""
+    merged = {**vars(script), **config.to_dict(), **training}
+    return {k: merged[k] for k in sorted(merged) if k not in leave_out}
+
+
+def check_output_dir(path: Path, signature: dict[str, Any], overwrite: bool) -> None:
+    """Refuse a folder that cannot be made, or a non-empty one that does not hold this very run (unless ``overwrite``)."""
+    blocker = next((p for p in [path, *path.parents] if p.exists()), None)
+    if blocker is not None and blocker != path and not blocker.is_dir():
+        raise UsageError(f"output_dir={str(path)!r} cannot be created: {str(blocker)!r} is a file: give a folder path")
+    if not path.exists() or overwrite:
+        return
+    if not path.is_dir():
+        raise UsageError(f"output_dir={str(path)!r} is a file: give a folder path")
+    record = path / "ows_run.json"
+    if record.is_file():
+        try:
+            previous = json.loads(record.read_text(encoding="utf-8")).get("settings", {})
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            previous = {"unreadable": True}
+        changed = sorted(k for k in set(previous) | set(signature)
+                         if json.dumps(previous.get(k), default=str) != json.dumps(signature.get(k), default=str))
+        if not changed:
+            return
+        raise UsageError(
+            f"output_dir={str(path)!r} holds a different run ({changed[0]} differs): use a new --output_dir "
+            "or pass --overwrite_output_dir true"
+        )
+    if any(p.name != ".ows.lock" for p in path.iterdir()):
+        raise UsageError(
+            f"output_dir={str(path)!r} is not empty and holds no ows run: use a new --output_dir "
+            "or pass --overwrite_output_dir true"
+        )
+
+
+def read_model_config(model_path: str, script: ScriptArguments) -> Any:
+    """The model's transformers config; an unreadable config.json or a model that is not a causal LM is refused."""
+    from transformers import AutoConfig
+
+    try:
+        model_config = AutoConfig.from_pretrained(model_path, trust_remote_code=script.trust_remote_code)
+    except Exception as err:  # a truncated or foreign config.json raises several types
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise UsageError(f"model={script.model!r}: its config.json cannot be read ({first}): fix the file or save the "
+                         "model folder again") from None
+    auto_map = getattr(model_config, "auto_map", None) or {}
+    if not _is_causal_lm(model_config) and not (script.trust_remote_code and "AutoModelForCausalLM" in auto_map):
+        raise UsageError(f"model={script.model!r} is a {model_config.model_type!r} model, which has no causal-LM head: "
+                         "use a decoder-only model (Llama, Mistral, Qwen, Gemma, Phi, GPT-2, ...)")
+    return model_config
+
+
+def _is_causal_lm(model_config: Any) -> bool:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return getattr(model_config, "model_type", None) in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+
+def check_model_config(model_path: str, script: ScriptArguments, config: OWSConfig,
+                       ratios: list[float] | None) -> tuple[int | None, dict]:
+    """Decoder-layer count and config dict; checks the model kind, gamma, weights, profile ratios and length."""
+    model_config = read_model_config(model_path, script)
+    text = getattr(model_config, "get_text_config", lambda: model_config)()
+    layers = next((getattr(text, k) for k in ("num_hidden_layers", "n_layer", "num_layers") if hasattr(text, k)), None)
+    layers = layers if isinstance(layers, int) else None
+    method = get_method(script.method)
+    if layers is not None and method.samples_layers:
+        try:
+            method.config_for(config).check_for(layers, ratios)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+    limit = next((getattr(text, k) for k in ("max_position_embeddings", "n_positions") if hasattr(text, k)), None)
+    if isinstance(limit, int) and script.max_seq_length > limit:
+        raise UsageError(f"max_seq_length={script.max_seq_length} is longer than the model's {limit} positions: "
+                         f"use max_seq_length <= {limit}")
+    return layers, text.to_dict()
+
+
+def same_model(a: str | None, b: str | None) -> bool:
+    """Whether two model names (a hub id, a folder path, the demo alias) name the same model: their last parts agree."""
+    from ..loading import DEMO_ALIASES, DEMO_FOLDER
+
+    def last(name: str) -> str:
+        return DEMO_FOLDER if name in DEMO_ALIASES else Path(name.rstrip("/")).name
+    return a is None or b is None or last(a) == last(b)
+
+
+def check_profile_model(profile: Any, source: str, identity: str, allow_other: bool) -> None:
+    """Refuse a profile measured on another model (same layer count or not), unless ``allow_other``."""
+    if allow_other or same_model(profile.model_name, identity):
+        return
+    raise UsageError(f"profile={source!r} was measured on {profile.model_name!r}, not on this model {identity!r}: run "
+                     "`ows analyze` on this model, or pass --allow_other_profile true to use it anyway")
