@@ -211,3 +211,11 @@ def test_output_dir_holding_a_different_run(tiny_model_dir, tmp_path, capsys):
     stranger.mkdir()
     (stranger / "notes.txt").write_text("mine")
     assert main(["train", *fast(tiny_model_dir, stranger, "--dataset", str(data))]) == 2
+
+
+def test_flags_without_a_config_file_start_from_the_fields_defaults_not_the_demo(tmp_path):
+    script, config, training = parse(["--model", "m", "--dataset", "d.jsonl", "--output_dir", str(tmp_path)])
+    assert "max_steps" not in training and "save_strategy" not in training and "lr_scheduler_type" not in training
+    assert script.max_seq_length == 512 and config.sample_interval == 50 and config.num_active_layers == 5
+    script, config, training = parse([])  # neither model nor dataset: the demo
+    assert training["max_steps"] == 60 and script.max_seq_length == 128 and config.sample_interval == 10

@@ -82,6 +82,7 @@ def cases(model: Path, tmp: Path) -> list[Case]:
     different = tmp / "different"
     different.mkdir(exist_ok=True)
     (different / "ows_run.json").write_text(json.dumps({"settings": {"learning_rate": 1.0}}))
+    new = _reliability_two_cases(model, tmp, base, train, write)
     return [
         Case("config", "YAML with an unknown key", ["train", write("k.yaml", "gamma: 5\n"), *base[:2]], "unknown field 'gamma'"),
         Case("config", "YAML value of the wrong type", ["train", write("t.yaml", "num_active_layers: five\n")], "num_active_layers='five'"),
@@ -125,6 +126,86 @@ def cases(model: Path, tmp: Path) -> list[Case]:
         Case("checkpoint", "resume from a half-written checkpoint", train("--resume_from_checkpoint", str(torn)), "incomplete"),
         Case("analyze", "ows analyze with --num-samples 0", ["analyze", str(model), "--num-samples", "0", "--output-dir", str(tmp / "a")], "--num-samples"),
         Case("output", "disk full while saving the model (simulated)", train("--output_dir", str(tmp / "full"), drop=("--output_dir",)), "No space left", code=1, patch=_disk_full),
+        *new,
+    ]
+
+
+class _Hostile:
+    """Unpickling this would create a file: a checkpoint holding it must be refused, never loaded."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def _checkpoint(folder: Path, model: Path, trainer_state: str = '{"global_step": 2, "max_steps": 2}') -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text((model / "config.json").read_text())
+    (folder / "trainer_state.json").write_text(trainer_state)
+    (folder / "ows_complete.json").write_text(json.dumps({"step": 2, "run": {}}))
+    return folder
+
+
+def _reliability_two_cases(model: Path, tmp: Path, base: list[str], train: Callable, write: Callable) -> list[Case]:
+    """The cases of the second reliability round: every value checked before any work, clear messages."""
+    import torch
+
+    zero_profile = write("p_zero.json", json.dumps({"ratios": [0.0] * 4, "model_name": model.name}))
+    one_profile = write("p_one.json", json.dumps({"ratios": [0.1, 0.0, 0.0, 0.0], "model_name": model.name}))
+    other_profile = write("p_other.json", json.dumps({"ratios": [0.1] * 4, "model_name": "Llama-2-7b-hf"}))
+    truncated = tmp / "truncated_config"
+    truncated.mkdir(exist_ok=True)
+    (truncated / "config.json").write_text((model / "config.json").read_text()[:40])
+    distilbert = tmp / "distilbert"
+    distilbert.mkdir(exist_ok=True)
+    (distilbert / "config.json").write_text(json.dumps({"model_type": "distilbert", "vocab_size": 100, "dim": 32,
+                                                        "n_layers": 2, "n_heads": 2, "hidden_dim": 64}))
+    torn_state = _checkpoint(tmp / "torn_state" / "checkpoint-2", model, '{"global_step": 2, "max_st')
+    hostile = _checkpoint(tmp / "hostile" / "checkpoint-2", model)
+    torch.save(_Hostile(str(tmp / "pwned")), hostile / "optimizer.pt")
+    torch.save({"step": torch.tensor(1)}, hostile / "scheduler.pt")
+    not_ckpt = tmp / "some_folder"
+    not_ckpt.mkdir(exist_ok=True)
+    chat = lambda rows: _jsonl(tmp / f"chat{len(rows)}_{rows[0]['messages'][0]['role']}.jsonl", rows)  # noqa: E731
+    human = chat([{"messages": [{"role": "human", "content": "hi"}, {"role": "assistant", "content": "yo"}]}])
+    parts = chat([{"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                                {"role": "assistant", "content": "yo"}]}])
+    no_reply = chat([{"messages": [{"role": "user", "content": "hi"}]}] * 2)
+    data = ("--dataset",)
+
+    def yaml_case(name: str, text: str, drop: tuple[str, ...] = ()) -> list[str]:
+        return ["train", write(name, text), *train(drop=drop)[1:]]
+
+    return [
+        Case("config", "negative learning rate", train("--learning_rate", "-1"), "learning_rate=-1.0 is invalid"),
+        Case("config", "NaN learning rate", train("--learning_rate", "nan"), "--learning_rate 'nan' is not a number"),
+        Case("config", "seed of 2**32", train("--seed", str(2**32)), "seed=4294967296 is invalid"),
+        Case("config", "batch size 0", train("--per_device_train_batch_size", "0"), "per_device_train_batch_size=0"),
+        Case("config", "batch size 1e23 in YAML", yaml_case("big.yaml", f"per_device_train_batch_size: {10**23}\n", drop=("--per_device_train_batch_size",)), "per_device_train_batch_size=100000000000000000000000 is invalid"),
+        Case("config", "gradient_accumulation_steps 0", train("--gradient_accumulation_steps", "0"), "gradient_accumulation_steps=0 is invalid"),
+        Case("config", "lr_scheduler_kwargs: 5", yaml_case("kw.yaml", "lr_scheduler_kwargs: 5\n"), "lr_scheduler_kwargs='5' is invalid"),
+        Case("config", "max_steps 0", train("--max_steps", "0"), "max_steps=0 is invalid"),
+        Case("config", "save_steps 0", train("--save_steps", "0", "--save_strategy", "steps"), "save_steps=0.0 is invalid"),
+        Case("config", "learning_rate that is no number in YAML", yaml_case("lr.yaml", "learning_rate: fast\n"), "learning_rate='fast' is not a finite number"),
+        Case("config", "a YAML key given twice", yaml_case("dup.yaml", "rank: 4\nrank: 8\n", drop=("--rank",)), "key 'rank' appears twice"),
+        Case("config", "a bare no for a text field in YAML", yaml_case("no.yaml", "save_strategy: no\n", drop=("--save_strategy",)), "write the word in quotes"),
+        Case("cli", "a flag prefix (--num_active 3)", train("--num_active", "3"), "unrecognized arguments: --num_active"),
+        Case("config", "sampling weights all zero", train("--sampling_strategy", "weights", "--sampling_weights", "0,0,0,0"), "sampling_weights are all zero"),
+        Case("config", "too few non-zero sampling weights", train("--sampling_strategy", "weights", "--sampling_weights", "1,0,0,0"), "only 1 layers have a non-zero probability"),
+        Case("profile", "profile ratios all zero", train("--profile", zero_profile), "ratios are all zero"),
+        Case("profile", "too few non-zero profile ratios", train("--profile", one_profile), "only 1 layers have a non-zero probability"),
+        Case("profile", "profile of another model with the same layer count", train("--profile", other_profile), "was measured on 'Llama-2-7b-hf'"),
+        Case("model", "truncated config.json", train("--model", str(truncated), drop=("--model",)), "config.json cannot be read"),
+        Case("model", "a model that is not a causal LM (DistilBERT)", train("--model", str(distilbert), drop=("--model",)), "is a 'distilbert' model, which has no causal-LM head"),
+        Case("output", "output_dir whose parent is a file", train("--output_dir", str(Path(write("parent_file", "x")) / "out"), drop=("--output_dir",)), "cannot be created"),
+        Case("checkpoint", "resume from a folder that is not a checkpoint", train("--resume_from_checkpoint", str(not_ckpt)), "is not a checkpoint folder"),
+        Case("checkpoint", "checkpoint with a truncated trainer_state.json", train("--resume_from_checkpoint", str(torn_state)), "trainer_state.json is not valid JSON"),
+        Case("checkpoint", "checkpoint holding a pickled object", train("--resume_from_checkpoint", str(hostile)), "optimizer.pt holds objects other than tensors: it is not a tensor-only checkpoint file and is refused"),
+        Case("data", "chat role 'human'", train("--dataset", human, drop=data), "has role 'human'"),
+        Case("data", "chat content given as a list of parts", train("--dataset", parts, drop=data), "has list content"),
+        Case("data", "chat rows without an assistant turn", train("--dataset", no_reply, drop=data), "has no assistant turn"),
     ]
 
 

@@ -13,7 +13,9 @@ pytest.importorskip("transformers")
 from safetensors.torch import load_file  # noqa: E402
 
 RUNNER = Path(__file__).with_name("fault_runner.py")
-ROWS = [{"prompt": f"What is {a} + {b}?", "completion": f" {a + b}"} for a in range(6) for b in range(4)]
+# 20 rows in batches of 4: 5 steps an epoch, so the 12 steps end inside an epoch (a resume from the final
+# checkpoint then lands mid-epoch, where the Trainer would run one step too many).
+ROWS = [{"prompt": f"What is {a} + {b}?", "completion": f" {a + b}"} for a in range(5) for b in range(4)]
 STEPS, INTERVAL, SAVE_EVERY = 12, 3, 2
 
 
@@ -28,16 +30,18 @@ def train_args(model_dir, data, out):
             "--per_device_train_batch_size", "4", "--num_active_layers", "2", "--sample_interval", str(INTERVAL),
             "--rank", "4", "--update_proj_gap", "4", "--calibration_samples", "2", "--calibration_seq_len", "32",
             "--save_strategy", "steps", "--save_steps", str(SAVE_EVERY), "--logging_steps", "1",
-            "--heldout_generate", "0", "--learning_rate", "0.01", "--seed", "3", "--report_to", "none"]
+            "--heldout_generate", "0", "--learning_rate", "0.01", "--lr_scheduler_type", "constant", "--seed", "3",
+            "--report_to", "none"]
 
 
 def kill_points(seed=0):
-    """One kill inside a period, one on a period boundary, one during a checkpoint write (random picks)."""
+    """One kill inside a period, one on a period boundary, one during a checkpoint write (random picks), one
+    right after the final checkpoint is complete, and one while the fine-tuned model is being written."""
     rng = random.Random(seed)
     inside = rng.choice([s for s in range(1, STEPS) if s % INTERVAL and s % SAVE_EVERY])
     boundary = rng.choice([s for s in range(INTERVAL, STEPS, INTERVAL) if s % SAVE_EVERY == 0])
     during_save = rng.choice(range(SAVE_EVERY * 2, STEPS, SAVE_EVERY))
-    return [f"step:{inside}", f"step:{boundary}", f"save:{during_save}"]
+    return [f"step:{inside}", f"step:{boundary}", f"save:{during_save}", f"saved:{STEPS}", "final"]
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +63,8 @@ def test_killed_run_resumes_bit_identically(tiny_model_dir, tmp_path, reference,
     assert not (out / "model.safetensors").exists()  # no final model from a dead run
     resumed = run("none", train_args(tiny_model_dir, data, out) + ["--resume_from_checkpoint", "latest"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    kind, step = fault.split(":")
-    step = int(step)
+    kind, _, step = fault.partition(":")
+    step = int(step or STEPS)
     # newest checkpoint written completely before the kill
     complete = step - SAVE_EVERY if kind == "save" else step - step % SAVE_EVERY
     if complete:
@@ -72,6 +76,9 @@ def test_killed_run_resumes_bit_identically(tiny_model_dir, tmp_path, reference,
     assert got.keys() == expected.keys()
     for name in expected:
         assert got[name].equal(expected[name]), name
+    results = json.loads((out / "results.json").read_text())
+    assert results["steps"] == STEPS and not (out / f"checkpoint-{STEPS + 1}").exists()
+    assert not list(out.glob(".ows-final-*"))  # no staging folder left by a kill during the final save
 
 
 def test_sigterm_saves_a_checkpoint_and_the_run_continues_identically(tiny_model_dir, tmp_path, reference):
@@ -89,8 +96,8 @@ def test_sigterm_saves_a_checkpoint_and_the_run_continues_identically(tiny_model
 
 
 # Every other kill point of the 12-step run (slow: about 20 s each).
-MORE = [f for f in [f"step:{s}" for s in range(1, STEPS)] + [f"save:{s}" for s in range(SAVE_EVERY, STEPS, SAVE_EVERY)]
-        if f not in kill_points()]
+MORE = [f for f in [f"step:{s}" for s in range(1, STEPS)] + [f"save:{s}" for s in range(SAVE_EVERY, STEPS + 1, SAVE_EVERY)]
+        + [f"saved:{s}" for s in range(SAVE_EVERY, STEPS, SAVE_EVERY)] if f not in kill_points()]
 
 
 @pytest.mark.slow

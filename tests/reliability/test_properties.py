@@ -72,3 +72,41 @@ def test_encoded_examples_keep_masks_consistent(tokenizer, prompt, completion, l
     assert all(l in (-100, i) for l, i in zip(labels, ids))  # a label is its own token or ignored
     first = next(k for k, l in enumerate(labels) if l != -100)
     assert all(l != -100 for l in labels[first:])  # the completion is one contiguous tail
+
+
+def _train_fields():
+    from ows.cli.train import _fields
+
+    return sorted(_fields().fields)
+
+
+yaml_values = st.one_of(st.none(), st.booleans(), st.integers(-2, 3), st.integers(-10**25, 10**25),
+                        st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=10),
+                        st.lists(st.one_of(st.floats(-1, 2), st.text(max_size=4)), max_size=3),
+                        st.dictionaries(st.text(max_size=4), st.integers(0, 3), max_size=2))
+
+
+@pytest.fixture(scope="module")
+def train_fields():
+    pytest.importorskip("transformers")
+    return _train_fields()
+
+
+@given(data=st.data(), value=yaml_values)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_yaml_value_of_any_train_field_parses_or_is_one_line_naming_the_field(train_fields, tmp_path, data, value):
+    import yaml
+
+    from ows.cli.train import parse
+    from ows.cli.train_steps import training_arguments
+
+    name = data.draw(st.sampled_from([f for f in train_fields if not f.startswith(("hub_", "push_to_hub"))]))
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({name: value}))
+    argv = [str(config), "--model", "m", "--dataset", "d.jsonl", "--output_dir", str(tmp_path / "o")]
+    try:
+        _, _, training = parse(argv)
+        training_arguments(dict(training), has_eval=False)
+    except (UsageError, ValueError, FileNotFoundError) as err:  # ows.cli.main: exit 2, one line
+        message = str(err)
+        assert "\n" not in message and name in message, (name, value, message)

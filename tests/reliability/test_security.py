@@ -37,3 +37,15 @@ def test_no_eval_exec_or_pickle_in_the_package():
 
 def test_remote_code_is_off_by_default():
     assert ScriptArguments().trust_remote_code is False
+
+
+def test_a_checkpoint_holding_a_pickled_object_is_refused_and_nothing_in_it_runs(tiny_model_dir, tmp_path):
+    import pytest
+
+    pytest.importorskip("transformers")
+    from bad_inputs import cases, run_case
+
+    case = next(c for c in cases(tiny_model_dir, tmp_path) if c.what == "checkpoint holding a pickled object")
+    code, lines, _ = run_case(case)
+    assert code == 2 and len(lines) == 1 and "is not a tensor-only checkpoint file and is refused" in lines[0]
+    assert not (tmp_path / "pwned").exists()  # the object's __reduce__ would have created it

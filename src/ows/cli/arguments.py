@@ -40,6 +40,7 @@ class ScriptArguments:
     method: str = _h("ows (default), ows-fullrank (weighted, plain AdamW), lisa (uniform, plain AdamW), "
                      "galore (all layers), full, lora (needs peft).", "ows")
     profile: str | None = _h("Outlier profile JSON to reuse (from `ows analyze`); none = compute one.", None)
+    allow_other_profile: bool = _h("Use a profile measured on another model (its model_name differs) anyway.", False)
     calibration: str = _h("Calibration text for the profile: a .txt/.jsonl file or 'builtin' (news corpus).", "builtin")
     calibration_samples: int = _h("Calibration windows for the profile.", 32)
     calibration_seq_len: int = _h("Tokens per calibration window.", 256)
@@ -83,8 +84,10 @@ class ScriptArguments:
         heldout = range(self.heldout_seed, self.heldout_seed + self.num_heldout_examples)
         if train.start < heldout.stop and heldout.start < train.stop:
             raise ValueError(
-                f"heldout_seed={self.heldout_seed} overlaps the training items (item i uses seed+i, training uses "
-                f"{train.start}..{train.stop - 1}): use heldout_seed >= {train.stop} or far from dataset_seed"
+                f"heldout_seed={self.heldout_seed} with num_heldout_examples={self.num_heldout_examples} overlaps the "
+                f"training items (item i uses seed+i; num_train_examples={self.num_train_examples} from "
+                f"dataset_seed={self.dataset_seed} use {train.start}..{train.stop - 1}): use heldout_seed >= "
+                f"{train.stop} or far from dataset_seed"
             )
 
 

@@ -15,7 +15,7 @@ import torch
 
 from ..losses import IGNORE_INDEX
 from .chat import chat_segments
-from .records import detect_format, to_prompt_completion
+from .records import detect_format, has_assistant_turn, to_prompt_completion
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,11 @@ def encode_dataset(records: list[dict], fmt: str, tokenizer: Any, max_seq_length
     if max_seq_length < 1:
         raise ValueError(f"max_seq_length={max_seq_length} must be >= 1: raise it")
     fmt = detect_format(records, fmt)
+    if fmt == "messages" and completion_only_loss:
+        row = next((i for i, r in enumerate(records, start=1) if not has_assistant_turn(r)), None)
+        if row is not None:
+            raise ValueError(f"dataset row {row} has no assistant turn, so completion_only_loss leaves it no token to "
+                             "learn: add the assistant's reply, drop the row, or set completion_only_loss false")
     stats = EncodeStats()
     limit = sys.maxsize if packing else max_seq_length
     encoded = [e for r in records

@@ -20,6 +20,7 @@ _REQUIRED = {"alpaca": ("instruction", "output"), "messages": ("messages",),
              "prompt_completion": ("prompt", "completion"), "text": ("text",)}
 _NEEDS = {"messages": "messages needs messages", "alpaca": "alpaca needs instruction, output; optional input",
           "prompt_completion": "prompt_completion needs prompt, completion", "text": "text needs text"}
+CHAT_ROLES = ("system", "user", "assistant", "tool", "developer")
 _ALPACA_HEAD = ("Below is an instruction that describes a task{}. "
                 "Write a response that appropriately completes the request.\n\n")
 _ALPACA_WITH_INPUT = ", paired with an input that provides further context"
@@ -132,7 +133,26 @@ def detect_format(records: list[dict], requested: str = "auto", source: str = "d
         if missing is not None:
             raise ValueError(f"{source} row {row} is missing field {missing!r} (format {_NEEDS[fmt]}): "
                              "fix the file or set dataset_format")
+        if fmt == "messages":
+            _check_messages(record["messages"], f"{source} row {row}")
     return fmt
+
+
+def _check_messages(messages: list[dict], where: str) -> None:
+    """Every message has a known role and text content (a list of parts, as in multimodal data, is refused)."""
+    for index, message in enumerate(messages):
+        role, content = message["role"], message["content"]
+        if role not in CHAT_ROLES:
+            raise ValueError(f"{where} message {index} has role {role!r}: use one of {', '.join(CHAT_ROLES)} (e.g. "
+                             "rename human to user and gpt to assistant)")
+        if not isinstance(content, str):
+            raise ValueError(f"{where} message {index} has {type(content).__name__} content: give the text as a string "
+                             "(lists of content parts are not supported)")
+
+
+def has_assistant_turn(record: dict) -> bool:
+    """Whether a messages row has at least one assistant message (the text a chat model learns)."""
+    return any(m.get("role") == "assistant" for m in record.get("messages") or [])
 
 
 def _text(value: Any) -> str:

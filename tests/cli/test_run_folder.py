@@ -1,0 +1,79 @@
+"""The output folder of a run: one run at a time, a moved folder resumes, files readable by others."""
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ows.cli import main
+
+pytest.importorskip("transformers")
+ROWS = [{"prompt": f"{a} + 1 =", "completion": f" {a + 1}"} for a in range(16)]
+
+
+def _args(model, data, out, *extra):
+    return ["train", "--model", str(model), "--dataset", str(data), "--output_dir", str(out), "--max_steps", "4",
+            "--per_device_train_batch_size", "4", "--num_active_layers", "2", "--rank", "4", "--save_strategy",
+            "steps", "--save_steps", "2", "--calibration_samples", "2", "--calibration_seq_len", "32",
+            "--report_to", "none", "--heldout_generate", "0", "--logging_steps", "1", *extra]
+
+
+def _run(argv):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        return main(argv), err.getvalue()
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    return path
+
+
+def test_a_second_run_into_a_locked_folder_is_refused_and_a_dead_runs_lock_is_not(tiny_model_dir, tmp_path, data):
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from ows.cli.run_folder import RunLock\n"
+        f"lock = RunLock(Path({str(out)!r})); lock.acquire(); print('locked', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code, err = _run(_args(tiny_model_dir, data, out))
+        assert code == 2 and f"is in use by another ows train (pid {holder.pid})" in err
+        assert sorted(p.name for p in out.iterdir()) == [".ows.lock"]  # nothing else written
+    finally:
+        holder.kill()
+        holder.wait()
+    code, err = _run(_args(tiny_model_dir, data, out))  # the killed holder's lock file is still there
+    assert code == 0, err
+    assert (out / "model.safetensors").is_file()
+
+
+def test_a_moved_run_folder_resumes_and_its_files_have_the_usual_modes(tiny_model_dir, tmp_path, data):
+    out = tmp_path / "out"
+    code, err = _run(_args(tiny_model_dir, data, out, "--max_steps", "2"))
+    assert code == 0, err
+    moved = tmp_path / "moved"
+    shutil.move(str(out), moved)
+    (moved / "model.safetensors").unlink()
+    code, err = _run(_args(tiny_model_dir, data, moved, "--max_steps", "2", "--resume_from_checkpoint", "latest"))
+    assert code == 0, err  # output_dir is not part of the run's settings
+    usual = 0o666 & ~_umask()
+    for name in ("model.safetensors", "ows_run.json", "results.json", "profile.json", "schedule.json",
+                 "ows_config.json", "config.json"):
+        assert stat.S_IMODE(os.stat(moved / name).st_mode) == usual, name
+
+
+def _umask():
+    current = os.umask(0)
+    os.umask(current)
+    return current

@@ -1,0 +1,39 @@
+"""The early checks of ows train, unit by unit (the end-to-end cases are in tests/reliability/bad_inputs.py)."""
+
+import pytest
+
+from ows.cli.common import UsageError
+from ows.cli.train_checks import check_profile_model, check_training_fields, same_model
+from ows.outliers import OutlierProfile
+
+
+@pytest.mark.parametrize("a, b, same", [
+    ("smollm2-135m", "SmolLM2-135M-Instruct", True), ("/models/llama-2-7b/", "meta/llama-2-7b", True),
+    ("Llama-2-7b-hf", "Mistral-7B-v0.1", False), (None, "anything", True),
+])
+def test_same_model_compares_the_last_part_of_the_names(a, b, same):
+    assert same_model(a, b) is same
+
+
+def test_a_profile_of_another_model_is_refused_unless_allowed():
+    profile = OutlierProfile([0.1] * 4, model_name="Llama-2-7b-hf")
+    with pytest.raises(UsageError, match="--allow_other_profile true"):
+        check_profile_model(profile, "p.json", "tiny-llama", allow_other=False)
+    check_profile_model(profile, "p.json", "tiny-llama", allow_other=True)
+    check_profile_model(OutlierProfile([0.1] * 4, model_name=None), "p.json", "tiny-llama", allow_other=False)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("learning_rate", -1e-4), ("seed", 2**32), ("data_seed", -1), ("per_device_train_batch_size", 0),
+    ("gradient_accumulation_steps", 0), ("warmup_ratio", 1.5), ("adam_beta2", 1.0), ("max_steps", 0),
+    ("max_steps", -2), ("save_steps", 0), ("logging_steps", 0), ("lr_scheduler_kwargs", 5),
+    ("lr_scheduler_kwargs", "[1, 2]"), ("num_train_epochs", 0),
+])
+def test_out_of_range_training_values_name_the_field(field, value):
+    with pytest.raises(UsageError, match=f"^{field}="):
+        check_training_fields({field: value})
+
+
+def test_values_in_range_pass():
+    check_training_fields({"learning_rate": 0.0, "seed": 2**32 - 1, "max_steps": -1, "warmup_ratio": 1.0,
+                           "lr_scheduler_kwargs": '{"num_cycles": 2}', "save_steps": 0.5})
