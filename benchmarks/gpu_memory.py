@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Peak memory and tokens/s per method on a Llama-2-7B-shaped model with random weights (GPU, or tiny on CPU).
 
-Each method (full AdamW, LoRA r16, GaLore on every layer, LISA, OWS) runs in its own fresh process
-(``bench/gpu_child.py``) that builds the model from its config directly on the device (bf16, random
+Each registered method (full AdamW, LoRA r16, GaLore on every layer, LISA, OWS full-rank, OWS) runs in
+its own fresh process (``bench/gpu_child.py``) that builds the model from its config directly on the device (bf16, random
 weights, nothing downloaded), sets the method up with ``ows.methods.build_method`` and trains a few
 steps on random token ids with gradient checkpointing: the paper's settings (γ=5, r=128, sequence
 512). Figures: peak CUDA memory allocated and reserved (on CPU: the process's peak RSS), peak

@@ -3,7 +3,8 @@ import sys
 
 CORE = ["ows", "ows.config", "ows.methods", "ows.layers", "ows.outliers", "ows.sampling", "ows.controller",
         "ows.distributed", "ows.losses", "ows.optim", "ows.optim.galore_adamw", "ows.optim.projector",
-        "ows.optim.sharded", "ows.optim.param_groups", "ows.memory.measure", "ows.memory.estimate",
+        "ows.optim.sharded", "ows.optim.param_groups", "ows.optim.fused", "ows.optim.lowbit", "ows.memory.measure",
+        "ows.memory.estimate",
         "ows.memory.shape", "ows.jsonio"]
 # Modules that import no torch at all (the memory estimator, the registry, the option fields of every command).
 TORCH_FREE = ["ows.config", "ows.methods", "ows.memory", "ows.memory.estimate", "ows.memory.shape", "ows.jsonio",

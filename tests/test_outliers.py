@@ -1,7 +1,7 @@
 import torch
 import pytest
 
-from ows import OutlierProfile, find_decoder_layers, layer_outlier_ratio, profile_outliers, sampling_probabilities
+from ows import OWSConfig, OutlierProfile, find_decoder_layers, layer_outlier_ratio, profile_outliers, sampling_probabilities
 from ows.layers import linear_modules, weight_in_out
 from conftest import tiny_model
 
@@ -96,7 +96,7 @@ def test_json_round_trip_and_errors(tmp_path):
     assert loaded == profile and loaded.model_name == "tiny" and loaded.layers_path == "model.layers"
     assert sum(sampling_probabilities(loaded.ratios, "owl")) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="has 3 layers but the model has 5"):
-        loaded.check_matches(5)
+        OWSConfig(num_active_layers=2).check_for(5, loaded.ratios)
     with pytest.raises(FileNotFoundError, match="ows analyze"):
         OutlierProfile.from_json(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text('{"ratio": [1]}')

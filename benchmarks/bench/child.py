@@ -43,17 +43,11 @@ def forgetting_perplexity(model: Any, tokenizer: Any, samples: int, seq_len: int
     return math.exp(total / count)
 
 
-def _unwrap(optimizer: Any) -> Any:
-    """The torch optimizer inside accelerate's wrapper."""
-    while optimizer is not None and getattr(optimizer, "optimizer", None) not in (None, optimizer):
-        optimizer = optimizer.optimizer
-    return optimizer
-
-
 def _bench_callback() -> Any:
     """A Trainer callback recording per-step wall time and tracked tensor memory."""
     from transformers import TrainerCallback
 
+    from ows.integrations.hf import unwrap_optimizer
     from ows.memory.measure import gradient_bytes, optimizer_state_bytes, tensor_bytes
 
     class BenchCallback(TrainerCallback):
@@ -68,7 +62,7 @@ def _bench_callback() -> Any:
 
         def _sample(self, kwargs: dict) -> None:
             model = kwargs.get("model")
-            optimizer = _unwrap(kwargs.get("optimizer"))
+            optimizer = unwrap_optimizer(kwargs.get("optimizer"))
             if model is None:
                 return
             params = tensor_bytes(model.parameters())

@@ -14,6 +14,7 @@ SAMPLING_STRATEGIES = ("owl", "uniform", "owl_reverse", "increase", "decrease", 
 PROFILE_STRATEGIES = ("owl", "owl_reverse")  # the strategies that need an outlier profile
 PROJ_TYPES = ("std", "reverse_std", "left", "right")
 SVD_METHODS = ("exact", "randomized")
+OUTSIDE_OPTIMIZERS = ("adamw", "adamw8bit", "galore")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 DTYPES = tuple(DTYPE_BYTES)
 
@@ -92,6 +93,21 @@ class OWSConfig:
     train_final_norm: bool = _help(
         "Keep every other parameter outside the decoder layers (e.g. the final norm) trainable.", True
     )
+    outside_optimizer: str = _help(
+        "Optimizer state of the trained 2-D weights outside the decoder layers (embeddings, head): adamw (full "
+        "AdamW moments), adamw8bit (8-bit blockwise moments from bitsandbytes, about 1/4 of the bytes) or galore "
+        "(low-rank projected moments, rank r).", "adamw"
+    )
+    fused_step: bool = _help(
+        "Update each decoder-layer parameter inside the backward pass as soon as its gradient is complete, and "
+        "free that gradient at once, so that about one weight's gradient exists at a time. Gradient clipping then "
+        "scales step t's updates by the previous step's global norm (docs/MEMORY.md).", False
+    )
+    master_weights: bool = _help(
+        "With bfloat16/float16 weights: keep fp32 master weights and fp32 moments for the decoder layers while "
+        "they train (4 more bytes per trained weight); the master is rounded into the weights after every update "
+        "and freed when the layer leaves. False: pure low-precision updates.", False
+    )
     layers_attr: str | None = _help(
         "Dotted path to the nn.ModuleList of decoder layers (e.g. 'model.layers'); None = found automatically.",
         None,
@@ -114,8 +130,9 @@ class OWSConfig:
         _check_float(self, "galore_scale", minimum=0.0, strict=True)
         _check_choice(self, "proj_type", PROJ_TYPES)
         _check_choice(self, "svd_method", SVD_METHODS)
-        for name in ("train_embeddings", "train_lm_head", "train_final_norm"):
+        for name in ("train_embeddings", "train_lm_head", "train_final_norm", "fused_step", "master_weights"):
             _check_bool(self, name)
+        _check_choice(self, "outside_optimizer", OUTSIDE_OPTIMIZERS)
         _check_int(self, "seed", minimum=0)
         if self.layers_attr is not None and (not isinstance(self.layers_attr, str) or not self.layers_attr):
             raise ValueError(

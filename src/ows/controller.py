@@ -20,6 +20,7 @@ from .config import OWSConfig
 from .distributed import check_same_active, is_main_process
 from .layers import DecoderLayers, locate_decoder_layers, set_trainable
 from .memory.measure import tensor_bytes
+from .optim.fused import enable_fused_step
 from .optim.galore_adamw import GaLoreAdamW
 from .optim.param_groups import build_param_groups
 from .sampling import LayerSampler, sampling_probabilities
@@ -166,14 +167,19 @@ def create_ows(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     on_resample: Callable[[int, tuple[int, ...]], None] | None = None,
+    max_grad_norm: float = 0.0,
 ) -> tuple[GaLoreAdamW, OWSController]:
     """Build the optimizer and controller for ``model`` from ``config`` (and an outlier ``profile``).
 
     All validation (layer count, gamma, profile match) happens here, before any training. The decoder
-    layers are located once and handed to the param groups and the controller.
+    layers are located once and handed to the param groups and the controller. With
+    ``config.fused_step``, ``max_grad_norm`` is the fused step's clipping norm (0: no clipping; the
+    Hugging Face integration takes it from ``TrainingArguments``).
     """
     found = locate_decoder_layers(model, config.layers_attr)
     sampler = build_sampler(config, len(found.modules), profile)
     optimizer = GaLoreAdamW(build_param_groups(model, config, weight_decay, layers=found), lr=lr, betas=betas, eps=eps)
+    if config.fused_step:
+        enable_fused_step(optimizer, model, found.modules, max_grad_norm)
     controller = OWSController(model, optimizer, sampler, on_resample=on_resample, layers=found)
     return optimizer, controller

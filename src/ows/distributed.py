@@ -117,7 +117,7 @@ class LayerGradSync:
     result is the same average, with one all-reduce per sampled parameter and micro-batch.
     """
 
-    def __init__(self, model: nn.Module, layers: nn.ModuleList) -> None:
+    def __init__(self, model: nn.Module, layers: nn.ModuleList, fused: Any = None) -> None:
         from torch.nn.parallel import DistributedDataParallel
 
         d = torch.distributed
@@ -136,8 +136,12 @@ class LayerGradSync:
                 p.data.copy_(buffer)
         self._queued = False
         self.reductions = 0
-        self._handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in self.params]
-        self._handles.append(model.register_forward_pre_hook(self._rearm))
+        if fused is not None:  # the fused step averages each layer gradient in its own hook, then updates
+            fused.reduce = self.reduce_now
+            self._handles: list[Any] = []
+        else:
+            self._handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in self.params]
+            self._handles.append(model.register_forward_pre_hook(self._rearm))
         logger.info("DDP: %d decoder-layer parameters synchronised by OWS hooks", len(self.params))
 
     def _rearm(self, module: nn.Module, args: Any) -> None:
@@ -162,6 +166,17 @@ class LayerGradSync:
         self.reductions += len(pending)
         self._queued = False
 
+    def reduce_now(self, grad: torch.Tensor) -> None:
+        """Average one gradient across ranks in place (the fused step's per-parameter reduction).
+
+        Every rank must reach it for the same parameters in the same order, which holds when every
+        sampled parameter receives a gradient on every rank (dense models; not for experts that no
+        token reached on some rank: use fused_step false there).
+        """
+        torch.distributed.all_reduce(grad, group=self.group)
+        grad.div_(self.world)
+        self.reductions += 1
+
     def remove(self) -> None:
         """Remove the hooks (the DDP ignore list stays on the model)."""
         for handle in self._handles:
@@ -180,8 +195,10 @@ def is_sharded(model: nn.Module) -> bool:
     return any(is_dtensor(p) for p in model.parameters())
 
 
-def setup_ddp(model: nn.Module, layers: nn.ModuleList) -> LayerGradSync | None:
+def setup_ddp(model: nn.Module, layers: nn.ModuleList, fused: Any = None) -> LayerGradSync | None:
     """Prepare ``model`` for DDP with OWS when several processes run; idempotent; None otherwise.
+
+    ``fused`` (the optimizer's ``FusedStep``): the layer gradients are averaged inside its hooks.
 
     Raises ``ValueError`` when nothing outside the decoder layers trains: DDP refuses to wrap a
     model whose every trainable parameter it was told to ignore.
@@ -197,7 +214,7 @@ def setup_ddp(model: nn.Module, layers: nn.ModuleList) -> LayerGradSync | None:
             "decoder layers itself and DDP needs at least one other trainable parameter: set train_final_norm=true "
             "(a few KB) or use FSDP2"
         )
-    sync = LayerGradSync(model, layers)
+    sync = LayerGradSync(model, layers, fused)
     model._ows_layer_sync = sync  # type: ignore[assignment]
     return sync
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -9,8 +10,16 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 
+@functools.lru_cache(maxsize=None)
 def _umask() -> int:
-    current = os.umask(0)
+    """The process umask, read from /proc where it can be (setting it, the only other way, races other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    current = os.umask(0o022)
     os.umask(current)
     return current
 

@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .config import OWSConfig
+from .config import PROFILE_STRATEGIES, OWSConfig
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class Method:
     outside: str = "config"
     optimizer: str = "ows.GaLoreAdamW"
     requires: tuple[tuple[str, str], ...] = ()
+    fused: bool = True  # the optimizer can run the fused step (ows.GaLoreAdamW can)
 
     @property
     def samples_layers(self) -> bool:
@@ -78,7 +79,7 @@ class Method:
 
     def needs_profile(self, config: OWSConfig) -> bool:
         """Whether the method's sampling needs an outlier profile."""
-        return self.samples_layers and self.config_for(config).sampling_strategy in ("owl", "owl_reverse")
+        return self.samples_layers and self.config_for(config).sampling_strategy in PROFILE_STRATEGIES
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -116,6 +117,18 @@ def check_requirements(method: Method) -> None:
             raise FileNotFoundError(f"method={method.name!r} needs the package {package}: pip install 'ows[{extra}]'")
 
 
+def check_options(method: Method, config: OWSConfig) -> None:
+    """Raise ``ValueError`` for OWS options the method cannot serve (checked before any model loads)."""
+    if config.fused_step and not method.fused:
+        raise ValueError(f"fused_step=true cannot serve method={method.name!r} (its optimizer, {method.optimizer}, steps "
+                         "after backward): set fused_step false or use another method")
+    if config.outside_optimizer == "adamw8bit":
+        from .optim.lowbit import INSTALL, available
+
+        if not available():
+            raise FileNotFoundError(f"outside_optimizer='adamw8bit' needs bitsandbytes: {INSTALL}")
+
+
 def build_method(name: str, model: Any, config: OWSConfig, profile: Any | None = None, *,
                  lora: dict[str, Any] | None = None, **optimizer_kwargs: Any) -> MethodSetup:
     """Set ``model`` up for method ``name``; for ``lora`` the returned model is the peft wrapper.
@@ -125,6 +138,8 @@ def build_method(name: str, model: Any, config: OWSConfig, profile: Any | None =
     """
     method = get_method(name)
     check_requirements(method)
+    check_options(method, config)
+    optimizer_kwargs.setdefault("lr", 3e-4)
     options = {"optimizer": optimizer_kwargs, "lora": lora or {}}
     setup = method.builder(model, method.config_for(config), profile, options)
     setup.name = name
@@ -141,27 +156,35 @@ def _build_sampled(model: Any, config: OWSConfig, profile: Any, options: dict[st
 
 def _build_all_layers(model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
     from .layers import locate_decoder_layers, set_trainable
-    from .optim import GaLoreAdamW, build_param_groups
+    from .optim import GaLoreAdamW, build_param_groups, enable_fused_step
 
     opt = dict(options["optimizer"])
+    max_grad_norm = opt.pop("max_grad_norm", 0.0)
     layers = locate_decoder_layers(model, config.layers_attr)
     groups = build_param_groups(model, config, opt.pop("weight_decay", 0.0), layers=layers)
     set_trainable(layers.modules, True)
-    return MethodSetup("", model, GaLoreAdamW(groups, **opt), config)
+    optimizer = GaLoreAdamW(groups, **opt)
+    if config.fused_step:
+        enable_fused_step(optimizer, model, layers.modules, max_grad_norm)
+    return MethodSetup("", model, optimizer, config)
 
 
 def _build_full(model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
-    from .optim import GaLoreAdamW
+    from .layers import locate_decoder_layers
+    from .optim import GaLoreAdamW, enable_fused_step
 
     opt = dict(options["optimizer"])
-    weight_decay = opt.pop("weight_decay", 0.0)
+    weight_decay, max_grad_norm = opt.pop("weight_decay", 0.0), opt.pop("max_grad_norm", 0.0)
     for p in model.parameters():
         p.requires_grad_(True)
     groups = [
         {"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return MethodSetup("", model, GaLoreAdamW([g for g in groups if g["params"]], **opt), None)
+    optimizer = GaLoreAdamW([g for g in groups if g["params"]], **opt)
+    if config.fused_step:
+        enable_fused_step(optimizer, model, locate_decoder_layers(model, config.layers_attr).modules, max_grad_norm)
+    return MethodSetup("", model, optimizer, None)
 
 
 def _build_lora(model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
@@ -183,7 +206,7 @@ register_method(Method("full", "AdamW on every parameter", "full FT (AdamW)", la
                        builder=_build_full, outside="all"))
 register_method(Method("lora", "peft LoRA (r=lora_r) on every linear layer; the Trainer's AdamW", "LoRA",
                        layers="adapters", galore=False, builder=_build_lora, outside="none",
-                       optimizer="torch.optim.AdamW (Trainer)", requires=(("peft", "lora"),)))
+                       optimizer="torch.optim.AdamW (Trainer)", requires=(("peft", "lora"),), fused=False))
 register_method(Method("galore", "every decoder layer with GaLore, no sampling", "GaLore (all layers)",
                        layers="all", galore=True, builder=_build_all_layers))
 register_method(Method("lisa", "uniform layer sampling, plain AdamW (LISA)", "LISA (uniform, plain AdamW)",

@@ -111,16 +111,6 @@ class OutlierProfile:
     def num_layers(self) -> int:
         return len(self.ratios)
 
-    def check_matches(self, num_layers: int, model_name: str | None = None) -> None:
-        """Raise ``ValueError`` if this profile was made for a model with a different layer count."""
-        if self.num_layers != num_layers:
-            raise ValueError(
-                f"outlier profile of {self.model_name or 'a model'} has {self.num_layers} layers but the model has "
-                f"{num_layers}: profile this model with ows.profile_outliers (or `ows analyze`)"
-            )
-        if model_name and self.model_name and model_name != self.model_name:
-            logger.warning("outlier profile was made for %s, used with %s", self.model_name, model_name)
-
     def to_json(self, path: str | Path | None = None) -> str:
         """Serialise to JSON (also written atomically to ``path`` when given)."""
         return write_json(asdict(self), path)

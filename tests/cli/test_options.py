@@ -81,3 +81,54 @@ def test_duplicate_keys_and_flag_prefixes_are_refused(tiny_model_dir, tmp_path):
     assert code == 2 and "key 'rank' appears twice (lines 2 and 3)" in err
     code, _, err = _run("memory", str(tiny_model_dir), "--num_active", "3")
     assert code == 2 and "unrecognized arguments: --num_active 3" in err
+
+
+def test_the_training_argument_names_kept_for_torch_free_commands_are_transformers_own():
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    from ows.cli.arguments import TRAINING_ARGUMENT_FIELDS
+
+    assert TRAINING_ARGUMENT_FIELDS == {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def test_memory_with_a_train_config_loads_no_torch(tmp_path):
+    import subprocess
+    import sys
+
+    config = tmp_path / "run.yaml"
+    config.write_text("model: llama-2-7b\nlearning_rate: 3e-4\nmax_steps: 10\nper_device_train_batch_size: 2\n")
+    code = (f"import sys\nfrom ows.cli import main\nassert main(['memory', {str(config)!r}, '--json']) == 0\n"
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_switches_stand_alone_before_a_positional_and_lists_take_one_word_each(tiny_model_dir, tmp_path):
+    code, out, err = _run("memory", "--json", "--gradient-checkpointing", str(tiny_model_dir), "--num_active_layers", "2")
+    assert code == 0, err
+    assert json.loads(out)["estimates"][0]["settings"]["gradient_checkpointing"]
+    from ows.cli.eval import parse
+
+    command = parse(["--task-file", "a.yaml", str(tiny_model_dir), "--task-file", "b.yaml", "--json"])
+    assert command.model == str(tiny_model_dir) and command.options.task_file == ["a.yaml", "b.yaml"]
+    command = parse(["--compare", "a.json", "b.json"])
+    assert command.options.compare == ["a.json", "b.json"] and command.model is None
+
+
+def test_none_for_a_list_field_and_mappings_and_merge_keys_in_yaml(tmp_path):
+    from ows.cli.train import parse
+
+    config = tmp_path / "c.yaml"
+    config.write_text("base: &b {max_steps: 10}\nlr_scheduler_kwargs: {num_cycles: 2}\n"
+                      "model: m\ndataset: d.jsonl\noutput_dir: o\n")
+    with pytest.raises(Exception, match="unknown field 'base'"):
+        parse([str(config)])
+    config.write_text("model: m\ndataset: d.jsonl\noutput_dir: o\nlr_scheduler_kwargs: {num_cycles: 2}\n")
+    script, config_, training = parse([str(config), "--target_modules", "none"])
+    assert training["lr_scheduler_kwargs"] == {"num_cycles": 2} and config_.target_modules is None
+    merged = tmp_path / "m.yaml"
+    merged.write_text("model: m\ndataset: d.jsonl\noutput_dir: o\n<<: {rank: 8, max_steps: 10}\n")
+    _, config_, training = parse([str(merged)])
+    assert config_.rank == 8 and training["max_steps"] == 10

@@ -205,7 +205,7 @@ def _reliability_two_cases(model: Path, tmp: Path, base: list[str], train: Calla
         Case("checkpoint", "checkpoint holding a pickled object", train("--resume_from_checkpoint", str(hostile)), "optimizer.pt holds objects other than tensors: it is not a tensor-only checkpoint file and is refused"),
         Case("data", "chat role 'human'", train("--dataset", human, drop=data), "has role 'human'"),
         Case("data", "chat content given as a list of parts", train("--dataset", parts, drop=data), "has list content"),
-        Case("data", "chat rows without an assistant turn", train("--dataset", no_reply, drop=data), "has no assistant turn"),
+        Case("data", "chat rows without an assistant turn", train("--dataset", no_reply, drop=data), "no row has an assistant turn"),
     ]
 
 

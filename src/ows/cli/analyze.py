@@ -53,10 +53,14 @@ def parse(argv: list[str]) -> tuple[ScriptArguments, OWSConfig, AnalyzeArguments
     parsed = parse_command(parser, fields, argv, aliases=ALIASES)
     if isinstance(parsed, int):
         return parsed
-    strategy = parsed.values(OWSConfig).get("sampling_strategy", "owl")
+    ows_values = parsed.values(OWSConfig)
+    strategy = ows_values.get("sampling_strategy", "owl")
     if strategy not in SHOWN_STRATEGIES:
-        raise UsageError(f"{parsed.spelling('sampling_strategy')} {strategy!r} is invalid: use one of "
-                         f"{', '.join(SHOWN_STRATEGIES)}")
+        if ":" not in parsed.spelling("sampling_strategy"):  # a flag asked for it
+            raise UsageError(f"{parsed.spelling('sampling_strategy')} {strategy!r} is invalid: use one of "
+                             f"{', '.join(SHOWN_STRATEGIES)}")
+        logger.info("sampling_strategy %r of the config file has no profile probabilities: showing owl's", strategy)
+        ows_values.update(sampling_strategy="owl", sampling_weights=None)
     script = instantiate(ScriptArguments, parsed.values(ScriptArguments), parsed)
     try:
         script.validate()
@@ -64,7 +68,7 @@ def parse(argv: list[str]) -> tuple[ScriptArguments, OWSConfig, AnalyzeArguments
         raise UsageError(in_user_terms(str(err), parsed)) from None
     if script.model is None:
         raise UsageError("model is not set: give MODEL, --model or `model:` in the config file")
-    config = instantiate(OWSConfig, parsed.values(OWSConfig), parsed)
+    config = instantiate(OWSConfig, ows_values, parsed)
     options = instantiate(AnalyzeArguments, parsed.values(AnalyzeArguments), parsed)
     if options.profile_dir is not None:
         out = Path(options.profile_dir).expanduser()

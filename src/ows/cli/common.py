@@ -27,14 +27,6 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def parse_or_exit_code(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
-    """Parsed arguments, or the exit code when argparse stopped by itself (``--help``: 0)."""
-    try:
-        return parser.parse_args(argv)
-    except SystemExit as stop:
-        return int(stop.code or 0)
-
-
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time of the call (it may be replaced, e.g. in tests)."""
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
+import logging
 import re
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .common import ArgumentParser, UsageError
-from .types import article, check_value, convert, simple, type_name
+from .types import FALSE, TRUE, article, check_value, convert, simple, type_name
+
+logger = logging.getLogger("ows.cli")
 
 YAML_SUFFIXES = (".yaml", ".yml")
 # An alias: old flag -> (field, constant). A constant alias takes no value (``--gradient-checkpointing``).
@@ -58,15 +60,13 @@ class FieldSet:
             if constant is None:
                 by_field.setdefault(name, []).append(flag)
         sections = {cls: parser.add_argument_group(title) for cls, title in self.titles.items()}
-        for name, (cls, _, tp) in self.fields.items():
-            base, _, is_list = simple(tp)
+        for name, (cls, f, tp) in self.fields.items():
+            _, _, is_list = simple(tp)
             flags = [f"--{name}", *by_field.get(name, [])]
             kwargs: dict[str, Any] = dict(dest=name, metavar="VALUE", default=argparse.SUPPRESS,
                                           help=self.help_text(name).replace("%", "%%"))
-            if is_list:
-                kwargs.update(nargs="+", action="extend")
-            elif base is bool:
-                kwargs.update(nargs="?", const="true")
+            if is_list:  # repeatable, comma-separated; a field may take several words (--compare a.json b.json)
+                kwargs.update(action="extend", nargs=f.metadata.get("nargs", 1))
             sections[cls].add_argument(*flags, **kwargs)
         for flag, (name, constant) in aliases.items():
             if constant is not None and name in self.fields:
@@ -84,6 +84,11 @@ class FieldSet:
                 other.append(key)
         return out, other
 
+    def bool_flags(self, aliases: Aliases) -> set[str]:
+        """The flags of boolean fields (their aliases included), which may stand alone for true."""
+        names = {n for n, (_, _, tp) in self.fields.items() if simple(tp)[0] is bool and not simple(tp)[2]}
+        return {f"--{n}" for n in names} | {flag for flag, (n, c) in aliases.items() if n in names and c is None}
+
     def from_flags(self, namespace: argparse.Namespace, spelled: dict[str, str]) -> dict[str, Any]:
         """Values given as flags; ``spelled`` gets the flag each field was given with."""
         values = {}
@@ -94,7 +99,8 @@ class FieldSet:
             elif key in self.fields:
                 flag = spelled.get(key, f"--{key}")
                 if isinstance(value, list):
-                    values[key] = [item for part in value for item in convert(part, self.fields[key][2], flag)]
+                    parts = [convert(part, self.fields[key][2], flag) for part in value]
+                    values[key] = None if parts == [None] else [item for part in parts if part for item in part]
                 else:
                     values[key] = convert(value, self.fields[key][2], flag)
         return values
@@ -121,6 +127,8 @@ class _UniqueKeyLoader:
         def construct_mapping(loader: Any, node: Any, deep: bool = False) -> dict:
             seen: dict[Any, int] = {}
             for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`, merged by SafeLoader itself
+                    continue
                 key = loader.construct_object(key_node, deep=deep)
                 if key in seen:
                     raise UsageError(f"key {key!r} appears twice (lines {seen[key]} and {key_node.start_mark.line + 1}): "
@@ -152,13 +160,16 @@ def read_yaml(path: str) -> dict[str, Any]:
 
 
 def known_field(name: str) -> bool:
-    """Whether ``name`` is a field of any ows command (``TrainingArguments`` is looked up only if needed)."""
+    """Whether ``name`` is a field of any ows command. ``TrainingArguments``' fields come from a list kept
+    here (so ``ows memory CONFIG.yaml`` loads no torch); only a name not in it is looked up in transformers."""
     from ..config import OWSConfig
-    from .arguments import AnalyzeArguments, EvalArguments, MemoryArguments, ScriptArguments
+    from .arguments import TRAINING_ARGUMENT_FIELDS, AnalyzeArguments, EvalArguments, MemoryArguments, ScriptArguments
 
     for cls in (ScriptArguments, OWSConfig, AnalyzeArguments, MemoryArguments, EvalArguments):
         if name in {f.name for f in dataclasses.fields(cls)}:
             return True
+    if name in TRAINING_ARGUMENT_FIELDS:
+        return True
     from transformers import TrainingArguments
 
     return name in {f.name for f in dataclasses.fields(TrainingArguments)}
@@ -205,8 +216,9 @@ def parse_command(parser: ArgumentParser, fields: FieldSet, argv: list[str], *, 
                         help="a YAML file of fields (any ows command's; the ones this command does not take are "
                              "ignored)" + ("; MODEL is the same as --model" if takes_model else ""))
     fields.add_to(parser, aliases)
+    argv = _explicit_booleans(argv, fields.bool_flags(aliases))
     try:
-        namespace = parser.parse_args(argv)
+        namespace = parser.parse_intermixed_args(argv)
     except SystemExit as stop:  # --help
         return int(stop.code or 0)
     config_file, model = _positionals(namespace.positional, takes_model)
@@ -220,6 +232,9 @@ def parse_command(parser: ArgumentParser, fields: FieldSet, argv: list[str], *, 
         if unknown is not None:
             raise UsageError(f"config file {config_file!r}: unknown field {unknown!r}: see `ows train --help` for the "
                              "fields")
+        if other:
+            logger.info("config file %s: fields of other ows commands, not used by %s: %s", config_file, parser.prog,
+                        ", ".join(other))
     flags = fields.from_flags(namespace, spelled)
     if model is not None:
         flags.setdefault("model", model)
@@ -229,7 +244,24 @@ def parse_command(parser: ArgumentParser, fields: FieldSet, argv: list[str], *, 
     return Parsed(fields.split(values), config_file, spelled)
 
 
+def _explicit_booleans(argv: list[str], flags: set[str]) -> list[str]:
+    """``argv`` with ``true`` after every boolean flag that stands alone (not followed by a boolean word), so that
+    ``--json MODEL`` keeps MODEL as the positional it is."""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        following = argv[i + 1].strip().lower() if i + 1 < len(argv) else None
+        if arg in flags and following not in TRUE | FALSE:
+            out.append("true")
+    return out
+
+
 def _positionals(items: list[str], takes_model: bool) -> tuple[str | None, str | None]:
+    if not takes_model:  # the command's one positional is its config file, whatever its name
+        if len(items) > 1:
+            raise UsageError(f"too many positional arguments {items!r}: give one config file; other settings as "
+                             "--field value")
+        return (items[0] if items else None), None
     config = [p for p in items if p.lower().endswith(YAML_SUFFIXES)]
     rest = [p for p in items if p not in config]
     if len(config) > 1 or len(rest) > (1 if takes_model else 0):
@@ -265,10 +297,5 @@ def instantiate(cls: type, values: dict[str, Any], parsed: Parsed | None = None,
         raise UsageError(first if first.startswith(cls.__name__) else f"{cls.__name__}: {first}") from None
 
 
-def finite_number(value: Any) -> bool:
-    """Whether ``value`` is an int or float (not a bool) that is finite."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-__all__ = ["Aliases", "FieldSet", "Parsed", "UsageError", "article", "finite_number", "in_user_terms", "instantiate",
-           "parse_command", "read_yaml"]
+__all__ = ["Aliases", "FieldSet", "Parsed", "UsageError", "article", "in_user_terms", "instantiate", "parse_command",
+           "read_yaml"]

@@ -16,7 +16,7 @@ from ..config import OWSConfig
 from ..jsonio import write_json
 from .common import ArgumentParser, UsageError
 from .options import FieldSet, instantiate, parse_command
-from .train_checks import check_training_fields
+from .train_checks import check_method_options, check_training_fields
 from .arguments import DEMO, ScriptArguments
 
 logger = logging.getLogger("ows.cli.train")
@@ -54,7 +54,7 @@ def parse(argv: list[str]) -> tuple[ScriptArguments, OWSConfig, dict[str, Any]]:
                             "can also be a key of the YAML file; flags override it. With no config file, no "
                             "--model and no --dataset: the demo.", epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parsed = parse_command(parser, _fields(), argv, defaults_without_file=_demo_unless_chosen)
+    parsed = parse_command(parser, _fields(), argv, takes_model=False, defaults_without_file=_demo_unless_chosen)
     if isinstance(parsed, int):
         raise SystemExit(parsed)
     from transformers import TrainingArguments
@@ -78,6 +78,7 @@ def parse(argv: list[str]) -> tuple[ScriptArguments, OWSConfig, dict[str, Any]]:
     except ValueError as err:
         raise UsageError(str(err)) from None
     check_training_fields(training)
+    check_method_options(script, config, training)
     return script, config, training
 
 
@@ -85,6 +86,7 @@ def run(argv: list[str]) -> int:
     """Entry point of ``ows train``: 0 done, 2 bad input, 1 failure, 130 stopped by a signal (resumable)."""
     from .. import distributed
     from ..integrations.checkpoint import check_compatible, check_tensor_files, finished_step, resolve_resume
+    from ..integrations.hf import fsdp_requested
     from ..loading import load_model, load_tokenizer, model_identity, resolve_model_path
     from . import train_checks as checks
     from . import train_steps as steps
@@ -144,7 +146,7 @@ def run(argv: list[str]) -> int:
         before = steps.heldout_before(model, tokenizer, datasets, script, out, reuse=bool(resume))
         setup, trainer, guards = steps.make_trainer(model, tokenizer, script, config, profile, args, datasets, signature)
         started = time.perf_counter()
-        if resume and finished_step(resume, args.max_steps) is not None:
+        if resume and finished_step(resume, args.max_steps) is not None and not fsdp_requested(args):
             steps.restore_finished(trainer, resume)
         else:
             trainer.train(resume_from_checkpoint=resume)

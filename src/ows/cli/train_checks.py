@@ -56,6 +56,27 @@ def check_training_fields(training: dict[str, Any]) -> None:
                              "arguments, e.g. {\"num_cycles\": 2}, or leave it out")
 
 
+def check_method_options(script: ScriptArguments, config: OWSConfig, training: dict[str, Any]) -> None:
+    """Refuse OWS options that the method or the launch cannot serve (before any model loads)."""
+    import os
+
+    from ..methods import check_options, check_requirements
+
+    try:
+        check_requirements(get_method(script.method))
+        check_options(get_method(script.method), config)
+    except (ValueError, FileNotFoundError) as err:
+        raise UsageError(str(err)) from None
+    if config.fused_step:
+        fsdp = training.get("fsdp") or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("true", "1")
+        if fsdp:
+            raise UsageError("fused_step=true is not supported with FSDP (sharded parameters): set fused_step false, "
+                             "or train with DDP or in one process")
+        if training.get("deepspeed") or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("true", "1"):
+            raise UsageError("fused_step=true is not supported with DeepSpeed (it runs its own optimizer step): set "
+                             "fused_step false")
+
+
 def _json_object(text: str) -> Any:
     try:
         return json.loads(text)

@@ -33,8 +33,10 @@ class Datasets:
 
 
 def load_profile(script: ScriptArguments, out: Path) -> tuple[OutlierProfile | None, str | None]:
-    """The given profile, else the one a previous attempt of this run stored in ``out`` (None: compute), and its path."""
-    source = script.profile or (str(out / "profile.json") if (out / "profile.json").is_file() else None)
+    """The given profile, else the one a previous attempt of this run stored in ``out`` (None: compute), and its
+    path. A folder being overwritten holds another run: its profile is not reused."""
+    stored = out / "profile.json"
+    source = script.profile or (str(stored) if stored.is_file() and not script.overwrite_output_dir else None)
     return (OutlierProfile.from_json(source), source) if source is not None else (None, None)
 
 
@@ -139,7 +141,7 @@ def make_trainer(model: Any, tokenizer: Any, script: ScriptArguments, config: OW
     from transformers import PrinterCallback, Trainer
 
     from ..data.encode import PadCollator
-    from ..integrations.hf import fsdp_requested
+    from ..integrations.hf import attach_trainer, fsdp_requested
     from ..integrations.progress import ProgressCallback
     from ..integrations.reliability import CheckpointMarker, GracefulStop, NonFiniteGuard
     from ..integrations.chunked_loss import enable_chunked_loss
@@ -149,6 +151,7 @@ def make_trainer(model: Any, tokenizer: Any, script: ScriptArguments, config: OW
         enable_chunked_loss(model, script.loss_chunk_size)
     setup = build_method(script.method, model, config, profile, lr=args.learning_rate, weight_decay=args.weight_decay,
                          betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+                         max_grad_norm=args.max_grad_norm or 0.0,
                          lora={"r": script.lora_r, "alpha": script.lora_alpha, "dropout": script.lora_dropout})
     fsdp = fsdp_requested(args)  # the Trainer refuses optimizers= under FSDP; accelerate shards ours when set after
     trainer = Trainer(model=setup.model, args=args, train_dataset=datasets.train, eval_dataset=datasets.eval or None,
@@ -156,6 +159,7 @@ def make_trainer(model: Any, tokenizer: Any, script: ScriptArguments, config: OW
                       callbacks=[*setup.callbacks, ProgressCallback(setup.controller)])
     if fsdp:
         trainer.optimizer = setup.optimizer
+    attach_trainer(trainer)  # a no-op unless fused_step
     trainer.remove_callback(PrinterCallback)
     guards = (GracefulStop(), NonFiniteGuard(script.nan_policy, script.max_bad_steps))
     for callback in (CheckpointMarker(run), *guards):
@@ -171,8 +175,10 @@ def restore_finished(trainer: Any, checkpoint: str) -> None:
     """
     from transformers import TrainerState
 
-    trainer._load_from_checkpoint(checkpoint)
     trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    best = trainer.state.best_model_checkpoint
+    use_best = trainer.args.load_best_model_at_end and best and Path(best).is_dir()
+    trainer._load_from_checkpoint(best if use_best else checkpoint)
     logger.info("%s is the run's final checkpoint (step %d): nothing left to train", checkpoint,
                 trainer.state.global_step)
 

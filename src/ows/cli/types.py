@@ -76,6 +76,8 @@ def check_value(value: Any, tp: Any, name: str, source: str) -> Any:
     YAML 1.1 reads ``3e-4`` as text, so a float field takes any text that is a finite number.
     """
     base, optional, is_list = simple(tp)
+    if isinstance(value, dict) and takes_mapping(tp):
+        return value
     if value is None:
         if optional or base is object:
             return None
@@ -107,6 +109,11 @@ def check_value(value: Any, tp: Any, name: str, source: str) -> Any:
             raise UsageError(f"{source}: {name}={value!r} is not a finite number: give a real value")
         return float(value)
     return str(value) if base is str else value
+
+
+def takes_mapping(tp: Any) -> bool:
+    """Whether the annotation admits a mapping (``dict | str | None``: kwargs given in YAML as a mapping)."""
+    return any(m is dict or typing.get_origin(m) is dict for m in _args_of(tp))
 
 
 def type_name(tp: Any) -> str:

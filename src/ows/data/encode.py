@@ -107,11 +107,15 @@ def encode_dataset(records: list[dict], fmt: str, tokenizer: Any, max_seq_length
     if max_seq_length < 1:
         raise ValueError(f"max_seq_length={max_seq_length} must be >= 1: raise it")
     fmt = detect_format(records, fmt)
-    if fmt == "messages" and completion_only_loss:
-        row = next((i for i, r in enumerate(records, start=1) if not has_assistant_turn(r)), None)
-        if row is not None:
-            raise ValueError(f"dataset row {row} has no assistant turn, so completion_only_loss leaves it no token to "
-                             "learn: add the assistant's reply, drop the row, or set completion_only_loss false")
+    silent = [i for i, r in enumerate(records, start=1) if fmt == "messages" and completion_only_loss
+              and not has_assistant_turn(r)]
+    if silent:
+        logger.warning("%d of %d rows have no assistant turn (first: row %d) and leave completion_only_loss no token "
+                       "to learn: they are dropped", len(silent), len(records), silent[0])
+        if len(silent) == len(records):
+            raise ValueError(f"no row has an assistant turn (row {silent[0]} and all {len(records)} others), so "
+                             "completion_only_loss leaves no token to learn: add the assistant's replies or set "
+                             "completion_only_loss false")
     stats = EncodeStats()
     limit = sys.maxsize if packing else max_seq_length
     encoded = [e for r in records

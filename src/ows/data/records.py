@@ -20,7 +20,7 @@ _REQUIRED = {"alpaca": ("instruction", "output"), "messages": ("messages",),
              "prompt_completion": ("prompt", "completion"), "text": ("text",)}
 _NEEDS = {"messages": "messages needs messages", "alpaca": "alpaca needs instruction, output; optional input",
           "prompt_completion": "prompt_completion needs prompt, completion", "text": "text needs text"}
-CHAT_ROLES = ("system", "user", "assistant", "tool", "developer")
+CHAT_ROLES = ("system", "developer", "user", "assistant", "tool", "ipython", "function")
 _ALPACA_HEAD = ("Below is an instruction that describes a task{}. "
                 "Write a response that appropriately completes the request.\n\n")
 _ALPACA_WITH_INPUT = ", paired with an input that provides further context"

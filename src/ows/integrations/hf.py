@@ -10,6 +10,7 @@ import logging
 import os
 from typing import Any
 
+import torch
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
@@ -38,7 +39,7 @@ class OWSCallback(TrainerCallback):
     def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         # TrainingArguments start torch.distributed; the Trainer wraps the model in DDP only in train().
         if not fsdp_requested(args):
-            distributed.setup_ddp(self.controller.model, self.controller.layers)
+            distributed.setup_ddp(self.controller.model, self.controller.layers, self.controller.optimizer.fused)
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: nn.Module | None = None, **kwargs: Any
@@ -52,6 +53,7 @@ class OWSCallback(TrainerCallback):
         checkpointing = getattr(args, "activation_checkpointing", False) or getattr(args, "gradient_checkpointing", False)
         if checkpointing and model is not None:
             _ensure_input_grads(model, _reentrant_checkpointing(args))
+        check_attached(self.controller.optimizer, args)
         self.controller.begin_step(state.global_step)
 
     def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
@@ -104,6 +106,48 @@ def full_state_dict(trainer: Any) -> dict[str, Any] | None:
     return trainer.accelerator.get_state_dict(trainer.model)
 
 
+def _sync_gradients() -> bool:
+    """Whether the Trainer's current micro-batch is the last of its optimizer step (accelerate's GradientState)."""
+    from accelerate.state import GradientState
+
+    return bool(GradientState().sync_gradients)
+
+
+def attach_trainer(trainer: Any) -> None:
+    """Let a ``Trainer`` run an optimizer with the fused step (``fused_step=true``); a no-op otherwise.
+
+    Call it once, after the Trainer is built. The Trainer would clip and measure only the gradients it
+    still finds after backward (those outside the decoder layers); attached, it logs the fused step's
+    exact global norm, and clipping is the fused step's (the previous step's norm, see
+    :mod:`ows.optim.fused`). The fused step also learns which micro-batch ends a step.
+    """
+    fused = getattr(unwrap_optimizer(trainer.optimizer), "fused", None)
+    if fused is None:
+        return
+    fused.is_final_micro_batch = _sync_gradients
+    fused.max_grad_norm = float(trainer.args.max_grad_norm or 0.0)
+    norm = lambda *args, **kwargs: torch.tensor(fused.current_grad_norm())  # noqa: E731
+    trainer._clip_grad_norm = norm
+    trainer._get_grad_norm = lambda model, grad_norm=None: grad_norm if grad_norm is not None else norm()
+    fused.attached = True
+
+
+def check_attached(optimizer: Any, args: Any) -> None:
+    """Raise ``RuntimeError`` when an optimizer with the fused step trains in a Trainer not attached to it."""
+    fused = getattr(unwrap_optimizer(optimizer), "fused", None)
+    if fused is not None and not getattr(fused, "attached", False):
+        raise RuntimeError("fused_step=true with a Hugging Face Trainer needs ows.attach_trainer(trainer) after the "
+                           "Trainer is built: without it the Trainer clips and logs only the gradients outside the "
+                           "decoder layers")
+
+
+def unwrap_optimizer(optimizer: Any) -> Any:
+    """The torch optimizer inside accelerate's wrapper."""
+    while optimizer is not None and getattr(optimizer, "optimizer", None) not in (None, optimizer):
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
 def prepare_for_trainer(
     model: nn.Module,
     config: OWSConfig,
@@ -119,6 +163,7 @@ def prepare_for_trainer(
     synchronises them itself (see ``ows.distributed``) when the Trainer is constructed, after it has
     placed the model and before it wraps it. Under FSDP the Trainer refuses ``optimizers=``: construct it
     without, then set ``trainer.optimizer = optimizer`` (accelerate swaps in the sharded parameters).
+    With ``config.fused_step``, call :func:`attach_trainer` on the Trainer once it is built.
     """
     optimizer, controller = create_ows(model, config, profile, **optimizer_kwargs)
     return optimizer, OWSCallback(controller)

@@ -12,6 +12,7 @@ import torch
 from transformers import TrainerCallback
 
 from .checkpoint import mark_complete
+from .hf import unwrap_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,9 @@ class NonFiniteGuard(TrainerCallback):
     """Skips optimizer steps whose gradients hold NaN/inf; stops after ``max_consecutive`` in a row.
 
     ``policy='stop'`` stops at the first one. A stopped run saves no checkpoint, so the last good
-    checkpoint stays the newest. ``failed`` is set when the run was stopped for this reason.
+    checkpoint stays the newest. ``failed`` is set when the run was stopped for this reason. With the
+    fused step, a decoder-layer parameter with a non-finite gradient was already left out inside
+    backward (its name is in ``optimizer.fused.nonfinite``); the rest of the step is skipped here.
     """
 
     def __init__(self, policy: str = "skip", max_consecutive: int = 5) -> None:
@@ -85,6 +88,8 @@ class NonFiniteGuard(TrainerCallback):
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         bad = nonfinite_gradients(model) if model is not None else []
+        fused = getattr(unwrap_optimizer(kwargs.get("optimizer")), "fused", None)
+        bad += list(fused.nonfinite) if fused is not None else []  # skipped inside backward already
         if not bad:
             self.consecutive = 0
             return

@@ -17,6 +17,7 @@ import torch
 from torch.optim import Optimizer
 
 from ..config import PROJ_TYPES, SVD_METHODS
+from .lowbit import adam_step_8bit, uses_8bit
 from .sharded import add_replicated, is_dtensor
 from .projector import compute_projector, project, project_back, projection_side, randomized_projector
 
@@ -63,6 +64,21 @@ def _robust_projector(
         return randomized_projector(grad, rank, side)  # type: ignore[arg-type]
 
 
+def _decay(target: torch.Tensor, group: dict[str, Any]) -> None:
+    """Decoupled weight decay, applied after the Adam step (as galore-torch does): the one place it is applied."""
+    if group["weight_decay"] > 0.0:
+        target.add_(target, alpha=-group["lr"] * group["weight_decay"])
+
+
+def _master(p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> torch.Tensor | None:
+    """The fp32 master copy of a low-precision parameter of a ``master`` group (made on its first update)."""
+    if not group.get("master") or p.dtype == torch.float32:
+        return None
+    if "master" not in state:
+        state["master"] = p.detach().float().clone()
+    return state["master"]
+
+
 class GaLoreAdamW(Optimizer):
     """AdamW whose groups with a ``rank`` key run Adam on low-rank projected gradients.
 
@@ -74,9 +90,17 @@ class GaLoreAdamW(Optimizer):
         lr, betas, eps, weight_decay: as in AdamW (weight decay decoupled, applied after the step).
         correct_bias: Adam bias correction (on by default).
 
+    Two more group keys: ``master`` (True: a bf16/fp16 parameter keeps an fp32 master copy and fp32
+    moments; every update goes to the master, which is then rounded into the parameter) and
+    ``state_bits`` (8: plain-AdamW parameters of the group keep 8-bit blockwise moments, see
+    :mod:`ows.optim.lowbit`). ``fused`` (a :class:`ows.optim.fused.FusedStep`, set by
+    :func:`ows.optim.enable_fused_step`) moves the decoder-layer updates into the backward pass.
+
     Removing a parameter's entry from ``self.state`` (see ``OWSController``) resets it: the next
     gradient starts new moments and computes a new projector.
     """
+
+    fused: Any = None
 
     def __init__(
         self,
@@ -129,10 +153,15 @@ class GaLoreAdamW(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self.fused is not None:  # the decoder layers were updated in backward: the rest now, clipped alike
+            self.fused.current_grad_norm()
+            self.fused.clip_outside()
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
                     self.update_parameter(p, group)
+        if self.fused is not None:
+            self.fused.end_step()
         return loss
 
     def update_parameter(self, p: torch.Tensor, group: dict[str, Any]) -> None:
@@ -143,12 +172,21 @@ class GaLoreAdamW(Optimizer):
         """
         if p.grad.is_sparse:
             raise RuntimeError("GaLoreAdamW does not support sparse gradients")
+        state = self.state[p]
+        if group.get("state_bits") == 8 and "rank" not in group and uses_8bit(p) and not is_dtensor(p):
+            adam_step_8bit(p, p.grad, state, group)
+            _decay(p, group)
+            return
+        master = _master(p, state, group)
+        target = p if master is None else master
+        grad = p.grad if master is None else p.grad.float()
         if "rank" in group and is_dtensor(p):  # FSDP2: the SVD needs the whole gradient
-            add_replicated(p, self._direction(self.state[p], p.grad.full_tensor(), p.shape, group), -group["lr"])
+            add_replicated(target, self._direction(state, grad.full_tensor(), p.shape, group), -group["lr"])
         else:
-            p.add_(self._direction(self.state[p], p.grad, p.shape, group), alpha=-group["lr"])
-        if group["weight_decay"] > 0.0:
-            p.add_(p, alpha=-group["lr"] * group["weight_decay"])
+            target.add_(self._direction(state, grad, p.shape, group), alpha=-group["lr"])
+        _decay(target, group)
+        if master is not None:
+            p.copy_(master)  # rounded to the parameter's dtype
 
     @staticmethod
     def _direction(state: dict[str, Any], grad: torch.Tensor, shape: torch.Size, group: dict[str, Any]) -> torch.Tensor:
@@ -170,3 +208,29 @@ class GaLoreAdamW(Optimizer):
         if galore:
             direction = project_back(direction, state["projector"], side, group["scale"])
         return direction
+
+    def state_dict(self) -> dict[str, Any]:
+        """The torch state dict, plus the fused step's clipping coefficient (``ows_fused``) when it is on."""
+        state = super().state_dict()
+        if self.fused is not None:
+            state["ows_fused"] = self.fused.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict (see :meth:`_process_value_according_to_param_policy` for the dtypes kept)."""
+        state_dict = dict(state_dict)
+        fused = state_dict.pop("ows_fused", None)
+        super().load_state_dict(state_dict)
+        if fused is not None and self.fused is not None:
+            self.fused.load_state_dict(fused)
+
+    @staticmethod
+    def _process_value_according_to_param_policy(param: torch.Tensor, value: torch.Tensor, param_id: int,
+                                                 param_groups: list[dict[Any, Any]], key: Any = None) -> torch.Tensor:
+        """torch casts every floating-point state tensor to its parameter's dtype when loading; the fp32
+        masters and moments of a ``master`` group and the uint8 codes of 8-bit moments keep the dtype they
+        were saved with (a lossy bf16 round trip would break an exact resume)."""
+        group = next((g for g in param_groups if param_id in g["params"]), {})
+        if key != "step" and (group.get("master") or group.get("state_bits") == 8):
+            return value.to(device=param.device)
+        return Optimizer._process_value_according_to_param_policy(param, value, param_id, param_groups, key)

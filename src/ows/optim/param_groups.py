@@ -49,6 +49,8 @@ def build_param_groups(
     ``layers_galore`` 2-D target weights of decoder layers (with GaLore keys when ``use_galore``),
     ``layers_other`` the rest of the decoder layers (norms, biases; no weight decay),
     ``always`` / ``always_no_decay`` the trainable parameters outside the decoder layers.
+    ``master_weights`` marks the layer groups ``master``; ``outside_optimizer`` gives the outside groups
+    8-bit moments (``state_bits``) or, for their 2-D weights, GaLore keys.
     Parameters outside the layers that the config turns off are frozen here (``requires_grad=False``).
     With ``train_embeddings`` off, the input-embedding output is detached (a tied head still trains
     through its output role), so the backward pass stops at the lowest sampled layer. ``layers``: the
@@ -75,25 +77,27 @@ def build_param_groups(
     always, always_nd = _outside_params(model, config, layer_ids)
     if stop_gradient_at_input_embeddings(model, stop=not config.train_embeddings) and not config.train_embeddings:
         logger.info("input embeddings not trained: no backward below the lowest sampled layer")
+    master = {"master": True} if config.master_weights else {}
+    outside = {"state_bits": 8} if config.outside_optimizer == "adamw8bit" else {}
     groups = [
-        _galore_group(galore, config, weight_decay),
-        {"params": layer_other, "weight_decay": 0.0, "ows_group": "layers_other"},
-        {"params": always, "weight_decay": weight_decay, "ows_group": "always"},
-        {"params": always_nd, "weight_decay": 0.0, "ows_group": "always_no_decay"},
+        {**_galore_group(galore, config, weight_decay), **master},
+        {"params": layer_other, "weight_decay": 0.0, "ows_group": "layers_other", **master},
+        {"params": always, "weight_decay": weight_decay, "ows_group": "always", **outside,
+         **(_galore_keys(config) if config.outside_optimizer == "galore" else {})},
+        {"params": always_nd, "weight_decay": 0.0, "ows_group": "always_no_decay", **outside},
     ]
     return [g for g in groups if g["params"]]
+
+
+def _galore_keys(config: OWSConfig) -> dict[str, Any]:
+    return dict(rank=config.rank, update_proj_gap=config.update_proj_gap, scale=config.galore_scale,
+                proj_type=config.proj_type, svd=config.svd_method)
 
 
 def _galore_group(params: list, config: OWSConfig, weight_decay: float) -> dict[str, Any]:
     group: dict[str, Any] = {"params": params, "weight_decay": weight_decay, "ows_group": "layers_galore"}
     if config.use_galore:
-        group.update(
-            rank=config.rank,
-            update_proj_gap=config.update_proj_gap,
-            scale=config.galore_scale,
-            proj_type=config.proj_type,
-            svd=config.svd_method,
-        )
+        group.update(_galore_keys(config))
     return group
 
 
