@@ -91,11 +91,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.forgetting_seq_len} tokens of gensim news text; {os.cpu_count()} CPU cores; "
                 f"wall time {wall / 60:.1f} min")
     header = [f"Command: `{command}`", f"Date: {date}", f"Settings: {settings}"]
-    table = markdown_table(summary, base, header)
+    rates = {m: args.lr or LEARNING_RATES[m] for m in args.methods}
+    table = markdown_table(summary, base, header, rates)
     (out / "table.md").write_text(table + "\n", encoding="utf-8")
     plots = make_plots(runs, summary, out)
     result = {"command": command, "date": date, "wall_seconds": round(wall, 1), "settings": vars(args) | {"child": None},
-              "learning_rates": LEARNING_RATES, "base": base, "summary": summary, "runs": runs, "plots": plots}
+              "learning_rates": rates, "base": base, "summary": summary, "runs": runs, "plots": plots}
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
     print(table)
     return 0

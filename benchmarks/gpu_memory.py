@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE))  # the `bench` package next to this script
 from bench.gpu_child import SCALES  # noqa: E402
 from bench.settings import LABELS  # noqa: E402
 from bench.summary import ratio  # noqa: E402
-from ows.config import DTYPES  # noqa: E402
+from ows.config import DTYPES, OUTSIDE_OPTIMIZERS, SVD_METHODS  # noqa: E402
 from ows.methods import get_method, method_names  # noqa: E402
 
 METHODS = method_names()
@@ -62,7 +62,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--interval", type=int, default=50, help="K, steps between layer draws")
     p.add_argument("--rank", type=int, default=128, help="GaLore rank for galore / ows")
     p.add_argument("--update-proj-gap", type=int, default=200, help="T, steps between SVDs")
-    p.add_argument("--svd-method", default="exact", choices=("exact", "randomized"), help="GaLore projector SVD")
+    p.add_argument("--svd-method", default="exact", choices=SVD_METHODS, help="GaLore projector SVD")
+    p.add_argument("--fused-step", action="store_true", help="OWSConfig.fused_step for the methods that serve it")
+    p.add_argument("--master-weights", action="store_true", help="OWSConfig.master_weights (fp32 masters)")
+    p.add_argument("--outside-optimizer", default="adamw", choices=OUTSIDE_OPTIMIZERS,
+                   help="OWSConfig.outside_optimizer (embeddings and head)")
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--no-gradient-checkpointing", action="store_true")
@@ -103,7 +107,9 @@ def run_method(args: argparse.Namespace, method: str, values: dict[str, Any], wo
             "gradient_checkpointing": not args.no_gradient_checkpointing, "batch_size": args.batch_size,
             "seq_len": args.seq_len, "warmup": args.warmup, "steps": args.steps, "gamma": args.gamma,
             "interval": args.interval, "rank": args.rank, "update_proj_gap": args.update_proj_gap,
-            "svd_method": args.svd_method, "lora_r": args.lora_r, "lr": args.lr, "progress": str(progress)}
+            "svd_method": args.svd_method, "lora_r": args.lora_r, "lr": args.lr, "progress": str(progress),
+            "options": {"fused_step": args.fused_step, "master_weights": args.master_weights,
+                        "outside_optimizer": args.outside_optimizer}}
     spec_path = work / f"{method}.spec.json"
     spec_path.write_text(json.dumps(spec))
     paths = [str(HERE.parent / "src"), os.environ.get("PYTHONPATH")]  # this checkout's ows, installed or not
@@ -209,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"batch {args.batch_size} × seq {args.seq_len}; gradient checkpointing "
                 f"{'off' if args.no_gradient_checkpointing else 'on'}; {args.warmup} warm-up + {args.steps} measured steps; "
                 f"γ={args.gamma}, K={args.interval}, GaLore r={args.rank}, T={args.update_proj_gap}, "
-                f"{args.svd_method} SVD; LoRA r={args.lora_r}; "
+                f"{args.svd_method} SVD; fused step {'on' if args.fused_step else 'off'}, fp32 masters "
+                f"{'on' if args.master_weights else 'off'}, outside the layers {args.outside_optimizer} (where a method "
+                f"serves them); LoRA r={args.lora_r}; "
                 f"{device}; wall time {wall / 60:.1f} min")
     table = markdown(rows, [f"Command: `{command}`", f"Date: {date}", f"Settings: {settings}"], cuda)
     (out / "table.md").write_text(table + "\n", encoding="utf-8")

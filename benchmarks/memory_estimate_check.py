@@ -34,7 +34,8 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from ows.methods import method_names
+from ows.config import DTYPES, OUTSIDE_OPTIMIZERS, SVD_METHODS
+from ows.methods import get_method, method_names
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = method_names()
@@ -55,6 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--chunked-loss", action="store_true", help="ows's chunked cross-entropy (if available)")
     p.add_argument("--loss-chunk-size", type=int, default=1024)
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="weights dtype of the model")
+    p.add_argument("--fused-step", action="store_true", help="OWSConfig.fused_step (updates inside backward)")
+    p.add_argument("--master-weights", action="store_true", help="OWSConfig.master_weights (fp32 masters, bf16)")
+    p.add_argument("--outside-optimizer", default="adamw", choices=OUTSIDE_OPTIMIZERS,
+                   help="OWSConfig.outside_optimizer for the embeddings and head")
+    p.add_argument("--svd-method", default="exact", choices=SVD_METHODS, help="OWSConfig.svd_method")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -121,7 +128,7 @@ def child_main(spec: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(0)
     path = resolve_model_path(spec["model"])
     rss_before = _rss_now()
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, spec["dtype"]))
     model.train()
     if spec["gradient_checkpointing"]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -129,8 +136,10 @@ def child_main(spec: dict[str, Any]) -> dict[str, Any]:
         from ows.integrations.chunked_loss import enable_chunked_loss
 
         enable_chunked_loss(model, spec["loss_chunk_size"])
+    method = get_method(spec["method"])
+    options = {k: v for k, v in spec["options"].items() if method.serves(k)}
     config = OWSConfig(num_active_layers=spec["num_active_layers"], sample_interval=1000, rank=spec["rank"],
-                       sampling_strategy="uniform")
+                       sampling_strategy="uniform", svd_method=spec["svd_method"], **options)
     setup = build_method(spec["method"], model, config, lora={"r": spec["lora_rank"], "alpha": 2 * spec["lora_rank"]})
     model = setup.model
     if setup.controller is not None and spec["gradient_checkpointing"]:
@@ -152,7 +161,7 @@ def child_main(spec: dict[str, Any]) -> dict[str, Any]:
             del loss
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-    return {"method": spec["method"], "peak_tensor_bytes": tracker.peak,
+    return {"method": spec["method"], "peak_tensor_bytes": tracker.peak, "peak_op": getattr(tracker, "peak_op", None),
             "peak_rss_delta_bytes": peak_rss_bytes() - rss_before, "setup_seconds": start - t0,
             "train_seconds": time.perf_counter() - start}
 
@@ -166,7 +175,8 @@ def run_child(method: str, args: argparse.Namespace) -> dict[str, Any]:
     spec = dict(method=method, model=args.model, batch_size=args.batch_size, seq_len=args.seq_len,
                 steps=args.steps, num_active_layers=args.num_active_layers, rank=args.rank,
                 lora_rank=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing,
-                chunked_loss=args.chunked_loss, loss_chunk_size=args.loss_chunk_size)
+                chunked_loss=args.chunked_loss, loss_chunk_size=args.loss_chunk_size, dtype=args.dtype,
+                svd_method=args.svd_method, options=options(args))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
                           text=True, env=env, check=False)
@@ -175,14 +185,20 @@ def run_child(method: str, args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def options(args: argparse.Namespace) -> dict[str, Any]:
+    """The OWSConfig memory options of the run (each method takes the ones it serves)."""
+    return dict(fused_step=args.fused_step, master_weights=args.master_weights, outside_optimizer=args.outside_optimizer)
+
+
 def estimate(method: str, model_config: dict[str, Any], args: argparse.Namespace) -> Any:
-    """The estimator's figures for ``method`` at the benchmark's settings (fp32, like the children)."""
+    """The estimator's figures for ``method`` at the benchmark's settings (the children's dtype, on CPU)."""
     from ows.memory.estimate import estimate_memory
 
-    return estimate_memory(model_config, method, dtype="float32", batch_size=args.batch_size, seq_len=args.seq_len,
+    return estimate_memory(model_config, method, dtype=args.dtype, batch_size=args.batch_size, seq_len=args.seq_len,
                            num_active_layers=args.num_active_layers, rank=args.rank, lora_rank=args.lora_rank,
                            gradient_checkpointing=args.gradient_checkpointing, chunked_loss=args.chunked_loss,
-                           loss_chunk_size=args.loss_chunk_size, device="cpu")
+                           loss_chunk_size=args.loss_chunk_size, device="cpu", svd_method=args.svd_method,
+                           **options(args))
 
 
 def command_line(argv: list[str]) -> str:

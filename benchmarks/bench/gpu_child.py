@@ -141,8 +141,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     _time_svds(meter)
     model = build_model(spec["model_config"], device, spec["dtype"], spec["gradient_checkpointing"])
     meter.write()
+    options = {k: v for k, v in spec.get("options", {}).items() if get_method(method).serves(k)}
     config = OWSConfig(num_active_layers=spec["gamma"], sample_interval=spec["interval"], rank=spec["rank"],
-                       update_proj_gap=spec["update_proj_gap"], svd_method=spec.get("svd_method", "exact"))
+                       update_proj_gap=spec["update_proj_gap"], svd_method=spec.get("svd_method", "exact"), **options)
     profile = _profile(model, spec, config.outlier_threshold) if get_method(method).needs_profile(config) else None
     setup = build_method(method, model, config, profile, lr=spec["lr"],
                          lora={"r": spec["lora_r"], "alpha": 2 * spec["lora_r"], "dropout": 0.0})

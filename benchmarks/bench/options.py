@@ -38,6 +38,8 @@ def build_parser(description: str, quick_flag: bool = True) -> argparse.Argument
     p.add_argument("--update-proj-gap", type=int, default=100)
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--warmup-steps", type=int, default=None, help="default: ~8%% of steps")
+    p.add_argument("--lr", type=float, default=None, help="one learning rate for every row (default: each row's "
+                   "tuned rate, bench/settings.py)")
     return p
 
 

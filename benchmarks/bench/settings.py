@@ -6,7 +6,16 @@ from ows.config import OWSConfig
 from ows.methods import get_method, method_names
 
 # Benchmark rows that run a product method with extra `ows train` flags: name -> (method, flags, label).
-VARIANTS = {"ows-lean": ("ows", ("--train_embeddings", "false"), "OWS, input embeddings not trained")}
+VARIANTS = {
+    "ows-lean": ("ows", ("--train_embeddings", "false"), "OWS, input embeddings not trained"),
+    "ows-fused": ("ows", ("--fused_step", "true"), "OWS, fused step"),
+    "ows-8bit": ("ows", ("--outside_optimizer", "adamw8bit"), "OWS, 8-bit moments outside the layers"),
+    "ows-galorehead": ("ows", ("--outside_optimizer", "galore"), "OWS, GaLore outside the layers"),
+    "ows-frozen": ("ows", ("--train_embeddings", "false", "--train_lm_head", "false"),
+                   "OWS, embeddings and head frozen"),
+    "ows-bf16": ("ows", ("--dtype", "bfloat16"), "OWS, pure bf16"),
+    "ows-bf16-masters": ("ows", ("--dtype", "bfloat16", "--master_weights", "true"), "OWS, bf16 + fp32 masters"),
+}
 METHODS = (*method_names(), *VARIANTS)
 LABELS = {**{m: get_method(m).label for m in method_names()}, **{v: spec[2] for v, spec in VARIANTS.items()}}
 
@@ -22,9 +31,9 @@ PROFILED = tuple(m for m in METHODS if get_method(product_method(m)).needs_profi
 # Learning rates per method: the winners of benchmarks/tune_lr.py on validation items from seed 200000
 # (never the test items), quick settings, grid = the earlier choices (full 1e-4, LoRA 5e-4, the others
 # 3e-4) x 1/3, 1, 3; results/2026-11-29-lr-sweep/. full, galore and ows won at an edge of that grid.
-# ows-lean was not swept: it uses ows's rate.
-LEARNING_RATES = {"full": 3.3e-5, "lora": 5e-4, "galore": 1e-4, "lisa": 3e-4, "ows-fullrank": 3e-4, "ows": 9e-4,
-                  "ows-lean": 9e-4}
+# The variants were not swept: each uses its product method's rate.
+LEARNING_RATES = {"full": 3.3e-5, "lora": 5e-4, "galore": 1e-4, "lisa": 3e-4, "ows-fullrank": 3e-4, "ows": 9e-4}
+LEARNING_RATES.update({row: LEARNING_RATES[spec[0]] for row, spec in VARIANTS.items()})
 
 # Metrics: key, header, format. Lower is better for all but exact match.
 METRICS = [

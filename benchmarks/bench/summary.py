@@ -54,8 +54,12 @@ def cell(stat: dict[str, Any], fmt: str, n: int) -> str:
     return text + (" (" + ", ".join(ratios) + ")" if ratios else "")
 
 
-def markdown_table(summary: dict[str, dict[str, Any]], base: dict[str, Any], header: list[str]) -> str:
-    """The comparison table: header lines, the base model's row, one row per method, the legend."""
+def markdown_table(summary: dict[str, dict[str, Any]], base: dict[str, Any], header: list[str],
+                   rates: dict[str, float] | None = None) -> str:
+    """The comparison table: header lines, the base model's row, one row per method, the legend.
+
+    ``rates``: the learning rate of each row (default: the tuned ones of ``bench/settings.py``)."""
+    rates = {**LEARNING_RATES, **(rates or {})}
     lines = list(header) + [""]
     lines.append("| method | " + " | ".join(h for _, h, _ in METRICS) + " |")
     lines.append("|---" * (len(METRICS) + 1) + "|")
@@ -65,7 +69,7 @@ def markdown_table(summary: dict[str, dict[str, Any]], base: dict[str, Any], hea
             cells.append(fmt.format(base[key]) if base.get(key) is not None else "–")
         lines.append("| base model (no training) | " + " | ".join(cells) + " |")
     for method, entry in summary.items():
-        label = LABELS.get(method, method) + f" · lr {LEARNING_RATES.get(method, float('nan')):g}"
+        label = LABELS.get(method, method) + f" · lr {rates.get(method, float('nan')):g}"
         lines.append(f"| {label} | " + " | ".join(cell(entry[k], f, entry["n"]) for k, _, f in METRICS) + " |")
     lines.append("")
     lines.append("Cells: mean (± std over seeds when n > 1), then the ratio of the mean to full FT's and to LoRA's "

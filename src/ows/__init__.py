@@ -30,6 +30,7 @@ _EXPORTS = {
     "LayerSampler": "sampling",
     "sampling_probabilities": "sampling",
     "prepare_for_trainer": "integrations.hf",
+    "attach_trainer": "integrations.hf",
     "OWSCallback": "integrations.hf",
 }
 
@@ -37,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .config import OWSConfig
     from .controller import OWSController, build_sampler, create_ows
     from .memory.estimate import estimate_memory
-    from .integrations.hf import OWSCallback, prepare_for_trainer
+    from .integrations.hf import OWSCallback, attach_trainer, prepare_for_trainer
     from .layers import find_decoder_layers, locate_decoder_layers, set_trainable
     from .memory.measure import optimizer_state_bytes
     from .optim import GaLoreAdamW, build_param_groups

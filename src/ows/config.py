@@ -13,8 +13,13 @@ from .jsonio import read_json, write_json
 SAMPLING_STRATEGIES = ("owl", "uniform", "owl_reverse", "increase", "decrease", "weights")
 PROFILE_STRATEGIES = ("owl", "owl_reverse")  # the strategies that need an outlier profile
 PROJ_TYPES = ("std", "reverse_std", "left", "right")
-SVD_METHODS = ("exact", "randomized")
+SVD_METHODS = ("exact", "randomized", "gram")
 OUTSIDE_OPTIMIZERS = ("adamw", "adamw8bit", "galore")
+# bitsandbytes' blockwise 8-bit moments: one fp32 absmax per block; smaller tensors keep full moments.
+EIGHT_BIT_BLOCK = 256
+EIGHT_BIT_MIN_SIZE = 4096
+# Elements of a tensor that one slice of a plain AdamW update, or of a Gram-matrix sum, works on at a time.
+UPDATE_CHUNK = 1 << 22
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 DTYPES = tuple(DTYPE_BYTES)
 
@@ -80,8 +85,9 @@ class OWSConfig:
         "Which side is projected: std (the smaller side), reverse_std, left, right.", "std"
     )
     svd_method: str = _help(
-        "How the projector is computed every T steps: exact (full SVD) or randomized (faster on large "
-        "matrices; quality measured in benchmarks/projection_quality.py).", "exact"
+        "How the projector is computed every T steps: exact (full SVD, as galore-torch), randomized (a seeded "
+        "randomized SVD, faster on large matrices) or gram (eigenvectors of the smaller Gram matrix G^T G or "
+        "G G^T, accumulated in chunks: the least memory). Quality: benchmarks/projection_quality.py.", "exact"
     )
     target_modules: list[str] | None = _help(
         "Names (or name suffixes) of the linear modules inside decoder layers that get GaLore, "

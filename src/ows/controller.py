@@ -180,6 +180,6 @@ def create_ows(
     sampler = build_sampler(config, len(found.modules), profile)
     optimizer = GaLoreAdamW(build_param_groups(model, config, weight_decay, layers=found), lr=lr, betas=betas, eps=eps)
     if config.fused_step:
-        enable_fused_step(optimizer, model, found.modules, max_grad_norm)
+        enable_fused_step(optimizer, model, max_grad_norm)
     controller = OWSController(model, optimizer, sampler, on_resample=on_resample, layers=found)
     return optimizer, controller

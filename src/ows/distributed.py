@@ -136,8 +136,10 @@ class LayerGradSync:
                 p.data.copy_(buffer)
         self._queued = False
         self.reductions = 0
-        if fused is not None:  # the fused step averages each layer gradient in its own hook, then updates
-            fused.reduce = self.reduce_now
+        if fused is not None:  # the fused step averages each layer gradient in its own hook, then updates;
+            fused.reduce = self.reduce_now  # what DDP reduces (outside the layers) is stepped after backward
+            layer_ids = {id(p) for p in self.params}
+            fused.step_later(p for p in model.parameters() if id(p) not in layer_ids)
             self._handles: list[Any] = []
         else:
             self._handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in self.params]

@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 
 LAYER_MODES = ("sampled", "all", "adapters")
 OUTSIDE_MODES = ("config", "all", "none")
+# OWSConfig options beyond the defaults that a method can serve: its optimizer is ows.GaLoreAdamW over
+# ows.build_param_groups (the layer groups take masters, the outside groups 8-bit or GaLore moments).
+LAYER_OPTIONS = frozenset({"fused_step", "master_weights", "outside_optimizer"})
+OPTION_DEFAULTS = {"fused_step": False, "master_weights": False, "outside_optimizer": "adamw"}
 
 
 @dataclass
@@ -49,7 +53,8 @@ class Method:
     2-D layer weights. ``strategy``: the sampling strategy it forces (None = the config's).
     ``outside``: what trains outside the decoder layers: ``config`` (train_embeddings / train_lm_head
     / train_final_norm), ``all`` or ``none``. ``requires``: importable packages it needs, with the
-    pip extra that installs them.
+    pip extra that installs them. ``options``: the OWSConfig options (``OPTION_DEFAULTS``) it can
+    serve; setting another one is refused.
     """
 
     name: str
@@ -62,7 +67,7 @@ class Method:
     outside: str = "config"
     optimizer: str = "ows.GaLoreAdamW"
     requires: tuple[tuple[str, str], ...] = ()
-    fused: bool = True  # the optimizer can run the fused step (ows.GaLoreAdamW can)
+    options: frozenset[str] = LAYER_OPTIONS
 
     @property
     def samples_layers(self) -> bool:
@@ -76,6 +81,10 @@ class Method:
         if self.strategy is not None:
             changes["sampling_strategy"] = self.strategy
         return dataclasses.replace(config, **changes)
+
+    def serves(self, option: str) -> bool:
+        """Whether the method can run with ``option`` set (see ``OPTION_DEFAULTS``)."""
+        return option in self.options
 
     def needs_profile(self, config: OWSConfig) -> bool:
         """Whether the method's sampling needs an outlier profile."""
@@ -119,9 +128,11 @@ def check_requirements(method: Method) -> None:
 
 def check_options(method: Method, config: OWSConfig) -> None:
     """Raise ``ValueError`` for OWS options the method cannot serve (checked before any model loads)."""
-    if config.fused_step and not method.fused:
-        raise ValueError(f"fused_step=true cannot serve method={method.name!r} (its optimizer, {method.optimizer}, steps "
-                         "after backward): set fused_step false or use another method")
+    for option, default in OPTION_DEFAULTS.items():
+        value = getattr(config, option)
+        if value != default and not method.serves(option):
+            raise ValueError(f"{option}={value!r} cannot serve method={method.name!r} (its optimizer is {method.optimizer}):"
+                             f" set {option} to {default!r} or use another method")
     if config.outside_optimizer == "adamw8bit":
         from .optim.lowbit import INSTALL, available
 
@@ -165,12 +176,11 @@ def _build_all_layers(model: Any, config: OWSConfig, profile: Any, options: dict
     set_trainable(layers.modules, True)
     optimizer = GaLoreAdamW(groups, **opt)
     if config.fused_step:
-        enable_fused_step(optimizer, model, layers.modules, max_grad_norm)
+        enable_fused_step(optimizer, model, max_grad_norm)
     return MethodSetup("", model, optimizer, config)
 
 
 def _build_full(model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
-    from .layers import locate_decoder_layers
     from .optim import GaLoreAdamW, enable_fused_step
 
     opt = dict(options["optimizer"])
@@ -183,7 +193,7 @@ def _build_full(model: Any, config: OWSConfig, profile: Any, options: dict[str, 
     ]
     optimizer = GaLoreAdamW([g for g in groups if g["params"]], **opt)
     if config.fused_step:
-        enable_fused_step(optimizer, model, locate_decoder_layers(model, config.layers_attr).modules, max_grad_norm)
+        enable_fused_step(optimizer, model, max_grad_norm)
     return MethodSetup("", model, optimizer, None)
 
 
@@ -203,10 +213,10 @@ def _build_lora(model: Any, config: OWSConfig, profile: Any, options: dict[str, 
 
 # --- the registry: baselines first, then the OWS variants -----------------------------------------
 register_method(Method("full", "AdamW on every parameter", "full FT (AdamW)", layers="all", galore=False,
-                       builder=_build_full, outside="all"))
+                       builder=_build_full, outside="all", options=frozenset({"fused_step"})))
 register_method(Method("lora", "peft LoRA (r=lora_r) on every linear layer; the Trainer's AdamW", "LoRA",
                        layers="adapters", galore=False, builder=_build_lora, outside="none",
-                       optimizer="torch.optim.AdamW (Trainer)", requires=(("peft", "lora"),), fused=False))
+                       optimizer="torch.optim.AdamW (Trainer)", requires=(("peft", "lora"),), options=frozenset()))
 register_method(Method("galore", "every decoder layer with GaLore, no sampling", "GaLore (all layers)",
                        layers="all", galore=True, builder=_build_all_layers))
 register_method(Method("lisa", "uniform layer sampling, plain AdamW (LISA)", "LISA (uniform, plain AdamW)",

@@ -72,6 +72,16 @@ def test_ddp_gradient_accumulation_matches(ddp_runs):
     assert a0["layer_grad_reductions"] == 2 * 6 * ACTIVE * LAYER_PARAMS  # reduced on every micro-batch
 
 
+def test_ddp_with_the_fused_step_matches_one_fused_process(ddp_runs):
+    tmp, _, _, _ = ddp_runs
+    r0, r1 = run_worker({"out": str(tmp / "fused-ddp"), "steps": 6, "batch": 2, "fused": True}, tmp)
+    single = worker.run({"out": str(tmp / "fused-single"), "steps": 6, "batch": 4, "fused": True})
+    assert_weights_close(r0["weights"], r1["weights"], atol=0)
+    assert_weights_close(r0["weights"], single["weights"], atol=1e-4)
+    assert r0["layer_grad_reductions"] == 6 * ACTIVE * LAYER_PARAMS  # each sampled weight averaged in its hook
+    assert all(g > 0 for g in r0["grad_norms"]) and r0["grad_norms"] == pytest.approx(single["grad_norms"], rel=1e-3)
+
+
 def test_resume_across_world_sizes(ddp_runs):
     tmp, (r0, _), _, single = ddp_runs
     # 2 ranks -> 1: the 2-process checkpoint of step 3, continued by one process with the same global batch

@@ -53,7 +53,8 @@ def run(spec: dict) -> dict:
         save_strategy="steps" if spec.get("save_steps") else "no", save_steps=spec.get("save_steps") or 500,
         ddp_backend="gloo" if distributed.world_size() > 1 or "RANK" in os.environ else None, **extra)
     model = tiny_model("llama", layers=spec.get("layers", 6), seed=spec.get("model_seed", 0))
-    config = ows.OWSConfig(**{**CONFIG, "seed": spec.get("seed", 0) + spec.get("seed_per_rank", 0) * distributed.rank()})
+    config = ows.OWSConfig(**{**CONFIG, "seed": spec.get("seed", 0) + spec.get("seed_per_rank", 0) * distributed.rank(),
+                              "fused_step": spec.get("fused", False)})
     optimizer, callback = ows.prepare_for_trainer(model, config, lr=1e-2)
     layers = callback.controller.layers
     grads: list[tuple[int, list[int]]] = []
@@ -67,6 +68,7 @@ def run(spec: dict) -> dict:
                       callbacks=[callback, GradSpy()])
     if fsdp:
         trainer.optimizer = optimizer
+    ows.attach_trainer(trainer)
     trainer.train(resume_from_checkpoint=spec.get("resume"))
     names = {id(p): n for n, p in trainer.model.named_parameters()}
     projectors = {names[id(p)]: s["projector"].clone() for p, s in optimizer.state.items() if "projector" in s}
@@ -77,6 +79,7 @@ def run(spec: dict) -> dict:
         "projectors": projectors,
         "grads": grads,
         "layer_grad_reductions": getattr(getattr(model, "_ows_layer_sync", None), "reductions", None),
+        "grad_norms": [h["grad_norm"] for h in trainer.state.log_history if "grad_norm" in h],
         "world_size": distributed.world_size(),
     }
     if spec.get("save_model"):

@@ -90,6 +90,34 @@ def test_frozen_embeddings_and_head_drop_their_gradients_and_state():
     assert est.optimizer_state + est.projectors == optimizer_state_bytes(optimizer)
 
 
+@pytest.mark.parametrize("method", ["ows", "lisa", "galore"])
+@pytest.mark.parametrize("options", [dict(master_weights=True), dict(outside_optimizer="adamw8bit"),
+                                     dict(outside_optimizer="galore"), dict(fused_step=True)])
+def test_state_of_each_memory_option_equals_what_the_optimizer_holds(method, options):
+    if options.get("outside_optimizer") == "adamw8bit":
+        pytest.importorskip("bitsandbytes")
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config).to(torch.bfloat16)
+    cfg = OWSConfig(num_active_layers=2, sample_interval=10, rank=4, sampling_strategy="uniform", **options)
+    setup = build_method(method, model, cfg)
+    for step in range(2):
+        if setup.controller is not None:
+            setup.controller.begin_step(step)
+        model(**random_batch(2, 8, vocab=512)).loss.backward()
+        setup.optimizer.step()
+        setup.optimizer.zero_grad(set_to_none=True)
+    est = estimate_memory(config.to_dict(), method, num_active_layers=2, rank=4, dtype="bfloat16", **options)
+    assert est.optimizer_state + est.projectors == optimizer_state_bytes(setup.optimizer)
+    plain = estimate_memory(config.to_dict(), method, num_active_layers=2, rank=4, dtype="bfloat16")
+    if options.get("fused_step"):
+        assert est.gradients < plain.gradients and est.total <= plain.total
+    else:
+        assert (est.optimizer_state + est.projectors != plain.optimizer_state + plain.projectors)
+
+
 def test_components_scale_with_dtype_batch_and_options():
     config = tiny_config("llama").to_dict()
     fp32 = estimate_memory(config, "full", batch_size=2, seq_len=64)

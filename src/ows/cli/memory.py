@@ -43,7 +43,9 @@ EPILOG = """examples:
 Without a config file: batch 1 and the model's standard loss (a plain Trainer or PyTorch loop) unless
 given; with one: ows train's defaults (TrainingArguments' batch 8, chunked loss of 1024 tokens).
 Older spellings still work: --method, --batch-size, --seq-len, --num-active-layers, --lora-rank,
---gradient-checkpointing, --chunked-loss, --loss-chunk-size, --no-train-embeddings, --no-train-lm-head.
+--gradient-checkpointing, --chunked-loss, --loss-chunk-size, --no-train-embeddings, --no-train-lm-head;
+and --fused-step, --master-weights, --outside-optimizer, --svd-method. A method that cannot serve
+an option (lora: none of them; full: only the fused step) is estimated without it.
 
 MODEL is a built-in name (smollm2-135m, llama-2-7b, mistral-7b), a config.json, a local model
 folder, or a hub id whose config is in the Hugging Face cache (or downloadable).
@@ -53,12 +55,15 @@ Sizes are GiB (2^30 bytes); total is the peak of one step, not the sum of the co
 
 
 SCRIPT_FIELDS = ("model", "dtype", "max_seq_length", "lora_r", "loss_chunk_size")
-OWS_FIELDS = ("num_active_layers", "rank", "train_embeddings", "train_lm_head")
+OWS_FIELDS = ("num_active_layers", "rank", "train_embeddings", "train_lm_head", "fused_step", "master_weights",
+              "outside_optimizer", "svd_method")
 ALIASES = {"--method": ("methods", None), "--batch-size": ("per_device_train_batch_size", None),
            "--seq-len": ("max_seq_length", None), "--num-active-layers": ("num_active_layers", None),
            "--lora-rank": ("lora_r", None), "--gradient-checkpointing": ("gradient_checkpointing", None),
            "--loss-chunk-size": ("loss_chunk_size", None), "--chunked-loss": ("loss_chunk_size", 1024),
-           "--no-train-embeddings": ("train_embeddings", False), "--no-train-lm-head": ("train_lm_head", False)}
+           "--no-train-embeddings": ("train_embeddings", False), "--no-train-lm-head": ("train_lm_head", False),
+           "--fused-step": ("fused_step", None), "--master-weights": ("master_weights", None),
+           "--outside-optimizer": ("outside_optimizer", None), "--svd-method": ("svd_method", None)}
 # estimate_memory's parameter -> the field it comes from, to name a bad value as the user gave it
 ESTIMATE_FIELDS = {"batch_size": "per_device_train_batch_size", "seq_len": "max_seq_length", "lora_rank": "lora_r"}
 
@@ -182,9 +187,13 @@ def settings_line(m: MemorySettings, model_config: dict[str, Any]) -> str:
     """The settings the table was computed for, in one line."""
     s, c, o = m.script, m.config, m.options
     loss = f"chunked loss ({s.loss_chunk_size} tokens)" if m.chunked else "standard loss"
+    extras = [name for name, on in (("fused step", c.fused_step), ("fp32 masters", c.master_weights)) if on]
+    extras += [f"outside: {c.outside_optimizer}"] if c.outside_optimizer != "adamw" else []
+    extras += [f"svd: {c.svd_method}"] if c.svd_method != "exact" else []
     return (f"{s.model}: {model_config.get('model_type', '?')}, {s.dtype}, batch {o.per_device_train_batch_size} x "
             f"{s.max_seq_length} tokens, gamma={c.num_active_layers}, rank={c.rank}, lora r={s.lora_r}, "
-            f"gradient checkpointing {'on' if o.gradient_checkpointing else 'off'}, {loss}, {o.attention}")
+            f"gradient checkpointing {'on' if o.gradient_checkpointing else 'off'}, {loss}, {o.attention}"
+            + "".join(f", {e}" for e in extras))
 
 
 def compute(m: MemorySettings, model_config: dict[str, Any], methods: list[str]) -> list[MemoryEstimate]:
@@ -196,7 +205,9 @@ def compute(m: MemorySettings, model_config: dict[str, Any], methods: list[str])
                                 lora_rank=s.lora_r, gradient_checkpointing=o.gradient_checkpointing,
                                 chunked_loss=m.chunked, loss_chunk_size=s.loss_chunk_size if m.chunked else 1024,
                                 attention=o.attention, train_embeddings=c.train_embeddings,
-                                train_lm_head=c.train_lm_head) for method in methods]
+                                train_lm_head=c.train_lm_head, fused_step=c.fused_step,
+                                master_weights=c.master_weights, outside_optimizer=c.outside_optimizer,
+                                svd_method=c.svd_method) for method in methods]
     except ValueError as err:
         message = str(err)
         name = message.split("=", 1)[0]

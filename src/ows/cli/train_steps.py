@@ -207,7 +207,7 @@ def save_outputs(out: Path, setup: Any, trainer: Any, tokenizer: Any, config: OW
 
     Call on every rank: gathering sharded weights and evaluating are collectives; only rank 0 writes."""
     from ..integrations.hf import full_state_dict
-    from ..memory.measure import peak_rss_bytes
+    from ..memory.measure import peak_memory
     from ..integrations.plots import plot_loss_curve
 
     state_dict = full_state_dict(trainer)
@@ -224,7 +224,7 @@ def save_outputs(out: Path, setup: Any, trainer: Any, tokenizer: Any, config: OW
     plot_loss_curve([h["step"] for h in history], [h["loss"] for h in history], out / "loss_curve.png",
                     title=f"{setup.name}: training loss")
     results = {"method": setup.name, "before": before, "after": after, "train_seconds": round(seconds, 1),
-               "steps": trainer.state.global_step, "peak_rss_gib": round(peak_rss_bytes() / 2**30, 3)}
+               "steps": trainer.state.global_step, **peak_memory()}
     if evaluation is not None:
         results["eval"] = evaluation
     write_json(results, out / "results.json")

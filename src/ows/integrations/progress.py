@@ -1,4 +1,4 @@
-"""A ``Trainer`` progress bar that shows loss, active layers and process memory."""
+"""A ``Trainer`` progress bar that shows loss, active layers and peak memory (CUDA allocator on a GPU, RSS on CPU)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..memory.measure import peak_rss_bytes
+from ..memory.measure import peak_memory_text
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class ProgressCallback(TrainerCallback):
             postfix["loss"] = f"{self.last_loss:.3f}"
         if self.controller is not None and self.controller.active is not None:
             postfix["layers"] = ",".join(str(i) for i in self.controller.active)
-        postfix["peak_mem"] = f"{peak_rss_bytes() / 2**30:.2f}GiB"
+        postfix["peak_mem"] = peak_memory_text()
         self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(state.global_step - self.bar.n)
 
@@ -49,7 +49,7 @@ class ProgressCallback(TrainerCallback):
             self.last_loss = float(logs["loss"])
         if state.is_world_process_zero and logs:
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in logs.items()}
-            logger.debug("step %d: %s", state.global_step, shown)
+            logger.debug("step %d: %s, peak memory %s", state.global_step, shown, peak_memory_text())
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.bar is not None:

@@ -5,8 +5,9 @@ lisa / ows / ows-fullrank) and the peak of one training step as the product runs
 has every formula and the validation against measurements). Main assumptions:
 
 - Weights, gradients and optimizer state are in the weights' dtype (``dtype``), as when ``ows train
-  --dtype`` loads the model: ``GaLoreAdamW`` creates its moments like the gradient, and there is no
-  fp32 master copy. LoRA adapters are fp32 (peft's default) with ``torch.optim.AdamW``.
+  --dtype`` loads the model: ``GaLoreAdamW`` creates its moments like the gradient; ``master_weights``
+  adds fp32 masters and fp32 moments for the trained layers. LoRA adapters are fp32 (peft's default)
+  with ``torch.optim.AdamW``. The optimizer-state terms are in :mod:`ows.memory.state`.
 - AdamW: 2 moments per trainable element. GaLore (2-D decoder-layer weights of shape m x n, rank
   r' = min(r, m, n)): 2 moments of max(m, n) x r' plus a projector of min(m, n) x r'.
 - LISA / OWS: gradients and state only for ``num_active_layers`` layers plus the parts outside the
@@ -19,7 +20,11 @@ has every formula and the validation against measurements). Main assumptions:
 - Peak of a step = weights + optimizer state + projectors + the largest of three moments: the start
   of backward (activations + loss temporaries), inside backward (remaining activations + gradients
   produced so far, worst case over where the active layers sit) and the optimizer step (all
-  gradients + the largest per-parameter temporaries).
+  gradients + the largest per-parameter temporaries); for a tied embedding trained in both roles, the
+  end of backward, when its input-embedding gradient is summed with its head gradient (three copies
+  for a moment, next to the layers' gradients). With ``fused_step`` no gradient outlives its hook:
+  inside backward holds the activations, the largest single gradient and its update's temporaries,
+  and the optimizer step holds nothing more.
 """
 
 from __future__ import annotations
@@ -27,9 +32,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..config import DTYPE_BYTES, check_active_layers
-from ..methods import Method, get_method
+from ..config import DTYPE_BYTES, OUTSIDE_OPTIMIZERS, SVD_METHODS, check_active_layers
+from ..methods import get_method
 from .shape import ModelShape, model_shape
+from .state import optimizer_parts, outside_shapes
 
 ATTENTIONS = ("sdpa", "eager")
 LOSS_BYTES_PER_LOGIT = 12  # fp32 log-softmax output, its gradient and the loss gradient at backward start
@@ -100,75 +106,6 @@ def _validate(dtype: str, attention: str, ints: dict[str, int]) -> None:
                "must be an integer >= 1")
 
 
-def _outside_trainable(shape: ModelShape, method: Method, train_embeddings: bool, train_lm_head: bool) -> list[int]:
-    """Element counts of the trainable parameters outside the decoder layers (one entry per tensor)."""
-    if method.outside == "none":
-        return []
-    if method.outside == "all":
-        train_embeddings = train_lm_head = True
-    sizes = [shape.final_norm_params]
-    if train_embeddings or (shape.tied and train_lm_head):
-        sizes.append(shape.vocab * shape.hidden)
-    if train_embeddings and shape.position_params:
-        sizes.append(shape.position_params)
-    if train_lm_head and not shape.tied:
-        sizes.append(shape.head_params)
-    return sizes
-
-
-def _galore_sizes(rows: int, cols: int, rank: int) -> tuple[int, int]:
-    """(moment elements, projector elements) of one GaLore weight: max(m, n) x r' and min(m, n) x r'."""
-    r = min(rank, rows, cols)
-    return max(rows, cols) * r, min(rows, cols) * r
-
-
-def _galore_temporaries(rows: int, cols: int, rank: int, nbytes: int) -> int:
-    """Largest transient bytes of one GaLore update: the fp32 SVD factors, or the projected update."""
-    k, r = min(rows, cols), min(rank, rows, cols)
-    svd = (rows * k + k * cols + k) * 4 + k * r * nbytes + (rows * cols * 4 if nbytes != 4 else 0)
-    update = 3 * max(rows, cols) * r * nbytes + rows * cols * nbytes
-    return max(svd, update)
-
-
-@dataclass
-class _Parts:
-    """Per-layer and outside figures in bytes, before the phases are combined."""
-
-    grad_layer: int = 0
-    grads_outside: list[int] = field(default_factory=list)
-    state: int = 0
-    projectors: int = 0
-    temporaries: int = 0
-    extra_weights: int = 0
-
-
-def _optimizer_parts(shape: ModelShape, method: Method, k: int, rank: int, lora_rank: int, nbytes: int,
-                     outside: list[int]) -> _Parts:
-    """Gradients, moments, projectors and step temporaries for ``k`` trained layers plus ``outside``."""
-    parts = _Parts(grads_outside=[n * nbytes for n in outside])
-    if method.layers == "adapters":
-        adapters = sum(lora_rank * (o + i) for o, i in shape.out_in) * shape.layers
-        largest = max(lora_rank * max(o, i) for o, i in shape.out_in)
-        parts.extra_weights, parts.grads_outside = adapters * 4, [adapters * 4]
-        steps = 2 * len(shape.layer_matrices) * shape.layers * 4  # torch AdamW keeps a 0-d fp32 step per tensor
-        parts.state, parts.temporaries = 2 * adapters * 4 + steps, 2 * largest * 4
-        return parts
-    plain = list(outside)
-    parts.grad_layer = shape.layer_params * nbytes
-    for rows, cols in shape.layer_matrices:
-        if method.galore:
-            moments, projector = _galore_sizes(rows, cols, rank)
-            parts.state += 2 * moments * nbytes * k
-            parts.projectors += projector * nbytes * k
-            parts.temporaries = max(parts.temporaries, _galore_temporaries(rows, cols, rank, nbytes))
-        else:
-            plain.append(rows * cols)
-            parts.state += 2 * rows * cols * nbytes * k
-    parts.state += 2 * (shape.layer_vectors * k + sum(outside)) * nbytes
-    parts.temporaries = max(parts.temporaries, 2 * max(plain, default=0) * nbytes)
-    return parts
-
-
 def _loss_bytes(shape: ModelShape, tokens: int, nbytes: int, chunked: bool, chunk: int, head_trains: bool) -> int:
     """Transient bytes of the loss at the start of backward (fp32 log-softmax, its and the loss's gradient).
 
@@ -198,6 +135,10 @@ def estimate_memory(
     loss_chunk_size: int = 1024,
     attention: str = "sdpa",
     device: str = "cuda",
+    fused_step: bool = False,
+    master_weights: bool = False,
+    outside_optimizer: str = "adamw",
+    svd_method: str = "exact",
 ) -> MemoryEstimate:
     """Estimated peak bytes of one training step of ``method`` on the model of ``model_config``.
 
@@ -206,9 +147,13 @@ def estimate_memory(
     (galore, ows); ``lora_rank`` LoRA's r on every linear of the decoder layers (dropout on).
     ``train_embeddings`` / ``train_lm_head`` apply to the layer-sampling and GaLore methods (``full``
     trains everything, ``lora`` only its adapters). ``device`` ("cuda" or "cpu") only changes the size
-    of LoRA's dropout masks. All figures are bytes.
+    of LoRA's dropout masks. ``fused_step``, ``master_weights`` and ``outside_optimizer`` are the
+    ``OWSConfig`` fields (see :mod:`ows.memory.state` and docs/MEMORY.md). All figures are bytes.
     """
     _check(device in ("cuda", "cpu"), "device", device, "use cuda or cpu")
+    _check(outside_optimizer in OUTSIDE_OPTIMIZERS, "outside_optimizer", outside_optimizer,
+           f"use one of {', '.join(OUTSIDE_OPTIMIZERS)}")
+    _check(svd_method in SVD_METHODS, "svd_method", svd_method, f"use one of {', '.join(SVD_METHODS)}")
     spec = get_method(method)
     _validate(dtype, attention, dict(batch_size=batch_size, seq_len=seq_len, rank=rank, lora_rank=lora_rank,
                                      num_active_layers=num_active_layers, loss_chunk_size=loss_chunk_size))
@@ -217,8 +162,12 @@ def estimate_memory(
         check_active_layers(num_active_layers, shape.layers)
     nbytes, tokens = DTYPE_BYTES[dtype], batch_size * seq_len
     k = {"adapters": 0, "all": shape.layers}.get(spec.layers, num_active_layers)
-    outside = _outside_trainable(shape, spec, train_embeddings, train_lm_head)
-    parts = _optimizer_parts(shape, spec, k, rank, lora_rank, nbytes, outside)
+    outside = outside_shapes(shape, spec, train_embeddings, train_lm_head)
+    master_weights = master_weights and spec.serves("master_weights")  # each option where the method serves it
+    outside_optimizer = outside_optimizer if spec.serves("outside_optimizer") else "adamw"
+    fused_step = fused_step and spec.serves("fused_step")
+    parts = optimizer_parts(shape, spec, k, rank, lora_rank, nbytes, outside, master_weights, outside_optimizer,
+                            svd_method)
     head_trains = spec.outside != "none" and (train_lm_head or spec.outside == "all" or (shape.tied and train_embeddings))
     act_t, act_f, acts, recompute = _activations(shape, spec.layers == "adapters", k, tokens, seq_len, nbytes, attention,
                                                  gradient_checkpointing, lora_rank, head_trains,
@@ -226,20 +175,35 @@ def estimate_memory(
     loss = _loss_bytes(shape, tokens, nbytes, chunked_loss, loss_chunk_size, head_trains)
     gradients = k * parts.grad_layer + sum(parts.grads_outside)
     head_grad = max(parts.grads_outside, default=0) if head_trains else 0
-    phases = {
-        "backward start": acts + loss,
-        "inside backward": head_grad + (shape.layers - k) * act_f + k * max(act_t, parts.grad_layer) + recompute,
-        "optimizer step": gradients + parts.temporaries,
-    }
+    # A tied matrix trained in both roles gets a dense input-embedding gradient at the end of backward,
+    # summed with its head gradient into a new tensor: three copies of it for a moment.
+    tied_sum = 3 * shape.vocab * shape.hidden * nbytes if shape.tied and spec.outside != "none" and (
+        train_embeddings or spec.outside == "all") else 0
+    if fused_step:  # each gradient is applied and freed in its hook: one at a time, with its update's temporaries
+        gradients = parts.largest_grad
+        phases = {
+            "backward start": acts + loss,
+            "inside backward": (shape.layers - k) * act_f + k * act_t + recompute + parts.largest_grad
+                               + parts.temporaries,
+            "end of backward": tied_sum,
+        }
+    else:
+        phases = {
+            "backward start": acts + loss,
+            "inside backward": head_grad + (shape.layers - k) * act_f + k * max(act_t, parts.grad_layer) + recompute,
+            "end of backward": k * parts.grad_layer + tied_sum,
+            "optimizer step": gradients + parts.temporaries,
+        }
     peak_phase = max(phases, key=phases.__getitem__)
     weights = shape.total_params * nbytes + parts.extra_weights
     total = weights + parts.state + parts.projectors + phases[peak_phase]
     trainable = (parts.extra_weights // 4 if spec.layers == "adapters"
-                 else k * shape.layer_params + sum(outside))
+                 else k * shape.layer_params + sum(r * c for r, c in outside))
     settings = dict(dtype=dtype, batch_size=batch_size, seq_len=seq_len, num_active_layers=k, rank=rank,
                     lora_rank=lora_rank, gradient_checkpointing=gradient_checkpointing, chunked_loss=chunked_loss,
                     loss_chunk_size=loss_chunk_size, attention=attention, train_embeddings=train_embeddings,
-                    train_lm_head=train_lm_head, device=device, peak_phase=peak_phase)
+                    train_lm_head=train_lm_head, device=device, fused_step=fused_step, master_weights=master_weights,
+                    outside_optimizer=outside_optimizer, svd_method=svd_method, peak_phase=peak_phase)
     return MemoryEstimate(method, weights, gradients, parts.state, parts.projectors, acts, loss, parts.temporaries,
                           total, trainable, shape.total_params, settings)
 

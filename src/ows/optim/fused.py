@@ -1,23 +1,24 @@
-"""The fused step: each decoder-layer parameter is updated inside backward, as soon as its gradient is complete.
+"""The fused step: each trained parameter is updated inside backward, as soon as its gradient is complete.
 
-A post-accumulate-grad hook on every decoder-layer parameter runs that parameter's optimizer update
+A post-accumulate-grad hook on every parameter of the optimizer runs that parameter's update
 (``GaLoreAdamW.update_parameter``: its SVD when due, projection, Adam, weight decay) and frees the
 gradient at once, so that about one weight's gradient exists at any time instead of all gradients
-of the gamma sampled layers. Parameters outside the decoder layers (embeddings, head, final norm)
-are updated in ``optimizer.step()`` as usual: a tied embedding, and a head under the chunked loss,
-receive several gradient contributions in one backward pass, so no single hook call sees their
-complete gradient.
+of the gamma sampled layers and of the embeddings and head. Autograd sums every use of a weight in
+one backward (a tied embedding, a head under the chunked loss) before the hook fires, so the hook
+sees the complete gradient; a weight that fires twice (shared by two segments of reentrant
+checkpointing) is an error. Parameters handed to :meth:`FusedStep.step_later` (under DDP, those
+DDP reduces itself) keep their gradient and are updated in ``optimizer.step()``.
 
 - **Gradient accumulation**: the hooks update only on the last micro-batch of a step
   (``is_final_micro_batch``); earlier micro-batches accumulate gradients as usual.
 - **Clipping**: exact global-norm clipping needs every gradient before the first update. Here every
   update of step t is scaled by ``min(1, max_grad_norm / ||g_{t-1}||)``, the previous step's global
   norm (step 0 is not clipped). ``grad_norm`` is the exact, unclipped global norm of the step just
-  taken (decoder layers from the hooks, the rest at ``optimizer.step()``).
+  taken (from the hooks, plus the gradients still held at ``optimizer.step()``).
 - **Non-finite gradients**: a parameter whose gradient holds NaN/inf is not updated and is named in
   ``nonfinite``; parameters updated earlier in the same backward keep their update.
-- **DDP**: ``reduce`` (set by ``ows.distributed.setup_ddp``) averages a layer gradient across ranks
-  inside its hook, before the update.
+- **DDP**: ``reduce`` (set by ``ows.distributed.setup_ddp``) averages a decoder-layer gradient across
+  ranks inside its hook, before the update; DDP's own parameters are stepped later.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ import torch
 
 
 class FusedStep:
-    """Runs the updates of ``layer_params`` inside backward for ``optimizer`` (a ``GaLoreAdamW``)."""
+    """Runs the updates of ``params`` inside backward for ``optimizer`` (a ``GaLoreAdamW``)."""
 
-    def __init__(self, optimizer: Any, layer_params: Iterable[torch.Tensor], names: dict[int, str] | None = None,
+    def __init__(self, optimizer: Any, params: Iterable[torch.Tensor], names: dict[int, str] | None = None,
                  max_grad_norm: float = 0.0) -> None:
         self.optimizer = optimizer
         self.max_grad_norm = max_grad_norm
@@ -45,9 +46,8 @@ class FusedStep:
         self._layer_sq: torch.Tensor | None = None
         self._norm: float | None = None
         self._updated: set[int] = set()
-        params = list(dict.fromkeys(p for p in layer_params if id(p) in self._groups))
-        self._layer_ids = {id(p) for p in params}
-        self._handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
+        params = list(dict.fromkeys(p for p in params if id(p) in self._groups))
+        self._handles = {id(p): _hook(p, self._on_grad) for p in params}
 
     def _on_grad(self, p: torch.Tensor) -> None:
         if not self.is_final_micro_batch():
@@ -79,8 +79,15 @@ class FusedStep:
         return group
 
     def is_fused(self, p: torch.Tensor) -> bool:
-        """Whether ``p`` is updated inside backward (a decoder-layer parameter)."""
-        return id(p) in self._layer_ids
+        """Whether ``p`` is updated inside backward."""
+        return id(p) in self._handles
+
+    def step_later(self, params: Iterable[torch.Tensor]) -> None:
+        """Update ``params`` in ``optimizer.step()`` instead (e.g. the parameters DDP reduces after backward)."""
+        for p in params:
+            handle = self._handles.pop(id(p), None)
+            if handle is not None:
+                handle.remove()
 
     def current_grad_norm(self) -> float:
         """The global, unclipped gradient norm of the step in progress: the fused updates plus the gradients
@@ -123,14 +130,25 @@ class FusedStep:
 
     def remove(self) -> None:
         """Remove the hooks (the optimizer then steps as usual)."""
-        for handle in self._handles:
+        for handle in self._handles.values():
             handle.remove()
         self._handles.clear()
 
 
-def enable_fused_step(optimizer: Any, model: torch.nn.Module, layers: torch.nn.ModuleList,
-                      max_grad_norm: float = 0.0) -> FusedStep:
-    """Give ``optimizer`` (a ``GaLoreAdamW``) a :class:`FusedStep` over the parameters of ``layers``; returns it.
+def _hook(p: torch.Tensor, fn: Callable[[torch.Tensor], None]) -> Any:
+    """``p.register_post_accumulate_grad_hook(fn)``, also for a parameter frozen right now (the controller
+    unfreezes it when its layer is sampled; the hook stays)."""
+    frozen = not p.requires_grad
+    p.requires_grad_(True)
+    try:
+        return p.register_post_accumulate_grad_hook(fn)
+    finally:
+        if frozen:
+            p.requires_grad_(False)
+
+
+def enable_fused_step(optimizer: Any, model: torch.nn.Module, max_grad_norm: float = 0.0) -> FusedStep:
+    """Give ``optimizer`` (a ``GaLoreAdamW``) a :class:`FusedStep` over all its parameters; returns it.
 
     Refused for a model sharded with FSDP2: its gradients reach the sharded parameters after the
     backward's reduce-scatter, not through the hooks this relies on.
@@ -143,5 +161,6 @@ def enable_fused_step(optimizer: Any, model: torch.nn.Module, layers: torch.nn.M
     if getattr(optimizer, "fused", None) is not None:
         optimizer.fused.remove()
     names = {id(p): name for name, p in model.named_parameters()}
-    optimizer.fused = FusedStep(optimizer, layers.parameters(), names, max_grad_norm)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    optimizer.fused = FusedStep(optimizer, params, names, max_grad_norm)
     return optimizer.fused

@@ -16,10 +16,10 @@ from typing import Any, Callable, Iterable
 import torch
 from torch.optim import Optimizer
 
-from ..config import PROJ_TYPES, SVD_METHODS
+from ..config import PROJ_TYPES, SVD_METHODS, UPDATE_CHUNK
 from .lowbit import adam_step_8bit, uses_8bit
 from .sharded import add_replicated, is_dtensor
-from .projector import compute_projector, project, project_back, projection_side, randomized_projector
+from .projector import compute_projector, gram_projector, project, project_back, projection_side, randomized_projector
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ def _robust_projector(
     projector or fall back to a randomized SVD."""
     if method == "randomized":
         return randomized_projector(grad, rank, side)  # type: ignore[arg-type]
+    if method == "gram":
+        return gram_projector(grad, rank, side)  # type: ignore[arg-type]
     try:
         return compute_projector(grad, rank, side)  # type: ignore[arg-type]
     except RuntimeError as err:  # torch.linalg.LinAlgError is a RuntimeError
@@ -62,6 +64,24 @@ def _robust_projector(
             return previous
         logger.warning("SVD of a %s gradient failed (%s): using a randomized SVD", tuple(grad.shape), err)
         return randomized_projector(grad, rank, side)  # type: ignore[arg-type]
+
+
+
+
+def _chunked_adam(target: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+    """The plain AdamW step of a large tensor in slices of rows, so that its temporaries (the denominator and the
+    direction) are a slice's size, not the tensor's: the same elementwise arithmetic, so the same result."""
+    if "exp_avg" not in state:
+        state["exp_avg"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+    state["step"] = state.get("step", 0) + 1
+    beta1, beta2 = group["betas"]
+    rows = max(1, UPDATE_CHUNK // max(1, grad[0].numel() if grad.dim() > 1 else 1))
+    for start in range(0, grad.shape[0], rows):
+        part = slice(start, start + rows)
+        direction = adam_direction(grad[part], state["exp_avg"][part], state["exp_avg_sq"][part], state["step"],
+                                   beta1, beta2, group["eps"], group["correct_bias"])
+        target[part].add_(direction, alpha=-group["lr"])
 
 
 def _decay(target: torch.Tensor, group: dict[str, Any]) -> None:
@@ -182,6 +202,8 @@ class GaLoreAdamW(Optimizer):
         grad = p.grad if master is None else p.grad.float()
         if "rank" in group and is_dtensor(p):  # FSDP2: the SVD needs the whole gradient
             add_replicated(target, self._direction(state, grad.full_tensor(), p.shape, group), -group["lr"])
+        elif "rank" not in group and p.numel() > UPDATE_CHUNK and not is_dtensor(p):
+            _chunked_adam(target, grad, state, group)
         else:
             target.add_(self._direction(state, grad, p.shape, group), alpha=-group["lr"])
         _decay(target, group)
@@ -217,20 +239,24 @@ class GaLoreAdamW(Optimizer):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state dict (see :meth:`_process_value_according_to_param_policy` for the dtypes kept)."""
+        """Load a state dict; tensors saved in another dtype than their parameter's come back as saved.
+
+        torch casts every floating-point state tensor to its parameter's dtype when loading; the fp32
+        masters and moments of a bf16 parameter, and the uint8 codes of 8-bit moments, must not be (a
+        bf16 round trip would lose the masters' precision and break an exact resume), so the saved
+        tensors themselves are put back, on the parameter's device.
+        """
         state_dict = dict(state_dict)
         fused = state_dict.pop("ows_fused", None)
+        saved = state_dict.get("state", {})
         super().load_state_dict(state_dict)
+        params = [p for group in self.param_groups for p in group["params"]]
+        for index, entry in saved.items():
+            if not isinstance(index, int) or index >= len(params) or params[index] not in self.state:
+                continue
+            param, state = params[index], self.state[params[index]]
+            for key, value in entry.items():
+                if torch.is_tensor(value) and key != "step" and value.dtype != param.dtype:
+                    state[key] = value.to(param.device)
         if fused is not None and self.fused is not None:
             self.fused.load_state_dict(fused)
-
-    @staticmethod
-    def _process_value_according_to_param_policy(param: torch.Tensor, value: torch.Tensor, param_id: int,
-                                                 param_groups: list[dict[Any, Any]], key: Any = None) -> torch.Tensor:
-        """torch casts every floating-point state tensor to its parameter's dtype when loading; the fp32
-        masters and moments of a ``master`` group and the uint8 codes of 8-bit moments keep the dtype they
-        were saved with (a lossy bf16 round trip would break an exact resume)."""
-        group = next((g for g in param_groups if param_id in g["params"]), {})
-        if key != "step" and (group.get("master") or group.get("state_bits") == 8):
-            return value.to(device=param.device)
-        return Optimizer._process_value_according_to_param_policy(param, value, param_id, param_groups, key)
