@@ -122,13 +122,13 @@ def child_main(spec: dict[str, Any]) -> dict[str, Any]:
     from ows.config import OWSConfig
     from ows.memory.measure import peak_rss_bytes
     from ows.methods import build_method
-    from ows.loading import resolve_model_path
+    from ows.loading import load_model, resolve_model_path
 
     t0 = time.perf_counter()
     torch.manual_seed(0)
     path = resolve_model_path(spec["model"])
     rss_before = _rss_now()
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, spec["dtype"]))
+    model = load_model(path, spec["dtype"], quantization=get_method(spec["method"]).base_quantization)
     model.train()
     if spec["gradient_checkpointing"]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -92,6 +92,18 @@ def make_tiny_model_dir(path, arch: str = "llama", layers: int = 4):
 
 
 @pytest.fixture(scope="session")
+def tiny_model_dir_64(tmp_path_factory):
+    """A tiny Llama folder with hidden size 64: bitsandbytes' 4-bit CPU kernels need rows of at least 64."""
+    saved = dict(TINY)
+    TINY.update(hidden_size=64, intermediate_size=128)
+    try:
+        return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama-64"))
+    finally:
+        TINY.clear()
+        TINY.update(saved)
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """Folder of a tiny Llama with a tokenizer, like a real Hugging Face model folder."""
     return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama"))

@@ -18,7 +18,7 @@ LLAMA = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "nu
 
 
 def test_traits_of_the_builtin_methods():
-    assert method_names() == ("full", "lora", "galore", "lisa", "ows-fullrank", "ows")
+    assert method_names() == ("full", "lora", "qlora", "galore", "lisa", "ows-fullrank", "ows")
     assert [m for m in method_names() if get_method(m).samples_layers] == ["lisa", "ows-fullrank", "ows"]
     assert [m for m in method_names() if get_method(m).galore] == ["galore", "ows"]
     assert get_method("lisa").config_for(OWSConfig()).sampling_strategy == "uniform"

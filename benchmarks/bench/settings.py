@@ -33,6 +33,7 @@ PROFILED = tuple(m for m in METHODS if get_method(product_method(m)).needs_profi
 # 3e-4) x 1/3, 1, 3; results/2026-11-29-lr-sweep/. full, galore and ows won at an edge of that grid.
 # The variants were not swept: each uses its product method's rate.
 LEARNING_RATES = {"full": 3.3e-5, "lora": 5e-4, "galore": 1e-4, "lisa": 3e-4, "ows-fullrank": 3e-4, "ows": 9e-4}
+LEARNING_RATES["qlora"] = LEARNING_RATES["lora"]  # not swept: LoRA's
 LEARNING_RATES.update({row: LEARNING_RATES[spec[0]] for row, spec in VARIANTS.items()})
 
 # Metrics: key, header, format. Lower is better for all but exact match.

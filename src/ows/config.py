@@ -15,6 +15,7 @@ PROFILE_STRATEGIES = ("owl", "owl_reverse")  # the strategies that need an outli
 PROJ_TYPES = ("std", "reverse_std", "left", "right")
 SVD_METHODS = ("exact", "randomized", "gram")
 OUTSIDE_OPTIMIZERS = ("adamw", "adamw8bit", "galore")
+FROZEN_QUANTIZATIONS = ("none", "nf4", "int8")
 # bitsandbytes' blockwise 8-bit moments: one fp32 absmax per block; smaller tensors keep full moments.
 EIGHT_BIT_BLOCK = 256
 EIGHT_BIT_MIN_SIZE = 4096
@@ -114,6 +115,11 @@ class OWSConfig:
         "they train (4 more bytes per trained weight); the master is rounded into the weights after every update "
         "and freed when the layer leaves. False: pure low-precision updates.", False
     )
+    frozen_quantization: str = _help(
+        "Hold the linear weights of frozen decoder layers quantized on the device: none, nf4 (4-bit, bitsandbytes) or "
+        "int8; the forward through a frozen layer then uses the quantized weights, as QLoRA's base does. Sampled "
+        "layers train on their exact weights, kept on the host while frozen; the saved model is exact.", "none"
+    )
     layers_attr: str | None = _help(
         "Dotted path to the nn.ModuleList of decoder layers (e.g. 'model.layers'); None = found automatically.",
         None,
@@ -139,6 +145,7 @@ class OWSConfig:
         for name in ("train_embeddings", "train_lm_head", "train_final_norm", "fused_step", "master_weights"):
             _check_bool(self, name)
         _check_choice(self, "outside_optimizer", OUTSIDE_OPTIMIZERS)
+        _check_choice(self, "frozen_quantization", FROZEN_QUANTIZATIONS)
         _check_int(self, "seed", minimum=0)
         if self.layers_attr is not None and (not isinstance(self.layers_attr, str) or not self.layers_attr):
             raise ValueError(

@@ -17,7 +17,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from .config import OWSConfig
-from .distributed import check_same_active, is_main_process
+from .distributed import check_same_active, is_distributed, is_main_process
 from .layers import DecoderLayers, locate_decoder_layers, set_trainable
 from .memory.measure import tensor_bytes
 from .optim.fused import enable_fused_step
@@ -57,6 +57,7 @@ class OWSController:
         on_resample: Callable[[int, tuple[int, ...]], None] | None = None,
         *,
         layers: DecoderLayers | None = None,
+        residency: Any = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -75,6 +76,8 @@ class OWSController:
         self.visits: Counter[int] = Counter()
         self.schedule: list[tuple[int, tuple[int, ...]]] = []
         self.released_bytes = 0
+        self.residency = residency  # ows.frozen.FrozenLayers when frozen layers are held quantized
+        self.swaps: list[tuple[int, float]] = []  # (step, seconds spent moving weights) per resample
 
     def _check_optimizer_covers_layers(self) -> None:
         in_optimizer = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
@@ -95,12 +98,20 @@ class OWSController:
         check_same_active(new_active, len(self.layers), period)
         if self.active is None:  # sharding (FSDP2) after the optimizer was built replaces the parameters
             self._check_optimizer_covers_layers()
+            if self.residency is not None:  # a resumed run: the layers of earlier periods hold trained weights
+                self.residency.trained.update(i for k in range(period) for i in self.sampler.active_layers(
+                    k * self.sampler.interval))
+        swapped = self.residency.swap_seconds if self.residency is not None else 0.0
         self._apply(new_active)
         self.period = period
         self.visits.update(new_active)
         self.schedule.append((step, tuple(new_active)))
+        swap = ""
+        if self.residency is not None:
+            self.swaps.append((step, self.residency.swap_seconds - swapped))
+            swap = f"; weights moved in {self.swaps[-1][1]:.2f} s"
         if is_main_process():
-            logger.info("step %d: active decoder layers %s", step, list(new_active))
+            logger.info("step %d: active decoder layers %s%s", step, list(new_active), swap)
         if self.on_resample is not None:
             self.on_resample(step, new_active)
         return new_active
@@ -116,8 +127,13 @@ class OWSController:
             params = list(self.layers[i].parameters())
             set_trainable([self.layers[i]], False)
             released += release_optimizer_state(self.optimizer, params)
+            if self.residency is not None:
+                self.residency.leave(i)
         # Entering layers need no release: their state was dropped when they left, and state present
         # now can only come from a checkpoint of this very period.
+        for i in new_active:
+            if self.residency is not None:
+                self.residency.enter(i)
         set_trainable([self.layers[i] for i in new_active], True)
         self.released_bytes += released
         self.active = tuple(new_active)
@@ -168,18 +184,30 @@ def create_ows(
     eps: float = 1e-8,
     on_resample: Callable[[int, tuple[int, ...]], None] | None = None,
     max_grad_norm: float = 0.0,
+    weights_source: str | None = None,
 ) -> tuple[GaLoreAdamW, OWSController]:
     """Build the optimizer and controller for ``model`` from ``config`` (and an outlier ``profile``).
 
     All validation (layer count, gamma, profile match) happens here, before any training. The decoder
     layers are located once and handed to the param groups and the controller. With
     ``config.fused_step``, ``max_grad_norm`` is the fused step's clipping norm (0: no clipping; the
-    Hugging Face integration takes it from ``TrainingArguments``).
+    Hugging Face integration takes it from ``TrainingArguments``). With ``config.frozen_quantization``,
+    ``weights_source`` (the model's folder of safetensors files) gives the exact weights of layers never
+    trained, so that no host copy of them is needed.
     """
     found = locate_decoder_layers(model, config.layers_attr)
     sampler = build_sampler(config, len(found.modules), profile)
     optimizer = GaLoreAdamW(build_param_groups(model, config, weight_decay, layers=found), lr=lr, betas=betas, eps=eps)
     if config.fused_step:
         enable_fused_step(optimizer, model, max_grad_norm)
-    controller = OWSController(model, optimizer, sampler, on_resample=on_resample, layers=found)
+    residency = None
+    if config.frozen_quantization != "none":
+        if is_distributed():
+            raise ValueError(f"frozen_quantization={config.frozen_quantization!r} is not supported with several "
+                             "processes yet: set frozen_quantization none, or train in one process")
+        from .frozen import FrozenLayers, SafetensorsSource
+
+        source = SafetensorsSource(weights_source) if weights_source else None
+        residency = FrozenLayers(model, found.modules, config.frozen_quantization, source)
+    controller = OWSController(model, optimizer, sampler, on_resample=on_resample, layers=found, residency=residency)
     return optimizer, controller

@@ -153,13 +153,25 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
-def load_model(path: str, dtype: str | torch.dtype = "float32", trust_remote_code: bool = False, device: str = "cpu") -> Any:
-    """The causal LM at ``path`` in ``dtype`` (a name from ``ows.config.DTYPES`` or ``auto``) on ``device``."""
+def load_model(path: str, dtype: str | torch.dtype = "float32", trust_remote_code: bool = False, device: str = "cpu",
+               quantization: str | None = None) -> Any:
+    """The causal LM at ``path`` in ``dtype`` (a name from ``ows.config.DTYPES`` or ``auto``) on ``device``.
+
+    ``quantization="nf4"``: every linear in 4-bit NF4 with double quantization, computing in ``dtype``
+    (bitsandbytes through transformers' ``BitsAndBytesConfig``, the QLoRA base).
+    """
     from transformers import AutoModelForCausalLM
 
     resolved_dtype = torch_dtype(dtype, device)
-    logger.info("loading %s (%s, %s)", path, device, str(resolved_dtype).replace("torch.", ""))
-    kwargs = {"device_map": device} if device != "cpu" else {}
+    logger.info("loading %s (%s, %s%s)", path, device, str(resolved_dtype).replace("torch.", ""),
+                f", {quantization}" if quantization else "")
+    kwargs: dict[str, Any] = {"device_map": device} if device != "cpu" or quantization else {}
+    if quantization == "nf4":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_compute_dtype=resolved_dtype,
+                                                           bnb_4bit_use_double_quant=True)
     return AutoModelForCausalLM.from_pretrained(path, dtype=resolved_dtype, trust_remote_code=trust_remote_code,
                                                 **kwargs)
 

@@ -26,7 +26,9 @@ OUTSIDE_MODES = ("config", "all", "none")
 # OWSConfig options beyond the defaults that a method can serve: its optimizer is ows.GaLoreAdamW over
 # ows.build_param_groups (the layer groups take masters, the outside groups 8-bit or GaLore moments).
 LAYER_OPTIONS = frozenset({"fused_step", "master_weights", "outside_optimizer"})
-OPTION_DEFAULTS = {"fused_step": False, "master_weights": False, "outside_optimizer": "adamw"}
+SAMPLED_OPTIONS = LAYER_OPTIONS | {"frozen_quantization"}  # only a sampled subset leaves layers frozen
+OPTION_DEFAULTS = {"fused_step": False, "master_weights": False, "outside_optimizer": "adamw",
+                   "frozen_quantization": "none"}
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Method:
     optimizer: str = "ows.GaLoreAdamW"
     requires: tuple[tuple[str, str], ...] = ()
     options: frozenset[str] = LAYER_OPTIONS
+    base_quantization: str | None = None  # the model is loaded quantized (QLoRA: nf4) before the builder runs
 
     @property
     def samples_layers(self) -> bool:
@@ -133,25 +136,29 @@ def check_options(method: Method, config: OWSConfig) -> None:
         if value != default and not method.serves(option):
             raise ValueError(f"{option}={value!r} cannot serve method={method.name!r} (its optimizer is {method.optimizer}):"
                              f" set {option} to {default!r} or use another method")
-    if config.outside_optimizer == "adamw8bit":
+    if config.outside_optimizer == "adamw8bit" or config.frozen_quantization != "none":
         from .optim.lowbit import INSTALL, available
 
         if not available():
-            raise FileNotFoundError(f"outside_optimizer='adamw8bit' needs bitsandbytes: {INSTALL}")
+            option = "outside_optimizer='adamw8bit'" if config.outside_optimizer == "adamw8bit" else \
+                f"frozen_quantization={config.frozen_quantization!r}"
+            raise FileNotFoundError(f"{option} needs bitsandbytes: {INSTALL}")
 
 
 def build_method(name: str, model: Any, config: OWSConfig, profile: Any | None = None, *,
-                 lora: dict[str, Any] | None = None, **optimizer_kwargs: Any) -> MethodSetup:
+                 lora: dict[str, Any] | None = None, weights_source: str | None = None,
+                 **optimizer_kwargs: Any) -> MethodSetup:
     """Set ``model`` up for method ``name``; for ``lora`` the returned model is the peft wrapper.
 
-    ``optimizer_kwargs``: ``lr``, ``weight_decay``, ``betas``, ``eps`` of the optimizer (as in
-    :func:`ows.create_ows`); ``lora``: ``r``, ``alpha``, ``dropout`` of the LoRA adapters.
+    ``optimizer_kwargs``: ``lr``, ``weight_decay``, ``betas``, ``eps``, ``max_grad_norm`` of the
+    optimizer (as in :func:`ows.create_ows`); ``lora``: ``r``, ``alpha``, ``dropout`` of the LoRA
+    adapters; ``weights_source``: the model's folder, for ``frozen_quantization`` (see ``create_ows``).
     """
     method = get_method(name)
     check_requirements(method)
     check_options(method, config)
     optimizer_kwargs.setdefault("lr", 3e-4)
-    options = {"optimizer": optimizer_kwargs, "lora": lora or {}}
+    options = {"optimizer": optimizer_kwargs, "lora": lora or {}, "weights_source": weights_source}
     setup = method.builder(model, method.config_for(config), profile, options)
     setup.name = name
     return setup
@@ -161,7 +168,8 @@ def build_method(name: str, model: Any, config: OWSConfig, profile: Any | None =
 def _build_sampled(model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
     from .integrations.hf import prepare_for_trainer
 
-    optimizer, callback = prepare_for_trainer(model, config, profile, **options["optimizer"])
+    optimizer, callback = prepare_for_trainer(model, config, profile, weights_source=options["weights_source"],
+                                              **options["optimizer"])
     return MethodSetup("", model, optimizer, config, callback.controller, [callback])
 
 
@@ -197,6 +205,15 @@ def _build_full(model: Any, config: OWSConfig, profile: Any, options: dict[str, 
     return MethodSetup("", model, optimizer, None)
 
 
+def _build_qlora(model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
+    """LoRA over a model loaded in 4-bit NF4 (``base_quantization``), prepared as PEFT's QLoRA recipe does."""
+    from peft import prepare_model_for_kbit_training
+
+    checkpointing = bool(getattr(model, "is_gradient_checkpointing", False))
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+    return _build_lora(model, config, profile, options)
+
+
 def _build_lora(model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
     from peft import LoraConfig, get_peft_model
 
@@ -217,11 +234,17 @@ register_method(Method("full", "AdamW on every parameter", "full FT (AdamW)", la
 register_method(Method("lora", "peft LoRA (r=lora_r) on every linear layer; the Trainer's AdamW", "LoRA",
                        layers="adapters", galore=False, builder=_build_lora, outside="none",
                        optimizer="torch.optim.AdamW (Trainer)", requires=(("peft", "lora"),), options=frozenset()))
+register_method(Method("qlora", "peft LoRA over a 4-bit NF4 base (bitsandbytes), as QLoRA", "QLoRA (NF4 base)",
+                       layers="adapters", galore=False, builder=_build_qlora, outside="none",
+                       optimizer="torch.optim.AdamW (Trainer)", requires=(("peft", "lora"), ("bitsandbytes", "memory")),
+                       options=frozenset(), base_quantization="nf4"))
 register_method(Method("galore", "every decoder layer with GaLore, no sampling", "GaLore (all layers)",
                        layers="all", galore=True, builder=_build_all_layers))
 register_method(Method("lisa", "uniform layer sampling, plain AdamW (LISA)", "LISA (uniform, plain AdamW)",
-                       layers="sampled", galore=False, builder=_build_sampled, strategy="uniform"))
+                       layers="sampled", galore=False, builder=_build_sampled, strategy="uniform", options=SAMPLED_OPTIONS))
 register_method(Method("ows-fullrank", "outlier-weighted layer sampling, plain AdamW",
-                       "OWS full-rank (weighted, AdamW)", layers="sampled", galore=False, builder=_build_sampled))
+                       "OWS full-rank (weighted, AdamW)", layers="sampled", galore=False, builder=_build_sampled,
+                       options=SAMPLED_OPTIONS))
 register_method(Method("ows", "outlier-weighted layer sampling + GaLore (the OWS method)",
-                       "OWS (weighted + GaLore)", layers="sampled", galore=True, builder=_build_sampled))
+                       "OWS (weighted + GaLore)", layers="sampled", galore=True, builder=_build_sampled,
+                       options=SAMPLED_OPTIONS))

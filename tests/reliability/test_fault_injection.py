@@ -104,3 +104,27 @@ MORE = [f for f in [f"step:{s}" for s in range(1, STEPS)] + [f"save:{s}" for s i
 @pytest.mark.parametrize("fault", MORE)
 def test_more_kill_points(tiny_model_dir, tmp_path, reference, fault):
     test_killed_run_resumes_bit_identically(tiny_model_dir, tmp_path, reference, fault)
+
+
+@pytest.fixture(scope="module")
+def reference_nf4(tiny_model_dir, tmp_path_factory):
+    pytest.importorskip("bitsandbytes")
+    root = tmp_path_factory.mktemp("reference-nf4")
+    data = root / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    result = run("none", train_args(tiny_model_dir, data, root / "out") + ["--frozen_quantization", "nf4"], root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return data, load_file(root / "out" / "model.safetensors")
+
+
+def test_a_killed_run_with_nf4_frozen_layers_resumes_bit_identically(tiny_model_dir, tmp_path, reference_nf4):
+    data, expected = reference_nf4
+    out = tmp_path / "out"
+    args = train_args(tiny_model_dir, data, out) + ["--frozen_quantization", "nf4"]
+    killed = run("step:7", args, tmp_path)  # period 2: layers of periods 0 and 1 left, their exact copies kept
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed = run("none", args + ["--resume_from_checkpoint", "latest"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming from {out / 'checkpoint-6'}" in resumed.stdout
+    got = load_file(out / "model.safetensors")
+    assert got.keys() == expected.keys() and all(got[k].equal(expected[k]) for k in expected)

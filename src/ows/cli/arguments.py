@@ -54,9 +54,16 @@ class ScriptArguments:
                               "exist; 0 = the model's standard loss.", 1024)
     trust_remote_code: bool = _h("Allow model code from the model folder/hub (off unless you trust it).", False)
     overwrite_output_dir: bool = _h("Replace an output_dir that holds a different run.", False)
+    max_memory: str | None = _h("A memory budget such as 16GiB: the run's unset fields (batch and accumulation, "
+                                "gradient checkpointing, fused step, outside optimizer, frozen quantization, gamma, "
+                                "rank) are chosen from the estimator so that its estimate fits; the plan is printed.",
+                                None)
     nan_policy: str = _h("A step whose gradients hold NaN/inf: skip it (stop after max_bad_steps in a row) or stop.",
                          "skip")
     max_bad_steps: int = _h("Consecutive non-finite steps after which the run stops (last good checkpoint kept).", 5)
+
+    # The fields the user gave (config file or flags): a memory plan leaves them as they are.
+    given: frozenset = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field, the value and the fix."""

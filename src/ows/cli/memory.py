@@ -54,16 +54,17 @@ Sizes are GiB (2^30 bytes); total is the peak of one step, not the sum of the co
 """
 
 
-SCRIPT_FIELDS = ("model", "dtype", "max_seq_length", "lora_r", "loss_chunk_size")
+SCRIPT_FIELDS = ("model", "dtype", "max_seq_length", "lora_r", "loss_chunk_size", "max_memory")
 OWS_FIELDS = ("num_active_layers", "rank", "train_embeddings", "train_lm_head", "fused_step", "master_weights",
-              "outside_optimizer", "svd_method")
+              "outside_optimizer", "svd_method", "frozen_quantization")
 ALIASES = {"--method": ("methods", None), "--batch-size": ("per_device_train_batch_size", None),
            "--seq-len": ("max_seq_length", None), "--num-active-layers": ("num_active_layers", None),
            "--lora-rank": ("lora_r", None), "--gradient-checkpointing": ("gradient_checkpointing", None),
            "--loss-chunk-size": ("loss_chunk_size", None), "--chunked-loss": ("loss_chunk_size", 1024),
            "--no-train-embeddings": ("train_embeddings", False), "--no-train-lm-head": ("train_lm_head", False),
            "--fused-step": ("fused_step", None), "--master-weights": ("master_weights", None),
-           "--outside-optimizer": ("outside_optimizer", None), "--svd-method": ("svd_method", None)}
+           "--outside-optimizer": ("outside_optimizer", None), "--svd-method": ("svd_method", None),
+           "--frozen-quantization": ("frozen_quantization", None), "--max-memory": ("max_memory", None)}
 # estimate_memory's parameter -> the field it comes from, to name a bad value as the user gave it
 ESTIMATE_FIELDS = {"batch_size": "per_device_train_batch_size", "seq_len": "max_seq_length", "lora_rank": "lora_r"}
 
@@ -190,30 +191,40 @@ def settings_line(m: MemorySettings, model_config: dict[str, Any]) -> str:
     extras = [name for name, on in (("fused step", c.fused_step), ("fp32 masters", c.master_weights)) if on]
     extras += [f"outside: {c.outside_optimizer}"] if c.outside_optimizer != "adamw" else []
     extras += [f"svd: {c.svd_method}"] if c.svd_method != "exact" else []
+    extras += [f"frozen layers: {c.frozen_quantization}"] if c.frozen_quantization != "none" else []
     return (f"{s.model}: {model_config.get('model_type', '?')}, {s.dtype}, batch {o.per_device_train_batch_size} x "
             f"{s.max_seq_length} tokens, gamma={c.num_active_layers}, rank={c.rank}, lora r={s.lora_r}, "
             f"gradient checkpointing {'on' if o.gradient_checkpointing else 'off'}, {loss}, {o.attention}"
             + "".join(f", {e}" for e in extras))
 
 
-def compute(m: MemorySettings, model_config: dict[str, Any], methods: list[str]) -> list[MemoryEstimate]:
-    """The estimate of every method; a bad setting is a ``UsageError`` naming the field as given."""
-    s, c, o = m.script, m.config, m.options
+def compute(m: MemorySettings, model_config: dict[str, Any], methods: list[str],
+            plans: dict[str, Any] | None = None) -> list[MemoryEstimate]:
+    """The estimate of every method (each at its own memory plan, stored in ``plans``, when ``max_memory`` is
+    set); a bad setting is a ``UsageError`` naming the field as given."""
+    from .budget import estimate_settings, plan
+
+    o = m.options
+    settings = estimate_settings(m.script, m.config, o.per_device_train_batch_size, o.gradient_checkpointing,
+                                 o.attention, device="cuda")
+    estimates = []
     try:
-        return [estimate_memory(model_config, method, dtype=s.dtype, batch_size=o.per_device_train_batch_size,
-                                seq_len=s.max_seq_length, num_active_layers=c.num_active_layers, rank=c.rank,
-                                lora_rank=s.lora_r, gradient_checkpointing=o.gradient_checkpointing,
-                                chunked_loss=m.chunked, loss_chunk_size=s.loss_chunk_size if m.chunked else 1024,
-                                attention=o.attention, train_embeddings=c.train_embeddings,
-                                train_lm_head=c.train_lm_head, fused_step=c.fused_step,
-                                master_weights=c.master_weights, outside_optimizer=c.outside_optimizer,
-                                svd_method=c.svd_method) for method in methods]
+        for method in methods:
+            chosen = settings
+            if m.script.max_memory:
+                budget_plan = plan(model_config, method, m.script.max_memory, settings, frozenset(m.parsed.spelled))
+                if plans is not None:
+                    plans[method] = budget_plan
+                chosen = budget_plan.settings
+            estimates.append(estimate_memory(model_config, method, **{k: v for k, v in chosen.items()
+                                                                       if k != "gradient_accumulation_steps"}))
     except ValueError as err:
         message = str(err)
         name = message.split("=", 1)[0]
         if name in ESTIMATE_FIELDS:
             message = ESTIMATE_FIELDS[name] + message[len(name):]
         raise UsageError(in_user_terms(message, m.parsed)) from None
+    return estimates
 
 
 def run(argv: list[str]) -> int:
@@ -223,13 +234,19 @@ def run(argv: list[str]) -> int:
         return settings
     methods = parse_methods(settings.options.methods, settings.parsed.spelling("methods"))
     model_config = read_model_config(settings.script.model)
-    estimates = compute(settings, model_config, methods)
+    plans: dict[str, Any] = {}
+    estimates = compute(settings, model_config, methods, plans)
     if settings.options.json:
         doc = {"model": settings.script.model, "model_type": model_config.get("model_type"), "unit": "bytes",
                "estimates": [e.to_dict() for e in estimates]}
+        if plans:
+            doc["plans"] = {m: {"budget": p.budget, "total": p.total, "fits": p.fits, "settings": p.settings,
+                                "steps": [vars(step) for step in p.steps]} for m, p in plans.items()}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return 0
-    print(settings_line(settings, model_config))
+    for method, budget_plan in plans.items():
+        print(f"{method}: memory plan for max_memory={settings.script.max_memory}:\n" + "\n".join(budget_plan.lines()))
+    print(("settings before the plans: " if plans else "") + settings_line(settings, model_config))
     print("\n".join(format_table(estimates)))
     print(f"GiB; {estimates[0].total_params / 1e6:,.1f} M parameters. Total = peak of one step, not the column sum: "
           "see docs/MEMORY.md")

@@ -32,7 +32,7 @@ RUN_KEYS = ("method", "use_galore", "rank", "proj_type", "target_modules", "num_
 # Not part of a run's identity: how it is launched and logged, where its folder is (a moved or copied run folder
 # can be resumed), and the chunked loss (it equals the standard one: resuming may change it).
 NOT_IN_SIGNATURE = ("overwrite_output_dir", "resume_from_checkpoint", "logging_steps", "report_to", "disable_tqdm",
-                    "loss_chunk_size", "output_dir", "logging_dir", "allow_other_profile")
+                    "loss_chunk_size", "output_dir", "logging_dir", "allow_other_profile", "given")
 
 
 def _fields() -> FieldSet:
@@ -61,6 +61,7 @@ def parse(argv: list[str]) -> tuple[ScriptArguments, OWSConfig, dict[str, Any]]:
 
     values = {**parsed.values(ScriptArguments), **parsed.values(OWSConfig), **parsed.values(TrainingArguments)}
     script = instantiate(ScriptArguments, parsed.values(ScriptArguments))
+    script.given = frozenset(parsed.spelled)  # by flag or in the config file (not the demo's defaults)
     ows_values = parsed.values(OWSConfig)
     if "seed" in values:  # one seed for the data order and the layer schedule
         ows_values["seed"] = values["seed"]
@@ -88,6 +89,7 @@ def run(argv: list[str]) -> int:
     from ..integrations.checkpoint import check_compatible, check_tensor_files, finished_step, resolve_resume
     from ..integrations.hf import fsdp_requested
     from ..loading import load_model, load_tokenizer, model_identity, resolve_model_path
+    from ..methods import get_method
     from . import train_checks as checks
     from . import train_steps as steps
     from .profiling import calibration_source, calibration_windows, measure_profile, profile_table
@@ -95,13 +97,15 @@ def run(argv: list[str]) -> int:
 
     script, config, training = parse(argv)
     out = Path(training["output_dir"])
-    signature = checks.settings_signature(script, config, training, NOT_IN_SIGNATURE)
-    checks.check_output_dir(out, signature, script.overwrite_output_dir)
     model_path = resolve_model_path(script.model)
     profile, profile_source = steps.load_profile(script, out)
     uses_profile = profile is not None and steps.wants_profile(script, config)
     num_layers, model_config = checks.check_model_config(model_path, script, config,
                                                          profile.ratios if uses_profile else None)
+    if script.max_memory:
+        script, config, training = _fit_budget(script, config, training, model_config)
+    signature = checks.settings_signature(script, config, training, NOT_IN_SIGNATURE)
+    checks.check_output_dir(out, signature, script.overwrite_output_dir)
     identity = model_identity(script.model, model_path)
     if uses_profile:
         checks.check_profile_model(profile, profile_source, identity, script.allow_other_profile)
@@ -136,7 +140,8 @@ def run(argv: list[str]) -> int:
             remove_staging_leftovers(out)
             write_json({"settings": signature, "started": time.strftime("%Y-%m-%d %H:%M:%S")}, out / "ows_run.json",
                        default=str)
-        model = load_model(model_path, script.dtype, script.trust_remote_code)
+        model = load_model(model_path, script.dtype, script.trust_remote_code,
+                           quantization=get_method(script.method).base_quantization)
         if windows is not None:
             profile = measure_profile(model, windows, script, config, source, identity)
         profile = distributed.broadcast_object(profile)  # one sampling distribution on every rank
@@ -154,6 +159,26 @@ def run(argv: list[str]) -> int:
         return _finish(steps, script, config, out, setup, trainer, guards, tokenizer, datasets, before, seconds, main)
     finally:
         lock.release()
+
+
+def _fit_budget(script: ScriptArguments, config: OWSConfig, training: dict[str, Any],
+                model_config: dict[str, Any]) -> tuple[ScriptArguments, OWSConfig, dict[str, Any]]:
+    """The run's settings chosen for ``max_memory`` (the plan is printed); nothing fits: a ``UsageError``."""
+    import torch
+
+    from .. import distributed
+    from . import budget
+
+    settings = budget.estimate_settings(script, config, training.get("per_device_train_batch_size", 8),
+                                        bool(training.get("gradient_checkpointing", False)),
+                                        device="cuda" if torch.cuda.is_available() else "cpu",
+                                        accumulation=training.get("gradient_accumulation_steps", 1))
+    chosen = budget.plan(model_config, script.method, script.max_memory, settings, script.given)
+    if not chosen.fits:
+        budget.refuse(chosen, script.method, script.given)
+    if distributed.is_main_process():
+        print(f"memory plan for max_memory={script.max_memory} ({script.method}):\n" + "\n".join(chosen.lines()))
+    return budget.apply_plan(chosen, script, config, training)
 
 
 def _finish(steps: Any, script: ScriptArguments, config: OWSConfig, out: Path, setup: Any, trainer: Any,

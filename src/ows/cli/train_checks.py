@@ -67,6 +67,9 @@ def check_method_options(script: ScriptArguments, config: OWSConfig, training: d
         check_options(get_method(script.method), config)
     except (ValueError, FileNotFoundError) as err:
         raise UsageError(str(err)) from None
+    if config.frozen_quantization != "none" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError(f"frozen_quantization={config.frozen_quantization!r} is not supported with several processes "
+                         "yet: set frozen_quantization none, or train in one process")
     if config.fused_step:
         fsdp = training.get("fsdp") or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("true", "1")
         if fsdp:

@@ -142,6 +142,7 @@ def make_trainer(model: Any, tokenizer: Any, script: ScriptArguments, config: OW
 
     from ..data.encode import PadCollator
     from ..integrations.hf import attach_trainer, fsdp_requested
+    from ..loading import resolve_model_path
     from ..integrations.progress import ProgressCallback
     from ..integrations.reliability import CheckpointMarker, GracefulStop, NonFiniteGuard
     from ..integrations.chunked_loss import enable_chunked_loss
@@ -151,7 +152,7 @@ def make_trainer(model: Any, tokenizer: Any, script: ScriptArguments, config: OW
         enable_chunked_loss(model, script.loss_chunk_size)
     setup = build_method(script.method, model, config, profile, lr=args.learning_rate, weight_decay=args.weight_decay,
                          betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
-                         max_grad_norm=args.max_grad_norm or 0.0,
+                         max_grad_norm=args.max_grad_norm or 0.0, weights_source=_folder(resolve_model_path(script.model)),
                          lora={"r": script.lora_r, "alpha": script.lora_alpha, "dropout": script.lora_dropout})
     fsdp = fsdp_requested(args)  # the Trainer refuses optimizers= under FSDP; accelerate shards ours when set after
     trainer = Trainer(model=setup.model, args=args, train_dataset=datasets.train, eval_dataset=datasets.eval or None,
@@ -181,6 +182,11 @@ def restore_finished(trainer: Any, checkpoint: str) -> None:
     trainer._load_from_checkpoint(best if use_best else checkpoint)
     logger.info("%s is the run's final checkpoint (step %d): nothing left to train", checkpoint,
                 trainer.state.global_step)
+
+
+def _folder(path: str | None) -> str | None:
+    """``path`` when it is a local folder (holding the model's safetensors files), else None."""
+    return path if path and Path(path).is_dir() else None
 
 
 def save_model_folder(model: Any, tokenizer: Any, out: Path, state_dict: dict | None = None) -> None:
@@ -214,6 +220,7 @@ def save_outputs(out: Path, setup: Any, trainer: Any, tokenizer: Any, config: OW
     evaluation = trainer.evaluate() if trainer.eval_dataset is not None else None
     if not is_main_process():
         return
+    # LoRA is merged into a plain model; QLoRA's 4-bit base cannot take it exactly: its adapter is saved
     model = setup.model.merge_and_unload() if setup.name == "lora" else setup.model
     save_model_folder(model, tokenizer, out, state_dict)
     method_config = setup.config or config

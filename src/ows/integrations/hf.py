@@ -59,6 +59,10 @@ class OWSCallback(TrainerCallback):
     def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self.controller.begin_step(state.global_step)
 
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if self.controller.residency is not None:  # evaluate and save the exact model, not the quantized one
+            self.controller.residency.materialize()
+
 
 def _reentrant_checkpointing(args: TrainingArguments) -> bool:
     kwargs = getattr(args, "activation_checkpointing_kwargs", None) or getattr(args, "gradient_checkpointing_kwargs", None)

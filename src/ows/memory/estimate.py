@@ -32,10 +32,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..config import DTYPE_BYTES, OUTSIDE_OPTIMIZERS, SVD_METHODS, check_active_layers
+from ..config import DTYPE_BYTES, FROZEN_QUANTIZATIONS, OUTSIDE_OPTIMIZERS, SVD_METHODS, check_active_layers
 from ..methods import get_method
 from .shape import ModelShape, model_shape
 from .state import optimizer_parts, outside_shapes
+from .weights import weight_bytes
 
 ATTENTIONS = ("sdpa", "eager")
 LOSS_BYTES_PER_LOGIT = 12  # fp32 log-softmax output, its gradient and the loss gradient at backward start
@@ -139,6 +140,7 @@ def estimate_memory(
     master_weights: bool = False,
     outside_optimizer: str = "adamw",
     svd_method: str = "exact",
+    frozen_quantization: str = "none",
 ) -> MemoryEstimate:
     """Estimated peak bytes of one training step of ``method`` on the model of ``model_config``.
 
@@ -148,12 +150,15 @@ def estimate_memory(
     ``train_embeddings`` / ``train_lm_head`` apply to the layer-sampling and GaLore methods (``full``
     trains everything, ``lora`` only its adapters). ``device`` ("cuda" or "cpu") only changes the size
     of LoRA's dropout masks. ``fused_step``, ``master_weights`` and ``outside_optimizer`` are the
-    ``OWSConfig`` fields (see :mod:`ows.memory.state` and docs/MEMORY.md). All figures are bytes.
+    ``OWSConfig`` fields (see :mod:`ows.memory.state` and docs/MEMORY.md), as is
+    ``frozen_quantization`` (:mod:`ows.memory.weights`). All figures are bytes.
     """
     _check(device in ("cuda", "cpu"), "device", device, "use cuda or cpu")
     _check(outside_optimizer in OUTSIDE_OPTIMIZERS, "outside_optimizer", outside_optimizer,
            f"use one of {', '.join(OUTSIDE_OPTIMIZERS)}")
     _check(svd_method in SVD_METHODS, "svd_method", svd_method, f"use one of {', '.join(SVD_METHODS)}")
+    _check(frozen_quantization in FROZEN_QUANTIZATIONS, "frozen_quantization", frozen_quantization,
+           f"use one of {', '.join(FROZEN_QUANTIZATIONS)}")
     spec = get_method(method)
     _validate(dtype, attention, dict(batch_size=batch_size, seq_len=seq_len, rank=rank, lora_rank=lora_rank,
                                      num_active_layers=num_active_layers, loss_chunk_size=loss_chunk_size))
@@ -166,6 +171,7 @@ def estimate_memory(
     master_weights = master_weights and spec.serves("master_weights")  # each option where the method serves it
     outside_optimizer = outside_optimizer if spec.serves("outside_optimizer") else "adamw"
     fused_step = fused_step and spec.serves("fused_step")
+    frozen_quantization = frozen_quantization if spec.serves("frozen_quantization") else "none"
     parts = optimizer_parts(shape, spec, k, rank, lora_rank, nbytes, outside, master_weights, outside_optimizer,
                             svd_method)
     head_trains = spec.outside != "none" and (train_lm_head or spec.outside == "all" or (shape.tied and train_embeddings))
@@ -179,23 +185,26 @@ def estimate_memory(
     # summed with its head gradient into a new tensor: three copies of it for a moment.
     tied_sum = 3 * shape.vocab * shape.hidden * nbytes if shape.tied and spec.outside != "none" and (
         train_embeddings or spec.outside == "all") else 0
+    held = weight_bytes(shape, nbytes, parts.extra_weights, shape.layers - k, frozen_quantization,
+                        qlora=spec.base_quantization is not None)
     if fused_step:  # each gradient is applied and freed in its hook: one at a time, with its update's temporaries
         gradients = parts.largest_grad
         phases = {
-            "backward start": acts + loss,
+            "backward start": acts + loss + held.dequant,
             "inside backward": (shape.layers - k) * act_f + k * act_t + recompute + parts.largest_grad
-                               + parts.temporaries,
+                               + parts.temporaries + held.dequant,
             "end of backward": tied_sum,
         }
     else:
         phases = {
-            "backward start": acts + loss,
-            "inside backward": head_grad + (shape.layers - k) * act_f + k * max(act_t, parts.grad_layer) + recompute,
+            "backward start": acts + loss + held.dequant,
+            "inside backward": head_grad + (shape.layers - k) * act_f + k * max(act_t, parts.grad_layer) + recompute
+                               + held.dequant,
             "end of backward": k * parts.grad_layer + tied_sum,
             "optimizer step": gradients + parts.temporaries,
         }
     peak_phase = max(phases, key=phases.__getitem__)
-    weights = shape.total_params * nbytes + parts.extra_weights
+    weights = held.device
     total = weights + parts.state + parts.projectors + phases[peak_phase]
     trainable = (parts.extra_weights // 4 if spec.layers == "adapters"
                  else k * shape.layer_params + sum(r * c for r, c in outside))
@@ -203,7 +212,8 @@ def estimate_memory(
                     lora_rank=lora_rank, gradient_checkpointing=gradient_checkpointing, chunked_loss=chunked_loss,
                     loss_chunk_size=loss_chunk_size, attention=attention, train_embeddings=train_embeddings,
                     train_lm_head=train_lm_head, device=device, fused_step=fused_step, master_weights=master_weights,
-                    outside_optimizer=outside_optimizer, svd_method=svd_method, peak_phase=peak_phase)
+                    outside_optimizer=outside_optimizer, svd_method=svd_method,
+                    frozen_quantization=frozen_quantization, host_bytes=held.host, peak_phase=peak_phase)
     return MemoryEstimate(method, weights, gradients, parts.state, parts.projectors, acts, loss, parts.temporaries,
                           total, trainable, shape.total_params, settings)
 
