@@ -5,10 +5,11 @@ CORE = ["ows", "ows.config", "ows.methods", "ows.layers", "ows.outliers", "ows.s
         "ows.distributed", "ows.losses", "ows.optim", "ows.optim.galore_adamw", "ows.optim.projector",
         "ows.optim.sharded", "ows.optim.param_groups", "ows.optim.fused", "ows.optim.lowbit", "ows.memory.measure",
         "ows.memory.estimate",
-        "ows.memory.shape", "ows.jsonio"]
+        "ows.memory.shape", "ows.memory.plan", "ows.memory.state", "ows.memory.weights", "ows.frozen", "ows.export",
+        "ows.lora_extract", "ows.jsonio"]
 # Modules that import no torch at all (the memory estimator, the registry, the option fields of every command).
-TORCH_FREE = ["ows.config", "ows.methods", "ows.memory", "ows.memory.estimate", "ows.memory.shape", "ows.jsonio",
-              "ows.cli.arguments"]
+TORCH_FREE = ["ows.config", "ows.methods", "ows.memory", "ows.memory.estimate", "ows.memory.shape",
+              "ows.memory.plan", "ows.memory.state", "ows.memory.weights", "ows.jsonio", "ows.cli.arguments"]
 
 
 def test_core_does_not_import_transformers():

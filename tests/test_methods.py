@@ -18,9 +18,10 @@ LLAMA = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "nu
 
 
 def test_traits_of_the_builtin_methods():
-    assert method_names() == ("full", "lora", "qlora", "galore", "lisa", "ows-fullrank", "ows")
-    assert [m for m in method_names() if get_method(m).samples_layers] == ["lisa", "ows-fullrank", "ows"]
-    assert [m for m in method_names() if get_method(m).galore] == ["galore", "ows"]
+    builtin = method_names()[:7]  # the benchmarks' peers register theirs after these when imported
+    assert builtin == ("full", "lora", "qlora", "galore", "lisa", "ows-fullrank", "ows")
+    assert [m for m in builtin if get_method(m).samples_layers] == ["lisa", "ows-fullrank", "ows"]
+    assert [m for m in builtin if get_method(m).galore] == ["galore", "ows"]
     assert get_method("lisa").config_for(OWSConfig()).sampling_strategy == "uniform"
     assert get_method("ows-fullrank").config_for(OWSConfig()).use_galore is False
     assert get_method("ows").needs_profile(OWSConfig()) and not get_method("lisa").needs_profile(OWSConfig())
@@ -28,7 +29,7 @@ def test_traits_of_the_builtin_methods():
 
 
 def test_unknown_method_names_the_known_ones():
-    with pytest.raises(ValueError, match="method='dora' is unknown: use one of full, lora, galore, lisa"):
+    with pytest.raises(ValueError, match="method='dora' is unknown: use one of " + ", ".join(method_names())):
         get_method("dora")
     with pytest.raises(ValueError, match="already registered"):
         register_method(get_method("ows"))
