@@ -21,6 +21,9 @@ one small folder per run.
 
     python benchmarks/compare_methods.py --quick          # 1 seed, 30 steps: <= 15 min on 2 CPU cores
     python benchmarks/compare_methods.py                  # 3 seeds, 200 steps (hours on CPU)
+
+A run that fails (a peer that needs CUDA, say) is recorded with its error in the table and
+``results.json``; the others go on, and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -38,11 +41,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the `bench` package 
 from bench.child import child_main
 from bench.options import build_parser, finish_args
 from bench.plots import make_plots
-from bench.runner import finished_run, run_child, shared_profile, start_invocation
+from bench.runner import RunFailed, finished_run, run_child, shared_profile, start_invocation
 from bench.settings import FULL, LABELS, LEARNING_RATES, METHODS, METRICS, QUICK
 from bench.summary import aggregate, markdown_table
 
 __all__ = ["LABELS", "LEARNING_RATES", "METHODS", "METRICS", "aggregate", "main", "markdown_table", "parse_args"]
+
+
+def _number(value: Any, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def run_line(bench: dict[str, Any]) -> str:
+    """One finished run in a line: loss, exact match, forgetting, RSS, s/step, wall time ("n/a" where not measured)."""
+    return (f"loss {_number(bench.get('heldout_answer_loss'), '.3f')}, EM {_number(bench.get('heldout_exact_match'), '.1%')}, "
+            f"ppl {_number(bench.get('forgetting_ppl'), '.2f')}, RSS {_number(bench.get('peak_rss_gib'), '.2f')} GiB, "
+            f"{_number(bench.get('sec_per_step'), '.2f')} s/step, wall {_number(bench.get('wall_seconds'), '.0f')} s")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     command, date, started = start_invocation("benchmarks/compare_methods.py", argv, out)
     profile = shared_profile(args, out)
     runs: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
     base: dict[str, Any] = {}
     for seed in args.seeds:
         for method in args.methods:
@@ -72,14 +87,16 @@ def main(argv: list[str] | None = None) -> int:
             if done is not None:
                 bench = done | {"method": method}
             else:
-                bench = run_child(args, method, seed, out, profile, measure_before=not runs)
+                try:
+                    bench = run_child(args, method, seed, out, profile, measure_before=not runs)
+                except RunFailed as err:  # recorded in the table; the other runs go on
+                    failures.append({"method": method, "seed": seed, "error": err.reason})
+                    print(f"{method} seed {seed}: FAILED: {err}", flush=True)
+                    continue
             if bench.get("before"):
                 base = bench["before"]
             runs.append(bench)
-            print(f"{method} seed {seed}: loss {bench.get('heldout_answer_loss'):.3f}, "
-                  f"EM {bench.get('heldout_exact_match', float('nan')):.1%}, "
-                  f"ppl {bench.get('forgetting_ppl'):.2f}, RSS {bench.get('peak_rss_gib'):.2f} GiB, "
-                  f"{bench.get('sec_per_step'):.2f} s/step, wall {bench.get('wall_seconds', float('nan')):.0f} s", flush=True)
+            print(f"{method} seed {seed}: " + run_line(bench), flush=True)
     summary = aggregate(runs)
     wall = time.perf_counter() - started
     settings = (f"model {args.model}; data {args.dataset} (train seed {args.dataset_seed}, "
@@ -92,14 +109,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"wall time {wall / 60:.1f} min")
     header = [f"Command: `{command}`", f"Date: {date}", f"Settings: {settings}"]
     rates = {m: args.lr or LEARNING_RATES[m] for m in args.methods}
-    table = markdown_table(summary, base, header, rates)
+    table = markdown_table(summary, base, header, rates, failures)
     (out / "table.md").write_text(table + "\n", encoding="utf-8")
     plots = make_plots(runs, summary, out)
     result = {"command": command, "date": date, "wall_seconds": round(wall, 1), "settings": vars(args) | {"child": None},
-              "learning_rates": rates, "base": base, "summary": summary, "runs": runs, "plots": plots}
+              "learning_rates": rates, "base": base, "summary": summary, "runs": runs, "failures": failures,
+              "plots": plots}
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
     print(table)
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

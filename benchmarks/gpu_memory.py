@@ -32,13 +32,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the `bench` package next to this script
 
 from bench.gpu_child import SCALES  # noqa: E402
-from bench.settings import LABELS  # noqa: E402
+from bench.settings import LABELS, PRODUCT_METHODS  # noqa: E402
 from bench.summary import ratio  # noqa: E402
 from ows.config import DTYPES, OUTSIDE_OPTIMIZERS, SVD_METHODS  # noqa: E402
-from ows.methods import get_method, method_names  # noqa: E402
+from ows.methods import get_method  # noqa: E402
 
 # A base loaded quantized (qlora) cannot be built from a config with random weights: estimator and CPU check only.
-METHODS = tuple(m for m in method_names() if get_method(m).base_quantization is None)
+METHODS = tuple(m for m in PRODUCT_METHODS if get_method(m).base_quantization is None)
 # GaLore on every layer last: its first step runs one SVD per matrix
 RUN_ORDER = tuple(sorted(METHODS, key=lambda m: get_method(m).galore and get_method(m).layers == "all"))
 # key, header, format, whether a ratio is shown

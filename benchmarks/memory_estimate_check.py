@@ -34,7 +34,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from ows.config import DTYPES, OUTSIDE_OPTIMIZERS, SVD_METHODS
+from ows.config import DTYPES, FROZEN_QUANTIZATIONS, OUTSIDE_OPTIMIZERS, SVD_METHODS
 from ows.methods import get_method, method_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--outside-optimizer", default="adamw", choices=OUTSIDE_OPTIMIZERS,
                    help="OWSConfig.outside_optimizer for the embeddings and head")
     p.add_argument("--svd-method", default="exact", choices=SVD_METHODS, help="OWSConfig.svd_method")
+    p.add_argument("--frozen-quantization", default="none", choices=FROZEN_QUANTIZATIONS,
+                   help="OWSConfig.frozen_quantization (frozen decoder layers in NF4 / int8; exact weights from the "
+                        "model's safetensors)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -140,7 +143,8 @@ def child_main(spec: dict[str, Any]) -> dict[str, Any]:
     options = {k: v for k, v in spec["options"].items() if method.serves(k)}
     config = OWSConfig(num_active_layers=spec["num_active_layers"], sample_interval=1000, rank=spec["rank"],
                        sampling_strategy="uniform", svd_method=spec["svd_method"], **options)
-    setup = build_method(spec["method"], model, config, lora={"r": spec["lora_rank"], "alpha": 2 * spec["lora_rank"]})
+    setup = build_method(spec["method"], model, config, lora={"r": spec["lora_rank"], "alpha": 2 * spec["lora_rank"]},
+                         weights_source=path if config.frozen_quantization != "none" else None)
     model = setup.model
     if setup.controller is not None and spec["gradient_checkpointing"]:
         model.enable_input_require_grads()
@@ -187,7 +191,8 @@ def run_child(method: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def options(args: argparse.Namespace) -> dict[str, Any]:
     """The OWSConfig memory options of the run (each method takes the ones it serves)."""
-    return dict(fused_step=args.fused_step, master_weights=args.master_weights, outside_optimizer=args.outside_optimizer)
+    return dict(fused_step=args.fused_step, master_weights=args.master_weights, outside_optimizer=args.outside_optimizer,
+                frozen_quantization=args.frozen_quantization)
 
 
 def estimate(method: str, model_config: dict[str, Any], args: argparse.Namespace) -> Any:

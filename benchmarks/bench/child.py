@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the `bench` package: its peers register methods
+import bench.peers  # noqa: E402,F401  (registers the peer methods in this process too)
+
 
 def forgetting_perplexity(model: Any, tokenizer: Any, samples: int, seq_len: int, seed: int = 1234) -> float:
     """exp(token-weighted mean NLL) on a fixed slice of gensim's English news text."""
@@ -47,13 +50,20 @@ def _bench_callback() -> Any:
     """A Trainer callback recording per-step wall time and tracked tensor memory."""
     from transformers import TrainerCallback
 
+    from bench.peers import state_bytes
     from ows.integrations.hf import unwrap_optimizer
-    from ows.memory.measure import gradient_bytes, optimizer_state_bytes, tensor_bytes
+    from ows.memory.measure import gradient_bytes, tensor_bytes
 
     class BenchCallback(TrainerCallback):
-        """Per-step wall time and tracked tensor memory (params + grads + optimizer state)."""
+        """Per-step wall time and tracked tensor memory (params + grads + optimizer state).
+
+        Parameters include the quantized bytes of frozen layers (``frozen_quantization``); optimizer
+        state the peers' hidden copies where they can be seen (``bench.peers.state_bytes``).
+        """
 
         def __init__(self) -> None:
+            self.controller: Any = None  # set by the make_trainer wrapper: the frozen layers' residency
+            self.state_hidden = False  # the optimizer's state could not be read (transformers' layerwise)
             self.t0: float | None = None
             self.step_times: list[float] = []
             self.peak_tracked = 0
@@ -66,8 +76,13 @@ def _bench_callback() -> Any:
             if model is None:
                 return
             params = tensor_bytes(model.parameters())
+            residency = getattr(self.controller, "residency", None)
+            if residency is not None:
+                params += residency.frozen_weight_bytes()
             grads = gradient_bytes(model)
-            state = optimizer_state_bytes(optimizer) if optimizer is not None and hasattr(optimizer, "state") else 0
+            state = state_bytes(optimizer) if optimizer is not None else 0
+            if state is None:
+                self.state_hidden, state = True, 0
             self.peak_grads = max(self.peak_grads, grads)
             self.peak_state = max(self.peak_state, state)
             self.peak_tracked = max(self.peak_tracked, params + grads + state)
@@ -106,6 +121,7 @@ def _install_hooks(spec: dict[str, Any], bench: dict[str, Any], callback: Any) -
 
     def make_trainer(*a: Any, **k: Any) -> Any:
         setup, trainer, guards = original_make_trainer(*a, **k)
+        callback.controller = setup.controller
         trainer.add_callback(callback)
         return setup, trainer, guards
 
@@ -164,6 +180,8 @@ def child_main(spec_path: str) -> int:
         peak_optimizer_state_gib=callback.peak_state / 2**30,
         sec_per_step=statistics.median(times) if times else None,
         svd_share=bench["svd_seconds"] / sum(times) if times else None,
+        optimizer_state_hidden=callback.state_hidden,
+        swap_seconds=getattr(getattr(callback.controller, "residency", None), "swap_seconds", None),
         command="ows train " + " ".join(shlex.quote(a) for a in argv),
     )
     results["benchmark"] = {k: v for k, v in bench.items() if k != "loss_curve"}

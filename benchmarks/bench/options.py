@@ -7,7 +7,7 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any
 
-from .settings import METHODS
+from .settings import METHODS, PRODUCT_METHODS
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -17,7 +17,8 @@ def build_parser(description: str, quick_flag: bool = True) -> argparse.Argument
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     if quick_flag:
         p.add_argument("--quick", action="store_true", help="1 seed, 30 steps, batch 8, 50 generated answers")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    p.add_argument("--methods", default=",".join(PRODUCT_METHODS),
+                   help="comma-separated rows: the product's methods, or any of " + ",".join(METHODS))
     p.add_argument("--seeds", default=None, help="comma-separated seeds (quick: 0; full: 0,1,2)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (quick 30, full 200)")
     p.add_argument("--batch-size", type=int, default=None, help="per-step batch (quick 8, full 16)")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .settings import GALORE, LEARNING_RATES, PROFILED, SAMPLING, VARIANTS
+from .settings import GALORE, LEARNING_RATES, PROFILED, ROWS, SAMPLING
 
 CHILD_SCRIPT = Path(__file__).resolve().parent / "child.py"
 OWS_CLI = "import sys; from ows.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -26,7 +26,7 @@ def train_argv(args: argparse.Namespace, method: str, seed: int, out: Path, prof
     ``lr`` overrides the method's entry in ``LEARNING_RATES``; ``extra`` flags are appended (e.g. a
     GaLore scale in the learning-rate sweep).
     """
-    product_method, variant_flags = VARIANTS[method][:2] if method in VARIANTS else (method, ())
+    product_method, variant_flags = ROWS[method][:2] if method in ROWS else (method, ())
     argv = [
         "--model", args.model, "--dataset", args.dataset, "--method", product_method,
         "--num_train_examples", str(args.steps * args.batch_size), "--dataset_seed", str(args.dataset_seed),
@@ -79,6 +79,21 @@ def shared_profile(args: argparse.Namespace, out: Path) -> Path | None:
     return stored if args.resume and stored.is_file() else compute_profile(args, out)
 
 
+class RunFailed(RuntimeError):
+    """A child run exited with an error; ``reason`` is the last error line of its log."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def failure_reason(log: Path) -> str:
+    """The line of a failed run's log that says why: ``ows train: ...`` when there is one, else the last line."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    named = [line for line in lines if line.startswith("ows train:")]
+    return (named or lines or ["(empty log)"])[-1][:300]
+
+
 def _bench_path(out: Path, name: str) -> Path:
     return out / "runs" / f"{name}.bench.json"
 
@@ -113,7 +128,9 @@ def run_child(args: argparse.Namespace, method: str, seed: int, out: Path, profi
         proc = subprocess.run([sys.executable, str(CHILD_SCRIPT), str(spec_path)], stdout=log, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
-        raise RuntimeError(f"{method} seed {seed} ({name}) failed (exit {proc.returncode}); see {log.name}")
+        reason = failure_reason(runs / f"{name}.log")
+        raise RunFailed(f"{method} seed {seed} ({name}) failed (exit {proc.returncode}): {reason}; see {log.name}",
+                        reason)
     bench = json.loads(Path(spec["bench_json"]).read_text())
     bench["wall_seconds"] = round(wall, 1)
     bench["method"] = method  # the benchmark row (a variant runs a product method with extra flags)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from ows.config import OWSConfig
 from ows.methods import get_method, method_names
 
+from .peers import PEERS
+
 # Benchmark rows that run a product method with extra `ows train` flags: name -> (method, flags, label).
 VARIANTS = {
     "ows-lean": ("ows", ("--train_embeddings", "false"), "OWS, input embeddings not trained"),
@@ -16,13 +18,37 @@ VARIANTS = {
     "ows-bf16": ("ows", ("--dtype", "bfloat16"), "OWS, pure bf16"),
     "ows-bf16-masters": ("ows", ("--dtype", "bfloat16", "--master_weights", "true"), "OWS, bf16 + fp32 masters"),
 }
-METHODS = (*method_names(), *VARIANTS)
-LABELS = {**{m: get_method(m).label for m in method_names()}, **{v: spec[2] for v, spec in VARIANTS.items()}}
+VARIANTS["ows-nf4"] = ("ows", ("--frozen_quantization", "nf4"), "OWS, frozen layers in NF4")
+
+
+def _ablations() -> dict[str, tuple[str, tuple[str, ...], str]]:
+    """One idea at a time around the ablation base (owl, GaLore, tau 1, the run's gamma and K)."""
+    rows = {}
+    for strategy in ("owl", "uniform", "owl_reverse", "decrease", "increase"):
+        for galore in (True, False):
+            rows[f"abl-{strategy}-{'galore' if galore else 'adamw'}"] = (
+                "ows" if galore else "ows-fullrank", ("--sampling_strategy", strategy),
+                f"{strategy}, {'GaLore' if galore else 'plain AdamW'}")
+    for tau in ("0.5", "2"):
+        rows[f"abl-tau{tau}"] = ("ows", ("--sampling_temperature", tau), f"owl, GaLore, τ={tau}")
+    for gamma in ("1", "5"):
+        rows[f"abl-gamma{gamma}"] = ("ows", ("--num_active_layers", gamma), f"owl, GaLore, γ={gamma}")
+    for interval in ("5", "20", "50"):
+        rows[f"abl-K{interval}"] = ("ows", ("--sample_interval", interval), f"owl, GaLore, K={interval}")
+    return rows
+
+
+ABLATIONS = _ablations()
+# Benchmark rows beyond the product's methods: name -> (ows train --method, extra flags, label).
+ROWS = {**VARIANTS, **ABLATIONS, **PEERS}
+PRODUCT_METHODS = tuple(m for m in method_names() if not m.startswith("peer-"))
+METHODS = (*PRODUCT_METHODS, *ROWS)
+LABELS = {**{m: get_method(m).label for m in PRODUCT_METHODS}, **{v: spec[2] for v, spec in ROWS.items()}}
 
 
 def product_method(row: str) -> str:
-    """The ``ows train --method`` of a benchmark row (a variant's product method, else the row itself)."""
-    return VARIANTS[row][0] if row in VARIANTS else row
+    """The ``ows train --method`` of a benchmark row (a variant's, ablation's or peer's method, else the row)."""
+    return ROWS[row][0] if row in ROWS else row
 
 
 SAMPLING = tuple(m for m in METHODS if get_method(product_method(m)).samples_layers)
@@ -34,7 +60,11 @@ PROFILED = tuple(m for m in METHODS if get_method(product_method(m)).needs_profi
 # The variants were not swept: each uses its product method's rate.
 LEARNING_RATES = {"full": 3.3e-5, "lora": 5e-4, "galore": 1e-4, "lisa": 3e-4, "ows-fullrank": 3e-4, "ows": 9e-4}
 LEARNING_RATES["qlora"] = LEARNING_RATES["lora"]  # not swept: LoRA's
-LEARNING_RATES.update({row: LEARNING_RATES[spec[0]] for row, spec in VARIANTS.items()})
+LEARNING_RATES.update({row: LEARNING_RATES[spec[0]] for row, spec in {**VARIANTS, **ABLATIONS}.items()})
+# Peers: starting points of their sweep (benchmarks/tune_lr.py), from each package's documented range;
+# replaced by the sweep's winners.
+LEARNING_RATES.update({"badam": 1e-4, "apollo": 3e-4, "apollo-mini": 3e-4, "galore-torch": 4e-4,
+                       "hf-galore-layerwise": 4e-4, "hf-apollo": 3e-4, "hf-lomo": 1e-2, "hf-adalomo": 1e-3})
 
 # Metrics: key, header, format. Lower is better for all but exact match.
 METRICS = [

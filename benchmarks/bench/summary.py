@@ -1,4 +1,4 @@
-"""Aggregation over seeds (mean, std, ratios to full FT and LoRA) and the markdown table."""
+"""Aggregation over seeds (mean, std, 95 % interval, ratios to full FT and LoRA) and the markdown table."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import statistics
 from typing import Any
 
 from .settings import LABELS, LEARNING_RATES, METRICS
+from .stats import mean_ci
 
 
 def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
@@ -25,15 +26,18 @@ def ratio(value: float | None, reference: float | None) -> float | None:
 
 
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per method: mean, std and n of every metric over seeds, and the ratios of the means to full FT and LoRA."""
+    """Per method: mean, std, 95 % half-width (``ci``, None for one seed) of every metric over seeds, n, and
+    the ratios of the means to full FT and LoRA."""
     methods = list(dict.fromkeys(r["method"] for r in runs))
     summary: dict[str, dict[str, Any]] = {}
     for method in methods:
         rows = [r for r in runs if r["method"] == method]
         entry: dict[str, Any] = {"n": len(rows)}
         for key, _, _ in METRICS:
-            mean, std = mean_std([r.get(key) for r in rows])
-            entry[key] = {"mean": mean, "std": std}
+            values = [r.get(key) for r in rows]
+            mean, std = mean_std(values)
+            interval = mean_ci(values)
+            entry[key] = {"mean": mean, "std": std, "ci": interval.half if interval else None}
         summary[method] = entry
     for entry in summary.values():
         for key, _, _ in METRICS:
@@ -44,21 +48,22 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def cell(stat: dict[str, Any], fmt: str, n: int) -> str:
-    """``mean (± std when n > 1) (ratio× full, ratio× LoRA)``, or ``n/a``."""
+    """``mean (± 95 % half-width when n > 1) (ratio× full, ratio× LoRA)``, or ``n/a``."""
     if stat["mean"] is None:
         return "n/a"
     text = fmt.format(stat["mean"])
-    if n > 1:
-        text += " ± " + fmt.format(stat["std"]).rstrip("%") + ("%" if fmt.endswith("%}") else "")
+    if n > 1 and stat.get("ci") is not None:
+        text += " ± " + fmt.format(stat["ci"]).rstrip("%") + ("%" if fmt.endswith("%}") else "")
     ratios = [f"{stat[k]:.2f}× {name}" for k, name in (("x_full", "full"), ("x_lora", "LoRA")) if stat.get(k) is not None]
     return text + (" (" + ", ".join(ratios) + ")" if ratios else "")
 
 
 def markdown_table(summary: dict[str, dict[str, Any]], base: dict[str, Any], header: list[str],
-                   rates: dict[str, float] | None = None) -> str:
-    """The comparison table: header lines, the base model's row, one row per method, the legend.
+                   rates: dict[str, float] | None = None, failures: list[dict[str, Any]] | None = None) -> str:
+    """The comparison table: header lines, the base model's row, one row per method, failed runs, the legend.
 
-    ``rates``: the learning rate of each row (default: the tuned ones of ``bench/settings.py``)."""
+    ``rates``: the learning rate of each row (default: the tuned ones of ``bench/settings.py``);
+    ``failures``: ``{"method", "seed", "error"}`` of the runs that failed."""
     rates = {**LEARNING_RATES, **(rates or {})}
     lines = list(header) + [""]
     lines.append("| method | " + " | ".join(h for _, h, _ in METRICS) + " |")
@@ -71,7 +76,11 @@ def markdown_table(summary: dict[str, dict[str, Any]], base: dict[str, Any], hea
     for method, entry in summary.items():
         label = LABELS.get(method, method) + f" · lr {rates.get(method, float('nan')):g}"
         lines.append(f"| {label} | " + " | ".join(cell(entry[k], f, entry["n"]) for k, _, f in METRICS) + " |")
+    for failed in failures or []:
+        lines.append(f"| {LABELS.get(failed['method'], failed['method'])} (seed {failed['seed']}) | failed: "
+                     f"`{failed['error'].replace('|', '/')}` |" + " |" * (len(METRICS) - 1))
     lines.append("")
-    lines.append("Cells: mean (± std over seeds when n > 1), then the ratio of the mean to full FT's and to LoRA's "
-                 "from this same invocation. Lower is better for every column except exact match.")
+    lines.append("Cells: mean (± the 95 % confidence half-width over seeds, Student's t, when n > 1), then the ratio "
+                 "of the mean to full FT's and to LoRA's from this same invocation. Lower is better for every column "
+                 "except exact match.")
     return "\n".join(lines)

@@ -37,17 +37,53 @@ def test_aggregate_means_stds_and_ratios():
     assert summary["full"]["heldout_answer_loss"]["std"] == pytest.approx(math.sqrt(0.02))
     assert summary["ows"]["peak_rss_gib"]["x_full"] == pytest.approx(0.25)
     assert summary["lora"]["peak_rss_gib"]["x_lora"] == pytest.approx(1.0)
-    assert summary["ows"]["svd_share"] == {"mean": None, "std": None, "x_full": None, "x_lora": None}
+    assert summary["ows"]["svd_share"] == {"mean": None, "std": None, "ci": None, "x_full": None, "x_lora": None}
+    # 95 % half-width with 2 seeds: t(0.975, 1) = 12.706 times s / sqrt(2)
+    assert summary["full"]["heldout_answer_loss"]["ci"] == pytest.approx(12.7062 * math.sqrt(0.02) / math.sqrt(2), rel=1e-4)
     table = cm.markdown_table(summary, {}, ["Command: `x`"])
     row = next(line for line in table.splitlines() if line.startswith("| OWS"))
     assert "0.550 ± 0.000 (0.50× full, 0.61× LoRA)" in row
     assert "1.00 ± 0.00 (0.25× full, 0.50× LoRA)" in row
+    assert "1.100 ± 1.271" in next(line for line in table.splitlines() if line.startswith("| full"))
+    assert "95 % confidence" in table
+
+
+def test_a_failed_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
+    cm = _load()
+    from bench.runner import RunFailed
+
+    def fake_child(args, method, seed, out, profile, measure_before, **kw):
+        if method == "lora":
+            raise RunFailed("lora seed 0 failed", "ows train: failed: AssertionError: Torch not compiled with CUDA")
+        return _run(method, seed, heldout_answer_loss=1.0, steps=2)
+
+    monkeypatch.setattr(cm, "run_child", fake_child)
+    monkeypatch.setattr(cm, "make_plots", lambda *a: {})
+    out = tmp_path / "bench"
+    assert cm.main(["--methods", "full,lora,lisa", "--seeds", "0", "--steps", "2", "--output-dir", str(out)]) == 1
+    result = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in result["runs"]] == ["full", "lisa"]
+    assert result["failures"] == [{"method": "lora", "seed": 0,
+                                   "error": "ows train: failed: AssertionError: Torch not compiled with CUDA"}]
+    assert "| LoRA (seed 0) | failed: `ows train: failed: AssertionError: Torch not compiled with CUDA` |" in \
+        (out / "table.md").read_text()
+
+
+def test_failure_reason_is_the_ows_error_line(tmp_path):
+    _load()
+    from bench.runner import failure_reason
+
+    log = tmp_path / "run.log"
+    log.write_text("loading\nows train: failed: ValueError: bad\nTraceback (most recent call last):\n  x\n")
+    assert failure_reason(log) == "ows train: failed: ValueError: bad"
+    log.write_text("Killed\n")
+    assert failure_reason(log) == "Killed"
 
 
 def test_end_to_end_on_tiny_model(tiny_model_dir, tmp_path):
     cm = _load()
     out = tmp_path / "bench"
-    argv = ["--model", str(tiny_model_dir), "--methods", "full,ows", "--seeds", "0", "--steps", "2",
+    argv = ["--model", str(tiny_model_dir), "--methods", "full,ows,badam", "--seeds", "0", "--steps", "2",
             "--batch-size", "2", "--num-heldout", "6", "--heldout-generate", "2", "--forgetting-samples", "2",
             "--forgetting-seq-len", "32", "--calibration-samples", "2", "--calibration-seq-len", "32",
             "--rank", "4", "--interval", "1", "--output-dir", str(out)]
@@ -56,7 +92,7 @@ def test_end_to_end_on_tiny_model(tiny_model_dir, tmp_path):
     assert table.startswith("Command: `python benchmarks/compare_methods.py --model")
     assert "| base model (no training) |" in table and "| OWS (weighted + GaLore)" in table
     result = json.loads((out / "results.json").read_text())
-    assert [(r["method"], r["seed"]) for r in result["runs"]] == [("full", 0), ("ows", 0)]
+    assert [(r["method"], r["seed"]) for r in result["runs"]] == [("full", 0), ("ows", 0), ("badam", 0)]
     for run in result["runs"]:
         assert run["steps"] == 2 and run["heldout_answer_loss"] > 0 and run["forgetting_ppl"] > 1
         assert run["peak_rss_gib"] > 0 and run["peak_tracked_gib"] > 0 and run["sec_per_step"] > 0
@@ -65,6 +101,9 @@ def test_end_to_end_on_tiny_model(tiny_model_dir, tmp_path):
     assert ows["peak_tracked_gib"]["x_full"] == pytest.approx(ows["peak_tracked_gib"]["mean"] / full["peak_tracked_gib"]["mean"])
     assert ows["svd_share"]["mean"] > 0 and full["svd_share"]["mean"] == 0
     assert result["base"]["heldout_answer_loss"] > 0
+    badam = result["runs"][2]  # a peer from its own package: BAdam's block optimizer, its fp32 copies tracked
+    assert badam["peak_optimizer_state_gib"] > 0 and badam["optimizer_state_hidden"] is False
+    assert "| BAdam (badam package)" in table
     assert (out / "loss_curves.png").is_file() and (out / "memory.png").is_file()
     assert not list(out.rglob("*.safetensors"))  # no weights kept
 

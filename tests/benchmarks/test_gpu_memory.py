@@ -60,9 +60,10 @@ def test_runs_every_method_on_cpu(tmp_path):
     table = (out / "table.md").read_text()
     assert table.startswith("Command: `python benchmarks/gpu_memory.py --device cpu")
     result = json.loads((out / "results.json").read_text())
-    from ows.methods import get_method, method_names
+    from ows.methods import get_method
 
-    assert list(result["rows"]) == [m for m in method_names() if get_method(m).base_quantization is None]
+    assert list(result["rows"]) == [m for m in gm.PRODUCT_METHODS if get_method(m).base_quantization is None]
+    assert list(result["rows"])[0] == "full" and "ows" in result["rows"] and "qlora" not in result["rows"]
     for method, row in result["rows"].items():
         assert row["status"] == "ok", (method, row["status"])
         assert row["peak_gib"] > 0 and row["tracked_gib"] > 0 and row["tokens_per_s"] > 0

