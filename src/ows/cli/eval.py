@@ -22,6 +22,7 @@ EPILOG = """tasks (comma-separated in --tasks):
   perplexity           gensim's Lee news corpus, sliding windows of --seq-len
   reasoning-gym:TASK   reasoning-gym items scored by the task's own checker
   mc:FILE.jsonl        your multiple-choice file (query or question, choices, gold)
+  mt-bench:FILE.jsonl  two-turn answers to FastChat's question.jsonl, written as its model_answer/<model_id>.jsonl
   mmlu:FILE.jsonl, gsm8k:FILE.jsonl, perplexity:FILE   the same evaluators on your files
   hub:NAME             an lm-eval registry task (--backend lm-eval; downloads from the Hub)
 
@@ -29,6 +30,7 @@ examples:
   ows eval smollm2-135m --tasks mmlu,gsm8k --limit 50 --output base.json
   ows eval outputs/demo --tasks mmlu,gsm8k --limit 50 --output ows.json
   ows eval --compare base.json ows.json
+  ows eval outputs/demo --tasks mt-bench:question.jsonl --max-gen-tokens 1024 --model-id ows-demo
   ows eval outputs/demo --tasks reasoning-gym:chain_sum,perplexity --limit 100
   ows eval ./my-model --backend lm-eval --tasks mmlu,mc:data/piqa.jsonl --limit 200
   ows eval meta-llama/Llama-2-7b-hf --backend lm-eval --tasks hub:boolq,hub:piqa --device cuda   # online
@@ -42,7 +44,8 @@ ALIASES = {"--task-file": ("task_file", None), "--num-fewshot": ("num_fewshot", 
            "--batch-size": ("per_device_eval_batch_size", None), "--seed": ("fewshot_seed", None),
            "--seq-len": ("perplexity_seq_len", None), "--stride": ("perplexity_stride", None),
            "--max-gen-tokens": ("max_new_tokens", None), "--reasoning-seed": ("heldout_seed", None),
-           "--output": ("results_file", None), "--log-samples": ("log_samples", None)}
+           "--output": ("results_file", None), "--log-samples": ("log_samples", None),
+           "--model-id": ("model_id", None), "--answers-dir": ("answers_dir", None)}
 # EvalSettings' name -> the field it comes from, to name a bad value as the user gave it
 SETTINGS_FIELDS = {"batch_size": "per_device_eval_batch_size", "seed": "fewshot_seed", "seq_len": "perplexity_seq_len",
                    "stride": "perplexity_stride", "max_gen_tokens": "max_new_tokens", "reasoning_seed": "heldout_seed"}
@@ -82,14 +85,26 @@ def parse(argv: list[str]) -> EvalCommand | int:
                        options, parsed)
 
 
-def settings_from(command: EvalCommand) -> Any:
+def answers_path(command: EvalCommand, out: Path, model_id: str) -> Path:
+    """Where the mt-bench answers go: ``<answers_dir or out's folder/mt_bench/model_answer>/<model_id>.jsonl``."""
+    given = command.options.answers_dir
+    folder = Path(given).expanduser() if given else out.parent / "mt_bench" / "model_answer"
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{command.parsed.spelling('answers_dir')} {str(folder)!r} is a file: give a folder")
+    if "/" in model_id or not model_id.strip():
+        raise UsageError(f"{command.parsed.spelling('model_id')} {model_id!r} is invalid: give a name without '/', "
+                         "e.g. ows-demo")
+    return folder / f"{model_id}.jsonl"
+
+
+def settings_from(command: EvalCommand, model_id: str = "ows-model") -> Any:
     """``EvalSettings`` from the fields; a bad value is a ``UsageError`` naming the field as given."""
     from ..eval.runner import EvalSettings
 
     o = command.options
     values = dict(limit=o.limit, num_fewshot=o.num_fewshot, batch_size=o.per_device_eval_batch_size,
                   seed=o.fewshot_seed, seq_len=o.perplexity_seq_len, stride=o.perplexity_stride,
-                  max_gen_tokens=o.max_new_tokens, reasoning_seed=command.heldout_seed)
+                  max_gen_tokens=o.max_new_tokens, reasoning_seed=command.heldout_seed, model_id=model_id)
     try:
         return EvalSettings(**values).validate()
     except ValueError as err:
@@ -143,11 +158,13 @@ def evaluate_model(command: EvalCommand) -> int:
         resolve_model_path
 
     o = command.options
-    settings = settings_from(command)
     specs = task_specs(command)
     resolved = resolve_model_path(command.model)
+    model_id = o.model_id or model_identity(command.model, resolved)
+    settings = settings_from(command, model_id)
     check_tokenizer_files(command.model, resolved)
     out = output_path(command, resolved)
+    answers = answers_path(command, out, model_id) if any(s.kind == "mt-bench" for s in specs) else None
     if Path(resolved).is_dir() and all(s.kind != "lm-eval" for s in specs):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to download: fail fast instead of retrying
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -160,6 +177,10 @@ def evaluate_model(command: EvalCommand) -> int:
 
         manager = task_manager(prepared)  # lm-eval installed, hub:NAME tasks exist
     tokenizer = load_tokenizer(resolved, command.trust_remote_code)
+    if answers is not None:
+        from ..eval.mt_bench import check_chat_template
+
+        check_chat_template(tokenizer, command.model)
     model = load_model(resolved, o.dtype, command.trust_remote_code, pick_device(o.device)).eval()
     if o.backend == "lm-eval":
         from ..eval.lm_eval_bridge import run_lm_eval
@@ -172,6 +193,11 @@ def evaluate_model(command: EvalCommand) -> int:
     results.update(model=model_identity(command.model, resolved), model_path=resolved,
                    device=str(next(model.parameters()).device), dtype=str(next(model.parameters()).dtype))
     out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if answers is not None:
+        from ..eval.mt_bench import write_answers
+
+        rows = [row for e in results["tasks"].values() if e["kind"] == "mt-bench" for row in e["answers"]]
+        print(f"wrote {len(rows)} MT-Bench answers to {write_answers(rows, answers)} (FastChat's model_answer format)")
     if o.json:
         sys.stdout.write(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
         return 0

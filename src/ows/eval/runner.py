@@ -33,6 +33,7 @@ class EvalSettings:
     max_gen_tokens: int = 256  # gsm8k generation budget
     reasoning_seed: int = 100000  # reasoning-gym items (the demo's held-out seed)
     reasoning_items: int = 100  # reasoning-gym items when limit is None
+    model_id: str = "ows-model"  # mt-bench: the model_id of FastChat's answer rows
 
     def validate(self) -> "EvalSettings":
         """Self, or a ``ValueError`` naming the bad setting."""
@@ -94,6 +95,11 @@ def _prepare_payload(spec: TaskSpec, k: int | None, s: EvalSettings) -> Any:
         from ..data.tasks import make_records
 
         return make_records([str(spec.argument)], s.limit or s.reasoning_items, s.reasoning_seed)
+    if spec.kind == "mt-bench":
+        from .mt_bench import read_questions
+
+        questions = read_questions(str(spec.path))
+        return questions if s.limit is None else questions[: s.limit]
     if spec.kind == "lm-eval":
         return None  # an lm-eval registry task: only the lm-eval backend runs it
     raise ValueError(f"task {spec.name!r} has unknown kind {spec.kind!r}")
@@ -106,7 +112,7 @@ def prepare(specs: Sequence[TaskSpec], settings: EvalSettings, backend: str = "b
     for spec in specs:
         if spec.kind == "lm-eval" and backend != "lm-eval":
             raise ValueError(f"task 'hub:{spec.argument}' is an lm-eval registry task: add --backend lm-eval")
-        if backend == "lm-eval" and spec.kind in ("perplexity", "reasoning-gym"):
+        if backend == "lm-eval" and spec.kind in ("perplexity", "reasoning-gym", "mt-bench"):
             raise ValueError(f"task {spec.name!r} runs on the built-in backend only: drop --backend lm-eval for it")
     prepared = []
     for spec in specs:
@@ -151,9 +157,20 @@ def _run_reasoning(model: Any, tokenizer: Any, task: Prepared, s: EvalSettings) 
     return {"exact_match": exact, "answer_loss": loss}, samples, {"seed": s.reasoning_seed}
 
 
+def _run_mt_bench(model: Any, tokenizer: Any, task: Prepared, s: EvalSettings) -> tuple[dict, list, dict]:
+    from .mt_bench import answer_questions, answer_rows, check_chat_template
+
+    check_chat_template(tokenizer, s.model_id)
+    answers = answer_questions(model, tokenizer, task.payload, s.max_gen_tokens, s.batch_size)
+    turns = [t for a in answers for t in a]
+    empty = sum(not t for t in turns)
+    metrics = {"questions": float(len(answers)), "turns": float(len(turns)), "empty_answers": float(empty)}
+    return metrics, [], {"answers": answer_rows(task.payload, answers, s.model_id)}
+
+
 RUNNERS: dict[str, Callable[[Any, Any, Prepared, EvalSettings], tuple[dict, list, dict]]] = {
     "mmlu": _run_choice, "multiple_choice": _run_choice, "gsm8k": _run_gsm8k,
-    "perplexity": _run_perplexity, "reasoning-gym": _run_reasoning,
+    "perplexity": _run_perplexity, "reasoning-gym": _run_reasoning, "mt-bench": _run_mt_bench,
 }
 
 

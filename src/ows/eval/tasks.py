@@ -10,6 +10,7 @@ A spec is ``KIND`` or ``KIND:ARGUMENT``::
     perplexity:FILE         a .txt / .jsonl / .json text file
     reasoning-gym:TASK      a reasoning-gym task, scored by its own checker
     mc:FILE.jsonl           multiple choice (query or question, choices, gold)
+    mt-bench:FILE.jsonl     two-turn chat answers to FastChat's question.jsonl, in its model_answer format
     hub:NAME                an lm-eval task by its registry name (--backend lm-eval, needs the Hub)
 """
 
@@ -21,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 KNOWN = ("mmlu", "mmlu:FILE.jsonl", "gsm8k", "gsm8k:FILE.jsonl", "perplexity", "perplexity:FILE",
-         "reasoning-gym:TASK", "mc:FILE.jsonl", "hub:NAME (--backend lm-eval)")
-_WITH_FILE = {"mmlu": "mmlu", "gsm8k": "gsm8k", "perplexity": "perplexity", "mc": "multiple_choice"}
+         "reasoning-gym:TASK", "mc:FILE.jsonl", "mt-bench:FILE.jsonl", "hub:NAME (--backend lm-eval)")
+_WITH_FILE = {"mmlu": "mmlu", "gsm8k": "gsm8k", "perplexity": "perplexity", "mc": "multiple_choice",
+              "mt-bench": "mt-bench"}
 _FEWSHOT_KINDS = ("mmlu", "gsm8k", "multiple_choice")
 _ENTRY_KEYS = ("task", "name", "fewshot_path", "num_fewshot")
 
@@ -32,7 +34,7 @@ class TaskSpec:
     """One task to evaluate: ``name`` keys the results, ``kind`` picks the evaluator."""
 
     name: str
-    kind: str  # mmlu | gsm8k | perplexity | reasoning-gym | multiple_choice | lm-eval
+    kind: str  # mmlu | gsm8k | perplexity | reasoning-gym | multiple_choice | mt-bench | lm-eval
     path: str | None = None  # local data file; None = the shipped data
     fewshot_path: str | None = None  # file the few-shot examples come from; None = the evaluated file
     num_fewshot: int | None = None  # per-task override of --num-fewshot
@@ -62,6 +64,9 @@ def parse_task(spec: str) -> TaskSpec:
         return TaskSpec(name=f"{head}:{Path(rest).stem}", kind=_WITH_FILE[head], path=_existing(rest, text))
     if head == "reasoning-gym" and rest:
         return TaskSpec(name=text, kind="reasoning-gym", argument=rest)
+    if head == "mt-bench":
+        raise ValueError("task 'mt-bench' needs the questions file, which is not shipped on PyPI: write "
+                         "mt-bench:question.jsonl with FastChat's data/mt_bench/question.jsonl")
     if head == "hub" and rest:
         return TaskSpec(name=rest, kind="lm-eval", argument=rest)
     raise ValueError(f"unknown task {text!r}: use one of {known_tasks()}")
