@@ -1,4 +1,4 @@
-"""Command line: ``ows train``, ``ows analyze``, ``ows eval``, ``ows memory``. Heavy imports happen inside each command."""
+"""Command line: ``ows train``, ``analyze``, ``eval``, ``memory``, ``export``, ``merge``. Heavy imports happen inside each command."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ COMMANDS = {
     "analyze": ("ows.cli.analyze", "outlier profile of a model: table, JSON and a bar chart"),
     "eval": ("ows.cli.eval", "evaluate a model (MMLU, GSM8K, perplexity, reasoning-gym, local files); compare runs"),
     "memory": ("ows.cli.memory", "estimated training memory per method from a model config alone"),
+    "export": ("ows.cli.export", "a run's changed tensors only (delta), or a PEFT LoRA adapter extracted from them"),
+    "merge": ("ows.cli.merge", "the full fine-tuned model again from its base and a delta, bit for bit"),
 }
 
 EPILOG = """examples:
@@ -22,6 +24,7 @@ EPILOG = """examples:
   ows analyze smollm2-135m --num-samples 16  # outlier table of the demo model
   ows eval outputs/demo --tasks mmlu,gsm8k --limit 50   # evaluate a model; ows eval --compare a.json b.json
   ows memory llama-2-7b --dtype bfloat16     # estimated memory of full / LoRA / GaLore / LISA / OWS
+  ows export delta outputs/demo demo-delta   # only the tensors the run changed; ows merge rebuilds the model
   ows COMMAND --help                         # every option of a command
 """
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from ..config import DTYPES
 
+TASKS = ("sft", "dpo")  # ows train --task: supervised fine-tuning, or preference tuning (TRL's DPOTrainer)
+
 
 def _h(text: str, default: Any) -> Any:
     return field(default=default, metadata={"help": text})
@@ -37,6 +39,9 @@ class ScriptArguments:
     dataset_seed: int = _h("reasoning-gym: seed of the training items.", 1)
     heldout_seed: int = _h("reasoning-gym: seed of the held-out items. Item i uses seed+i, so keep it far from dataset_seed; overlapping prompts are dropped.", 100000)
     heldout_generate: int = _h("Held-out items answered by greedy generation for exact match (0 = skip).", 100)
+    task: str = _h("sft: supervised fine-tuning on the dataset; dpo: preference tuning (TRL's DPOTrainer) on "
+                   "prompt/chosen/rejected rows.", "sft")
+    dpo_beta: float = _h("task dpo: how far the policy may move from the reference (DPO's beta).", 0.1)
     method: str = _h("ows (default), ows-fullrank (weighted, plain AdamW), lisa (uniform, plain AdamW), "
                      "galore (all layers), full, lora (needs peft).", "ows")
     profile: str | None = _h("Outlier profile JSON to reuse (from `ows analyze`); none = compute one.", None)
@@ -54,6 +59,8 @@ class ScriptArguments:
                               "exist; 0 = the model's standard loss.", 1024)
     trust_remote_code: bool = _h("Allow model code from the model folder/hub (off unless you trust it).", False)
     overwrite_output_dir: bool = _h("Replace an output_dir that holds a different run.", False)
+    save_delta: bool = _h("Also write OUTPUT_DIR/delta: only the tensors the run changed, with the base model's hash "
+                          "(`ows merge BASE DELTA OUT` rebuilds the model bit for bit).", False)
     max_memory: str | None = _h("A memory budget such as 16GiB: the run's unset fields (batch and accumulation, "
                                 "gradient checkpointing, fused step, outside optimizer, frozen quantization, gamma, "
                                 "rank) are chosen from the estimator so that its estimate fits; the plan is printed.",
@@ -70,6 +77,10 @@ class ScriptArguments:
         from ..methods import get_method
 
         get_method(self.method)
+        if self.task not in TASKS:
+            raise ValueError(f"task={self.task!r} is unknown: use one of {', '.join(TASKS)}")
+        if self.task == "dpo":
+            self._validate_dpo()
         if self.nan_policy not in ("skip", "stop"):
             raise ValueError(f"nan_policy={self.nan_policy!r} is unknown: use skip or stop")
         if self.loss_chunk_size < 0:
@@ -87,6 +98,22 @@ class ScriptArguments:
             raise ValueError(f"heldout_generate={self.heldout_generate!r} is invalid: must be >= 0")
         if not 0.0 <= self.eval_split_ratio < 1.0:
             raise ValueError(f"eval_split_ratio={self.eval_split_ratio!r} is invalid: must be in [0, 1)")
+        self._validate_heldout()
+
+    def _validate_dpo(self) -> None:
+        import importlib.util
+
+        if importlib.util.find_spec("trl") is None:
+            raise ValueError("task=dpo needs TRL's DPOTrainer and trl is not installed: pip install 'ows[dpo]'")
+        if not self.dpo_beta > 0:
+            raise ValueError(f"dpo_beta={self.dpo_beta!r} is invalid: use a positive number, e.g. 0.1")
+        if self.dataset and self.dataset.startswith("reasoning-gym:"):
+            raise ValueError(f"task=dpo needs preference rows and dataset={self.dataset!r} is a reasoning-gym task: give "
+                             "a .jsonl file with prompt, chosen and rejected")
+        if self.packing:
+            raise ValueError("packing=true does not apply to task=dpo (each pair is scored whole): set packing false")
+
+    def _validate_heldout(self) -> None:
         train = range(self.dataset_seed, self.dataset_seed + self.num_train_examples)
         heldout = range(self.heldout_seed, self.heldout_seed + self.num_heldout_examples)
         if train.start < heldout.stop and heldout.start < train.stop:
@@ -175,6 +202,9 @@ class EvalArguments:
     dtype: str = _h("Weights dtype: auto (bfloat16 on a GPU that has it, else float32), float32, bfloat16, float16.",
                     "auto")
     results_file: str | None = _h("Results JSON (default ./ows-eval-<model folder name>.json).", None)
+    model_id: str | None = _h("mt-bench: the model_id of the answers (default: the model's folder name).", None)
+    answers_dir: str | None = _h("mt-bench: folder of the answers file <answers_dir>/<model_id>.jsonl (default: "
+                                 "mt_bench/model_answer next to the results file, FastChat's layout).", None)
     json: bool = _h("Print the results JSON instead of the markdown table.", False)
     log_samples: bool = _h("Store every item's prompt and prediction in the JSON.", False)
     compare: list[str] | None = field(default=None, metadata={

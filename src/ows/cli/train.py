@@ -16,7 +16,7 @@ from ..config import OWSConfig
 from ..jsonio import write_json
 from .common import ArgumentParser, UsageError
 from .options import FieldSet, instantiate, parse_command
-from .train_checks import check_method_options, check_training_fields
+from .train_checks import check_method_options, check_trackers, check_training_fields
 from .arguments import DEMO, ScriptArguments
 
 logger = logging.getLogger("ows.cli.train")
@@ -32,7 +32,7 @@ RUN_KEYS = ("method", "use_galore", "rank", "proj_type", "target_modules", "num_
 # Not part of a run's identity: how it is launched and logged, where its folder is (a moved or copied run folder
 # can be resumed), and the chunked loss (it equals the standard one: resuming may change it).
 NOT_IN_SIGNATURE = ("overwrite_output_dir", "resume_from_checkpoint", "logging_steps", "report_to", "disable_tqdm",
-                    "loss_chunk_size", "output_dir", "logging_dir", "allow_other_profile", "given")
+                    "loss_chunk_size", "output_dir", "logging_dir", "allow_other_profile", "given", "save_delta")
 
 
 def _fields() -> FieldSet:
@@ -79,6 +79,7 @@ def parse(argv: list[str]) -> tuple[ScriptArguments, OWSConfig, dict[str, Any]]:
     except ValueError as err:
         raise UsageError(str(err)) from None
     check_training_fields(training)
+    check_trackers(training)
     check_method_options(script, config, training)
     return script, config, training
 
@@ -102,6 +103,7 @@ def run(argv: list[str]) -> int:
     uses_profile = profile is not None and steps.wants_profile(script, config)
     num_layers, model_config = checks.check_model_config(model_path, script, config,
                                                          profile.ratios if uses_profile else None)
+    checks.check_save_delta(script, model_path)
     if script.max_memory:
         script, config, training = _fit_budget(script, config, training, model_config)
     signature = checks.settings_signature(script, config, training, NOT_IN_SIGNATURE)
@@ -121,7 +123,10 @@ def run(argv: list[str]) -> int:
         texts, source = calibration_source(script)
         windows = calibration_windows(tokenizer, texts, script)
     datasets = steps.load_datasets(script, tokenizer)
-    args = steps.training_arguments(training, has_eval=bool(datasets.eval))  # starts torch.distributed under torchrun
+    tracking = checks.prepare_trackers(training, out)
+    if tracking and distributed.is_main_process():
+        print(tracking)
+    args = steps.training_arguments(training, has_eval=bool(datasets.eval), script=script)  # starts torch.distributed under torchrun
     distributed.barrier()  # every rank has read the output folder before rank 0 writes into it
     main = distributed.is_main_process()
     lock = RunLock(out)
@@ -198,4 +203,6 @@ def _finish(steps: Any, script: ScriptArguments, config: OWSConfig, out: Path, s
     if main:
         print(steps.results_table(before, after, script.method))
         print(f"saved the fine-tuned model to {out}")
+        if script.save_delta:
+            print(steps.save_delta(script, out))
     return 0

@@ -15,6 +15,7 @@ from ..methods import get_method
 from .arguments import ScriptArguments
 from .common import UsageError
 
+CONV1D_MODELS = ("gpt2", "gpt_bigcode", "imagegpt", "decision_transformer")  # weights stored (in, out)
 SEED_LIMIT = 2**32  # numpy's and the Trainer's seeds are 32-bit
 BATCH_LIMIT = 2**31
 # TrainingArguments fields and their ranges: (lowest, lowest allowed?, highest, highest allowed?).
@@ -56,6 +57,47 @@ def check_training_fields(training: dict[str, Any]) -> None:
                              "arguments, e.g. {\"num_cycles\": 2}, or leave it out")
 
 
+# report_to names whose package is not the name itself; the others import as named
+TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio",
+                   "comet_ml": "comet_ml", "clearml": "clearml", "neptune": "neptune", "dvclive": "dvclive",
+                   "swanlab": "swanlab", "codecarbon": "codecarbon", "azure_ml": "azureml", "flyte": "flytekit",
+                   "dagshub": "dagshub"}
+
+
+def trackers(training: dict[str, Any]) -> list[str]:
+    """The tracker names of ``report_to`` (a string, comma-separated or not, or a list; none: [])."""
+    value = training.get("report_to")
+    parts = [value] if isinstance(value, str) else list(value or [])
+    names = [name.strip() for part in parts for name in str(part).split(",") if name.strip()]
+    return [n for n in names if n != "none"]
+
+
+def check_trackers(training: dict[str, Any]) -> None:
+    """Each tracker of ``report_to`` must be installed (``all`` takes what is)."""
+    import importlib.util
+
+    for name in trackers(training):
+        module = TRACKER_MODULES.get(name)
+        if module is not None and importlib.util.find_spec(module) is None:
+            package = "mlflow-skinny" if name == "mlflow" else module
+            raise UsageError(f"report_to={name!r} needs the {module} package, which is not installed: pip install "
+                             f"{package}, or leave {name} out of report_to")
+
+
+def prepare_trackers(training: dict[str, Any], out: Path) -> str | None:
+    """mlflow without a tracking URI logs to a local store in ``out/mlruns`` (mlflow 3 refuses a file store unless
+    allowed, and the default ./mlruns is wherever the run was started); returns a line saying so, else None."""
+    import os
+
+    if "mlflow" not in trackers(training) or os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    store = (out / "mlruns").resolve()
+    os.environ["MLFLOW_TRACKING_URI"] = store.as_uri()
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return (f"mlflow: MLFLOW_TRACKING_URI is not set: logging to the local store {store} (view it with "
+            f"`mlflow ui --backend-store-uri {store.as_uri()}`)")
+
+
 def check_method_options(script: ScriptArguments, config: OWSConfig, training: dict[str, Any]) -> None:
     """Refuse OWS options that the method or the launch cannot serve (before any model loads)."""
     import os
@@ -78,6 +120,19 @@ def check_method_options(script: ScriptArguments, config: OWSConfig, training: d
         if training.get("deepspeed") or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("true", "1"):
             raise UsageError("fused_step=true is not supported with DeepSpeed (it runs its own optimizer step): set "
                              "fused_step false")
+
+
+def check_save_delta(script: ScriptArguments, model_path: str) -> None:
+    """``save_delta`` needs a full-weight method and the base's safetensors in a local folder."""
+    if not script.save_delta:
+        return
+    if get_method(script.method).layers == "adapters":
+        raise UsageError(f"save_delta=true needs a method that trains the model's own weights; method={script.method!r} "
+                         "saves a small output already (an adapter, or a merged model): set save_delta false")
+    if not Path(model_path).is_dir() or not any(Path(model_path).glob("*.safetensors")):
+        raise UsageError(f"save_delta=true needs the base model's *.safetensors in a local folder and model="
+                         f"{script.model!r} is not one: download it to a folder and pass that, or set save_delta false "
+                         "and run `ows export delta RUN OUT --base FOLDER` later")
 
 
 def _json_object(text: str) -> Any:
@@ -160,6 +215,9 @@ def check_model_config(model_path: str, script: ScriptArguments, config: OWSConf
             method.config_for(config).check_for(layers, ratios)
         except ValueError as err:
             raise UsageError(str(err)) from None
+    if config.frozen_quantization != "none" and text.model_type in CONV1D_MODELS:
+        raise UsageError(f"frozen_quantization={config.frozen_quantization!r} needs nn.Linear decoder layers and "
+                         f"model={script.model!r} ({text.model_type}) uses Conv1D: set frozen_quantization none")
     limit = next((getattr(text, k) for k in ("max_position_embeddings", "n_positions") if hasattr(text, k)), None)
     if isinstance(limit, int) and script.max_seq_length > limit:
         raise UsageError(f"max_seq_length={script.max_seq_length} is longer than the model's {limit} positions: "

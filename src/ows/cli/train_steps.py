@@ -44,6 +44,8 @@ def load_datasets(script: ScriptArguments, tokenizer: Any) -> Datasets:
     """Generate or read the rows, check the format, encode, split; before any model is loaded."""
     from ..data import encode as encoding, records as data
 
+    if script.task == "dpo":
+        return _preference_datasets(script)
     tasks = reasoning.parse_spec(script.dataset)
     if tasks:
         records = reasoning.make_records(tasks, script.num_train_examples, script.dataset_seed)
@@ -66,6 +68,20 @@ def load_datasets(script: ScriptArguments, tokenizer: Any) -> Datasets:
     return Datasets(train, evaluation, heldout, reasoning=bool(tasks))
 
 
+def _preference_datasets(script: ScriptArguments) -> Datasets:
+    """task dpo: checked prompt/chosen/rejected rows (TRL tokenizes them), an evaluation split if asked."""
+    from ..data import records as data
+    from ..data.preference import load_preference_rows
+
+    rows = load_preference_rows(script.dataset, script.dataset_split)
+    if script.eval_dataset:
+        evaluation = load_preference_rows(script.eval_dataset, script.dataset_split)
+    else:
+        rows, evaluation = data.split_train_eval(rows, script.eval_split_ratio, script.dataset_seed)
+    logger.info("data: %d preference pairs for training, %d for evaluation", len(rows), len(evaluation))
+    return Datasets(rows, evaluation)
+
+
 def _as_prompt_completion(record: dict, fmt: str) -> dict:
     from ..data.records import to_prompt_completion
 
@@ -73,7 +89,8 @@ def _as_prompt_completion(record: dict, fmt: str) -> dict:
     return {"prompt": prompt, "completion": completion}
 
 
-def training_arguments(training: dict[str, Any], has_eval: bool) -> Any:
+def training_arguments(training: dict[str, Any], has_eval: bool, script: ScriptArguments | None = None) -> Any:
+    """``TrainingArguments`` of the run (TRL's ``DPOConfig`` for task dpo); a refused value is a ``UsageError``."""
     from transformers import TrainingArguments
 
     values = {"remove_unused_columns": False, **training, "disable_tqdm": True}
@@ -83,6 +100,10 @@ def training_arguments(training: dict[str, Any], has_eval: bool) -> Any:
     if has_eval:
         values.setdefault("per_device_eval_batch_size", values.get("per_device_train_batch_size", 8))
     try:
+        if script is not None and script.task == "dpo":
+            from ..integrations.dpo import dpo_config
+
+            return dpo_config(values, script.dpo_beta, script.max_seq_length)
         return TrainingArguments(**values)
     except Exception as err:  # noqa: BLE001 - the Trainer's checks raise many types (OSError for a missing file)
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
@@ -148,16 +169,23 @@ def make_trainer(model: Any, tokenizer: Any, script: ScriptArguments, config: OW
     from ..integrations.chunked_loss import enable_chunked_loss
     from ..methods import build_method
 
-    if script.loss_chunk_size:
+    if script.loss_chunk_size and script.task == "sft":  # TRL's DPO scores pairs with its own fused head
         enable_chunked_loss(model, script.loss_chunk_size)
     setup = build_method(script.method, model, config, profile, lr=args.learning_rate, weight_decay=args.weight_decay,
                          betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
                          max_grad_norm=args.max_grad_norm or 0.0, weights_source=_folder(resolve_model_path(script.model)),
                          lora={"r": script.lora_r, "alpha": script.lora_alpha, "dropout": script.lora_dropout})
     fsdp = fsdp_requested(args)  # the Trainer refuses optimizers= under FSDP; accelerate shards ours when set after
-    trainer = Trainer(model=setup.model, args=args, train_dataset=datasets.train, eval_dataset=datasets.eval or None,
-                      data_collator=PadCollator(tokenizer.pad_token_id), optimizers=(None if fsdp else setup.optimizer, None),
-                      callbacks=[*setup.callbacks, ProgressCallback(setup.controller)])
+    callbacks = [*setup.callbacks, ProgressCallback(setup.controller)]
+    if script.task == "dpo":
+        from ..integrations.dpo import make_dpo_trainer
+
+        trainer = make_dpo_trainer(setup.model, tokenizer, args, datasets.train, datasets.eval,
+                                   None if fsdp else setup.optimizer, callbacks)
+    else:
+        trainer = Trainer(model=setup.model, args=args, train_dataset=datasets.train, eval_dataset=datasets.eval or None,
+                          data_collator=PadCollator(tokenizer.pad_token_id),
+                          optimizers=(None if fsdp else setup.optimizer, None), callbacks=callbacks)
     if fsdp:
         trainer.optimizer = setup.optimizer
     attach_trainer(trainer)  # a no-op unless fused_step
@@ -235,6 +263,18 @@ def save_outputs(out: Path, setup: Any, trainer: Any, tokenizer: Any, config: OW
     if evaluation is not None:
         results["eval"] = evaluation
     write_json(results, out / "results.json")
+
+
+def save_delta(script: ScriptArguments, out: Path) -> str:
+    """Write ``out/delta`` (the tensors the run changed, with the base's identity); returns a line saying so."""
+    from ..export import compute_delta, write_delta
+    from ..loading import model_identity, resolve_model_path
+
+    base = resolve_model_path(script.model)
+    delta = compute_delta(base, out)
+    folder = write_delta(delta, base, model_identity(script.model, base), out / "delta", str(out))
+    return (f"saved the delta ({len(delta.changed)} changed tensors, {sum(v.numel() for v in delta.changed.values()):,} "
+            f"parameters) to {folder}: `ows merge {script.model} {folder} FOLDER` rebuilds the model")
 
 
 def results_table(before: dict, after: dict, method: str) -> str:

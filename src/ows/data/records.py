@@ -15,6 +15,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 FORMATS = ("auto", "alpaca", "messages", "prompt_completion", "text")
+QUIET_FILE_BYTES = 16 * 2**20  # files below this load without datasets' progress bars
 _LOADERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 _REQUIRED = {"alpaca": ("instruction", "output"), "messages": ("messages",),
              "prompt_completion": ("prompt", "completion"), "text": ("text",)}
@@ -81,17 +82,23 @@ def load_records(path: str, split: str | None = None) -> list[dict]:
                              f"use one of {', '.join(_LOADERS)} or a save_to_disk folder")
         if split not in (None, "train"):
             logger.warning("dataset_split=%r is ignored for the single file %s", split, path)
-        from datasets import load_dataset
+        import datasets
 
+        shown = datasets.is_progress_bar_enabled()
+        if p.stat().st_size < QUIET_FILE_BYTES:  # a small file loads in a moment: no progress bar before an error
+            datasets.disable_progress_bars()
         try:
             kwargs = _csv_options(p) if builder == "csv" else {}
-            rows = load_dataset(builder, data_files=str(p), split="train", **kwargs).to_list()  # checks UTF-8
+            rows = datasets.load_dataset(builder, data_files=str(p), split="train", **kwargs).to_list()  # checks UTF-8
         except Exception as error:
             if p.stat().st_size == 0 or any(s in _one_line(error) for s in ("corresponds to no data", "StopIter")):
                 rows = []
             else:
                 raise ValueError(f"dataset={str(path)!r} could not be read as {builder} ({_one_line(error)}): "
                                  f"fix the file (UTF-8, valid {p.suffix.lstrip('.')})") from error
+        finally:
+            if shown:
+                datasets.enable_progress_bars()
     else:
         rows = _load_folder(p, split).to_list()
     if not rows:
@@ -134,11 +141,11 @@ def detect_format(records: list[dict], requested: str = "auto", source: str = "d
             raise ValueError(f"{source} row {row} is missing field {missing!r} (format {_NEEDS[fmt]}): "
                              "fix the file or set dataset_format")
         if fmt == "messages":
-            _check_messages(record["messages"], f"{source} row {row}")
+            check_messages(record["messages"], f"{source} row {row}")
     return fmt
 
 
-def _check_messages(messages: list[dict], where: str) -> None:
+def check_messages(messages: list[dict], where: str) -> None:
     """Every message has a known role and text content (a list of parts, as in multimodal data, is refused)."""
     for index, message in enumerate(messages):
         role, content = message["role"], message["content"]

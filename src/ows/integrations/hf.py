@@ -19,6 +19,7 @@ from ..config import OWSConfig
 from ..controller import OWSController, create_ows
 from ..layers import input_embeddings, input_gradient_stopped
 from ..optim.galore_adamw import GaLoreAdamW
+from .metrics import run_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class OWSCallback(TrainerCallback):
 
     def __init__(self, controller: OWSController) -> None:
         self.controller = controller
+        self.reporters: list[Any] = []  # the Trainer's tracker callbacks (report_to), set by attach_trainer
 
     def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         # TrainingArguments start torch.distributed; the Trainer wraps the model in DDP only in train().
@@ -58,6 +60,16 @@ class OWSCallback(TrainerCallback):
 
     def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self.controller.begin_step(state.global_step)
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        """Send OWS's metrics (:mod:`ows.integrations.metrics`) to the trackers, in a log event of their own
+        (the console and ``log_history`` keep the Trainer's usual lines)."""
+        if not self.reporters:
+            return
+        metrics = run_metrics(self.controller, unwrap_optimizer(self.controller.optimizer), state.global_step)
+        for reporter in self.reporters:
+            reporter.on_log(args, state, control, logs=dict(metrics))
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if self.controller.residency is not None:  # evaluate and save the exact model, not the quantized one
@@ -118,13 +130,26 @@ def _sync_gradients() -> bool:
 
 
 def attach_trainer(trainer: Any) -> None:
-    """Let a ``Trainer`` run an optimizer with the fused step (``fused_step=true``); a no-op otherwise.
+    """Connect a built ``Trainer`` to OWS: its trackers get OWS's metrics, and the fused step works.
 
-    Call it once, after the Trainer is built. The Trainer would clip and measure only the gradients it
-    still finds after backward (those outside the decoder layers); attached, it logs the fused step's
-    exact global norm, and clipping is the fused step's (the previous step's norm, see
-    :mod:`ows.optim.fused`). The fused step also learns which micro-batch ends a step.
+    Call it once, after the Trainer is built. The OWS callback sends the layer schedule, memory, SVD
+    and swap time (:mod:`ows.integrations.metrics`) to every tracker of ``report_to`` (tensorboard,
+    wandb, mlflow, trackio, ...) at each logging step. With ``fused_step=true`` the Trainer would clip
+    and measure only the gradients it still finds after backward (those outside the decoder layers);
+    attached, it logs the fused step's exact global norm, and clipping is the fused step's (the previous
+    step's norm, see :mod:`ows.optim.fused`). The fused step also learns which micro-batch ends a step.
     """
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    kinds = tuple(INTEGRATION_TO_CALLBACK.values())
+    callbacks = trainer.callback_handler.callbacks
+    for callback in callbacks:
+        if isinstance(callback, OWSCallback):
+            callback.reporters = [c for c in callbacks if isinstance(c, kinds)]
+    _attach_fused(trainer)
+
+
+def _attach_fused(trainer: Any) -> None:
     fused = getattr(unwrap_optimizer(trainer.optimizer), "fused", None)
     if fused is None:
         return

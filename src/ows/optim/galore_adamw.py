@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any, Callable, Iterable
 
 import torch
@@ -105,8 +106,9 @@ class GaLoreAdamW(Optimizer):
     Args:
         params: parameters or param groups. GaLore groups hold 2-D weights and the keys
             ``rank`` (int), ``update_proj_gap`` (steps between SVDs), ``scale`` (alpha),
-            ``proj_type`` (std / reverse_std / left / right) and ``svd`` (exact, the default, or
-            randomized: a seeded randomized SVD with 2 power iterations, faster on large matrices).
+            ``proj_type`` (std / reverse_std / left / right) and ``svd`` (exact, the default;
+            randomized: a seeded randomized SVD with 2 power iterations, faster on large matrices; gram:
+            the eigenvectors of the smaller Gram matrix).
         lr, betas, eps, weight_decay: as in AdamW (weight decay decoupled, applied after the step).
         correct_bias: Adam bias correction (on by default).
 
@@ -121,6 +123,7 @@ class GaLoreAdamW(Optimizer):
     """
 
     fused: Any = None
+    svd_seconds: float = 0.0  # wall time spent computing projectors (SVDs), for the logs and trackers
 
     def __init__(
         self,
@@ -210,14 +213,15 @@ class GaLoreAdamW(Optimizer):
         if master is not None:
             p.copy_(master)  # rounded to the parameter's dtype
 
-    @staticmethod
-    def _direction(state: dict[str, Any], grad: torch.Tensor, shape: torch.Size, group: dict[str, Any]) -> torch.Tensor:
+    def _direction(self, state: dict[str, Any], grad: torch.Tensor, shape: torch.Size, group: dict[str, Any]) -> torch.Tensor:
         """The Adam direction of one parameter (its step is ``-lr`` times it); updates ``state`` in place."""
         galore = "rank" in group
         if galore:
             side = projection_side(shape, group["proj_type"])
             if "projector" not in state or state["step"] % group["update_proj_gap"] == 0:
+                started = time.perf_counter()
                 state["projector"] = _robust_projector(grad, group["rank"], side, state.get("projector"), group["svd"])
+                self.svd_seconds += time.perf_counter() - started
             grad = project(grad, state["projector"], side)
         if "exp_avg" not in state:
             state["exp_avg"] = torch.zeros_like(grad, memory_format=torch.preserve_format)

@@ -1,0 +1,131 @@
+"""``ows export delta RUN OUT``, ``ows export lora RUN OUT --rank R`` and ``ows merge BASE DELTA OUT``.
+
+RUN is an ``ows train`` output folder; its base model is the one it was trained from (``ows_run.json``),
+unless ``--base`` names another folder. Every input is checked before anything is written, and OUT
+must be new or empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .common import ArgumentParser, UsageError
+from .options import FieldSet, instantiate, parse_command
+
+EPILOG = """examples:
+  ows export delta outputs/demo outputs/demo-delta          # only the tensors the run changed (+ the base's hash)
+  ows merge smollm2-135m outputs/demo-delta outputs/demo-again   # the fine-tuned model again, tensor for tensor
+  ows export lora outputs/demo outputs/demo-lora --rank 16  # a PEFT LoRA adapter of the changed linears
+"""
+
+
+def _h(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class ExportArguments:
+    """Options of ``ows export`` and ``ows merge``."""
+
+    rank: int = _h("LoRA rank of the extracted adapter (ows export lora).", 16)
+    base: str | None = _h("The base model folder (default: the model the run was trained from, from ows_run.json).",
+                          None)
+
+
+def _parse(prog: str, usage: str, positionals: list[str], argv: list[str]) -> tuple[list[str], ExportArguments]:
+    parser = ArgumentParser(prog=prog, usage=usage, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                            description=__doc__.split("\n")[0])
+    for name in positionals:
+        parser.add_argument(name)
+    fields = FieldSet([(ExportArguments, "export", None)])
+    fields.add_to(parser, {})
+    try:
+        namespace = parser.parse_intermixed_args(argv)
+    except SystemExit as stop:
+        raise _Exit(int(stop.code or 0)) from None
+    values = [getattr(namespace, name) for name in positionals]
+    for name in positionals:
+        delattr(namespace, name)
+    return values, instantiate(ExportArguments, fields.from_flags(namespace, {}))
+
+
+class _Exit(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def run_base(run: str, override: str | None) -> tuple[str, str]:
+    """(base folder, base name) of an ``ows train`` output folder; a missing or foreign folder is a ``UsageError``."""
+    from ..loading import model_identity, resolve_model_path
+
+    record = Path(run) / "ows_run.json"
+    if not (Path(run) / "config.json").is_file() or not record.is_file():
+        raise UsageError(f"RUN {run!r} is not an ows train output folder (config.json and ows_run.json): give the "
+                         "output_dir of a finished run")
+    model = override or json.loads(record.read_text(encoding="utf-8")).get("settings", {}).get("model")
+    resolved = resolve_model_path(model)
+    if not Path(resolved).is_dir():
+        raise UsageError(f"base model {model!r} is not a local folder: pass --base <folder of the base model>")
+    return resolved, model_identity(model, resolved)
+
+
+def _new_folder(path: str, what: str) -> Path:
+    folder = Path(path)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UsageError(f"{what} {path!r} exists and is not empty: give a new folder")
+    return folder
+
+
+def export(argv: list[str]) -> int:
+    """``ows export delta|lora RUN OUT``."""
+    from ..export import compute_delta, write_delta
+
+    try:
+        (kind, run, out), options = _parse("ows export", "ows export {delta,lora} RUN OUT [--rank R] [--base FOLDER]",
+                                           ["kind", "run", "out"], argv)
+    except _Exit as stop:
+        return stop.code
+    if kind not in ("delta", "lora"):
+        raise UsageError(f"ows export {kind!r} is unknown: use `ows export delta RUN OUT` or `ows export lora RUN OUT`")
+    if options.rank < 1:
+        raise UsageError(f"--rank {options.rank} is invalid: use a rank >= 1")
+    base, name = run_base(run, options.base)
+    folder = _new_folder(out, "OUT")
+    if kind == "delta":
+        delta = compute_delta(base, run)
+        write_delta(delta, base, name, folder, str(Path(run).resolve()))
+        print(f"{len(delta.changed)} changed tensors ({sum(v.numel() for v in delta.changed.values()):,} parameters), "
+              f"{delta.unchanged} unchanged: wrote {folder}")
+        return 0
+    from ..lora_extract import extract_lora
+
+    model_type = json.loads((Path(base) / "config.json").read_text(encoding="utf-8")).get("model_type")
+    report = extract_lora(base, run, folder, options.rank, model_type=model_type).summary()
+    print(f"LoRA rank {report['rank']} over {report['matrices']} changed linears: captured energy mean "
+          f"{report['mean_energy']:.3f}, min {report['min_energy']:.3f}; left out (not a LoRA's): "
+          f"{report['left_out_tensors']} tensors, {report['left_out_params']:,} parameters; wrote {folder}")
+    return 0
+
+
+def merge(argv: list[str]) -> int:
+    """``ows merge BASE DELTA OUT``."""
+    from ..export import merge_delta, read_delta_info
+    from ..loading import resolve_model_path
+
+    try:
+        (base, delta, out), _ = _parse("ows merge", "ows merge BASE DELTA OUT", ["base", "delta", "out"], argv)
+    except _Exit as stop:
+        return stop.code
+    resolved = resolve_model_path(base)
+    read_delta_info(delta)
+    folder = _new_folder(out, "OUT")
+    merge_delta(resolved, delta, folder)
+    print(f"merged {delta} into {resolved}: wrote {folder}")
+    return 0
+
+
+run = export
