@@ -38,6 +38,13 @@ def test_the_plan_fits_and_goes_from_the_cheapest_levers():
     assert plan.settings["batch_size"] * plan.settings["gradient_accumulation_steps"] == 16  # same effective batch
 
 
+def test_a_lever_that_gained_nothing_is_tried_again_before_costlier_ones():
+    # Without checkpointing the peak is the activations, where the fused step gains nothing; once checkpointing
+    # moved the peak into backward, the fused step comes before quantizing the frozen layers.
+    fields = [s.field for s in plan_for_budget(LLAMA7B, "ows", parse_budget("16GiB"), START).steps]
+    assert fields.index("gradient_checkpointing") < fields.index("fused_step") < fields.index("frozen_quantization")
+
+
 def test_fields_the_user_set_are_kept_and_nothing_fits_is_said():
     plan = plan_for_budget(LLAMA7B, "ows", parse_budget("9GiB"), START, fixed=frozenset({"batch_size"}))
     assert plan.settings["batch_size"] == 16 and plan.fits

@@ -111,8 +111,8 @@ def plan_for_budget(model_config: dict[str, Any], method: str, budget: int, sett
     """
     spec = get_method(method)
     plan = Plan(dict(settings), budget=budget, total=_total(model_config, method, settings))
-    while any([_try(plan, lever, spec, model_config, method, fixed) for lever in LEVERS]):
-        pass  # a lever that gained nothing may gain once another one moved the peak: passes until none applies
+    while any(_try(plan, lever, spec, model_config, method, fixed) for lever in LEVERS):
+        pass  # after each applied lever, from the cheapest again: one that gained nothing may gain once the peak moved
     for lever in REPEATED:  # each as far as it goes before the next
         while plan.total > budget and _try(plan, lever, spec, model_config, method, fixed):
             pass
