@@ -175,6 +175,8 @@ def _reliability_two_cases(model: Path, tmp: Path, base: list[str], train: Calla
     no_reply = chat([{"messages": [{"role": "user", "content": "hi"}]}] * 2)
     data = ("--dataset",)
 
+    pref = _jsonl(tmp / "pref.jsonl", [{"prompt": f"{a} + 1 =", "chosen": f" {a + 1}", "rejected": f" {a + 2}"}
+                                       for a in range(16)])
     def yaml_case(name: str, text: str, drop: tuple[str, ...] = ()) -> list[str]:
         return ["train", write(name, text), *train(drop=drop)[1:]]
 
@@ -206,6 +208,15 @@ def _reliability_two_cases(model: Path, tmp: Path, base: list[str], train: Calla
         Case("data", "chat role 'human'", train("--dataset", human, drop=data), "has role 'human'"),
         Case("data", "chat content given as a list of parts", train("--dataset", parts, drop=data), "has list content"),
         Case("data", "chat rows without an assistant turn", train("--dataset", no_reply, drop=data), "no row has an assistant turn"),
+        Case("dpo", "dpo_beta 0", train("--task", "dpo", "--dataset", pref, "--dpo_beta", "0", drop=data), "dpo_beta=0.0 is invalid"),
+        Case("dpo", "task dpo on rows without chosen and rejected", train("--task", "dpo"), "is missing field 'chosen'"),
+        Case("output", "save_delta with an adapter method", train("--save_delta", "true", "--method", "lora"), "save_delta=true needs a method that trains the model's own weights"),
+        Case("logging", "report_to a tracker that is not installed", train("--report_to", "comet_ml", drop=("--report_to",)), "needs the comet_ml package, which is not installed"),
+        Case("memory", "frozen_quantization nf8", train("--frozen_quantization", "nf8"), "frozen_quantization='nf8' is invalid: use one of none, nf4, int8"),
+        Case("memory", "max_memory below any plan", train("--max_memory", "1MiB"), "nothing fits for method='ows'"),
+        Case("memory", "max_memory that is not a size", train("--max_memory", "lots"), "max_memory='lots' is invalid"),
+        Case("eval", "mt-bench without its questions file", ["eval", str(model), "--tasks", "mt-bench"], "needs the questions file"),
+        Case("export", "export from a folder that is not a run", ["export", "lora", str(tmp / "no_run"), str(tmp / "lora_out")], "is not an ows train output folder"),
     ]
 
 

@@ -195,7 +195,7 @@ class EvalArguments:
     fewshot_seed: int = _h("Seed of the few-shot example draw.", 0)
     perplexity_seq_len: int = _h("Perplexity window in tokens.", 512)
     perplexity_stride: int | None = _h("Perplexity: tokens scored per window (default perplexity_seq_len - 1).", None)
-    max_new_tokens: int = _h("gsm8k: generation budget in tokens.", 256)
+    max_new_tokens: int = _h("gsm8k and mt-bench: generation budget in tokens (per turn for mt-bench).", 256)
     backend: str = _h("builtin evaluators, or lm-eval (lm-evaluation-harness in-process, pip install 'ows[eval]').",
                       "builtin")
     device: str = _h("auto (cuda when available), cpu, cuda, cuda:1, ...", "auto")
