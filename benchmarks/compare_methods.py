@@ -43,7 +43,7 @@ from bench.options import build_parser, finish_args
 from bench.plots import make_plots
 from bench.runner import RunFailed, finished_run, run_child, shared_profile, start_invocation
 from bench.settings import FULL, LABELS, LEARNING_RATES, METHODS, METRICS, QUICK
-from bench.summary import aggregate, markdown_table
+from bench.summary import aggregate, markdown_table, paired_lines
 
 __all__ = ["LABELS", "LEARNING_RATES", "METHODS", "METRICS", "aggregate", "main", "markdown_table", "parse_args"]
 
@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     header = [f"Command: `{command}`", f"Date: {date}", f"Settings: {settings}"]
     rates = {m: args.lr or LEARNING_RATES[m] for m in args.methods}
     table = markdown_table(summary, base, header, rates, failures)
+    reference = next((m for m in ("lisa", "ows") if m in args.methods), args.methods[0])
+    table += "\n".join(paired_lines(runs, reference))
     (out / "table.md").write_text(table + "\n", encoding="utf-8")
     plots = make_plots(runs, summary, out)
     result = {"command": command, "date": date, "wall_seconds": round(wall, 1), "settings": vars(args) | {"child": None},

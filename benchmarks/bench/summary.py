@@ -84,3 +84,21 @@ def markdown_table(summary: dict[str, dict[str, Any]], base: dict[str, Any], hea
                  "of the mean to full FT's and to LoRA's from this same invocation. Lower is better for every column "
                  "except exact match.")
     return "\n".join(lines)
+
+
+def paired_lines(runs: list[dict[str, Any]], reference: str, metric: str = "heldout_answer_loss") -> list[str]:
+    """Each row's difference from ``reference`` on the seeds both ran (mean ± 95 %), and whether it is significant."""
+    from .stats import paired
+
+    rows = [r for r in dict.fromkeys(run["method"] for run in runs) if r != reference]
+    diffs = {row: paired(runs, row, reference, metric) for row in rows}
+    if not any(d is not None and d.n > 1 for d in diffs.values()):
+        return []
+    name = LABELS.get(reference, reference)
+    lines = ["", f"Paired differences of {metric} against {name}, seed by seed (negative: lower than {name}):", "",
+             f"| method | difference | seeds | significant at 5 % |", "|---|---|---|---|"]
+    for row, diff in diffs.items():
+        if diff is not None and diff.n > 1:
+            verdict = "yes" if diff.significant else "no"
+            lines.append(f"| {LABELS.get(row, row)} | {diff.mean:+.3f} ± {diff.half:.3f} | {diff.n} | {verdict} |")
+    return lines

@@ -128,3 +128,17 @@ def test_a_variant_runs_its_product_method_with_its_extra_flags(tmp_path):
     assert plain[plain.index("--method") + 1] == lean[lean.index("--method") + 1] == "ows"
     assert "--train_embeddings" not in plain
     assert lean[lean.index("--train_embeddings") + 1] == "false"
+
+
+def test_paired_differences_say_which_are_significant():
+    from bench.summary import paired_lines
+
+    loss = {"lisa": [1.80, 1.70, 1.90], "ows": [1.70, 1.61, 1.79], "galore": [1.85, 1.62, 1.93]}
+    runs = [{"method": m, "seed": s, "heldout_answer_loss": v[s]} for m, v in loss.items() for s in range(3)]
+    lines = paired_lines(runs, "lisa")
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines if line.startswith("| ") and "---" not in line}
+    ows_row = next(v for k, v in rows.items() if k.startswith("OWS"))
+    galore_row = next(v for k, v in rows.items() if k.startswith("GaLore"))
+    assert "-0.100 ±" in ows_row and ows_row.endswith("| 3 | yes |")  # the same gap on every seed
+    assert galore_row.endswith("| 3 | no |")  # +0.05, -0.08, +0.03: the interval holds 0
+    assert paired_lines(runs[:1] + runs[3:4], "lisa") == []  # one shared seed: no interval
