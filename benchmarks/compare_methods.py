@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     header = [f"Command: `{command}`", f"Date: {date}", f"Settings: {settings}"]
     rates = {m: args.lr or LEARNING_RATES[m] for m in args.methods}
     table = markdown_table(summary, base, header, rates, failures)
-    reference = next((m for m in ("lisa", "ows") if m in args.methods), args.methods[0])
+    seeds_of = {m: {r["seed"] for r in runs if r["method"] == m} for m in args.methods}
+    reference = next((m for m in ("lisa", "ows", *args.methods) if len(seeds_of.get(m, ())) > 1), args.methods[0])
     table += "\n".join(paired_lines(runs, reference))
     (out / "table.md").write_text(table + "\n", encoding="utf-8")
     plots = make_plots(runs, summary, out)
