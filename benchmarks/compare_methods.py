@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(summary, base, header, rates, failures)
     seeds_of = {m: {r["seed"] for r in runs if r["method"] == m} for m in args.methods}
     reference = next((m for m in ("lisa", "ows", *args.methods) if len(seeds_of.get(m, ())) > 1), args.methods[0])
-    table += "\n".join(paired_lines(runs, reference))
+    table += "\n" + "\n".join(paired_lines(runs, reference))
     (out / "table.md").write_text(table + "\n", encoding="utf-8")
     plots = make_plots(runs, summary, out)
     result = {"command": command, "date": date, "wall_seconds": round(wall, 1), "settings": vars(args) | {"child": None},
