@@ -64,28 +64,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = build_parser(__doc__.split("\n")[0])
     p.add_argument("--output-dir", default=None, help="default benchmarks/results/<date>")
     p.add_argument("--resume", action="store_true", help="reuse the runs (and profile) already finished in --output-dir")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: the table of the runs already finished in --output-dir (missing ones are listed)")
+    p.add_argument("--reference", default=None,
+                   help="comma-separated rows to pair every other row against (default: lisa, else ows, else "
+                        "the first row with more than one seed)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    return finish_args(p, args, QUICK if args.quick else FULL)
+    args = finish_args(p, args, QUICK if args.quick else FULL)
+    stray = [r for r in (args.reference or "").split(",") if r.strip() and r.strip() not in args.methods]
+    if stray:
+        p.error(f"--reference {stray[0]!r} is not one of --methods: pick from {','.join(args.methods)}")
+    return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run every method x seed, print and write the table, JSON and plots. Returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    if args.child:
-        return child_main(args.child)
-    out = Path(args.output_dir)
-    command, date, started = start_invocation("benchmarks/compare_methods.py", argv, out)
-    profile = shared_profile(args, out)
+def collect_runs(args: argparse.Namespace, out: Path, profile: Path | None) -> dict[str, Any]:
+    """Every method x seed: reused when finished (``--resume``), else run; ``--report-only`` lists it as missing."""
     runs: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
+    missing: list[str] = []
     base: dict[str, Any] = {}
     for seed in args.seeds:
         for method in args.methods:
             done = finished_run(args, out, f"{method}-s{seed}")
             if done is not None:
                 bench = done | {"method": method}
+            elif args.report_only:
+                missing.append(f"{method}-s{seed}")
+                continue
             else:
                 try:
                     bench = run_child(args, method, seed, out, profile, measure_before=not runs)
@@ -97,27 +103,58 @@ def main(argv: list[str] | None = None) -> int:
                 base = bench["before"]
             runs.append(bench)
             print(f"{method} seed {seed}: " + run_line(bench), flush=True)
-    summary = aggregate(runs)
-    wall = time.perf_counter() - started
-    settings = (f"model {args.model}; data {args.dataset} (train seed {args.dataset_seed}, "
-                f"{args.steps * args.batch_size} items); held-out {args.num_heldout} items from seed "
-                f"{args.heldout_seed} (exact match on {args.heldout_generate}); {args.steps} steps x batch "
-                f"{args.batch_size}, seq {args.max_seq_length}, cosine, warmup {args.warmup_steps}; seeds "
-                f"{','.join(map(str, args.seeds))}; γ={args.gamma}, K={args.interval}, GaLore r={args.rank}, "
-                f"T={args.update_proj_gap}; LoRA r={args.lora_r}; forgetting ppl on {args.forgetting_samples}x"
-                f"{args.forgetting_seq_len} tokens of gensim news text; {os.cpu_count()} CPU cores; "
-                f"wall time {wall / 60:.1f} min")
-    header = [f"Command: `{command}`", f"Date: {date}", f"Settings: {settings}"]
-    rates = {m: args.lr or LEARNING_RATES[m] for m in args.methods}
-    table = markdown_table(summary, base, header, rates, failures)
+    return {"runs": runs, "failures": failures, "missing": missing, "base": base}
+
+
+def settings_line(args: argparse.Namespace, runs: list[dict[str, Any]], wall: float) -> str:
+    """The settings shared by every row, the machine, and the time: the runs' sum and this invocation's."""
+    run_minutes = sum(r.get("wall_seconds") or 0.0 for r in runs) / 60
+    timed = sum(1 for r in runs if r.get("wall_seconds"))
+    return (f"model {args.model}; data {args.dataset} (train seed {args.dataset_seed}, "
+            f"{args.steps * args.batch_size} items); held-out {args.num_heldout} items from seed "
+            f"{args.heldout_seed} (exact match on {args.heldout_generate}); {args.steps} steps x batch "
+            f"{args.batch_size}, seq {args.max_seq_length}, cosine, warmup {args.warmup_steps}; seeds "
+            f"{','.join(map(str, args.seeds))}; γ={args.gamma}, K={args.interval}, GaLore r={args.rank}, "
+            f"T={args.update_proj_gap}; LoRA r={args.lora_r}; forgetting ppl on {args.forgetting_samples}x"
+            f"{args.forgetting_seq_len} tokens of gensim news text; {os.cpu_count()} CPU cores; "
+            f"runs' wall time {run_minutes:.0f} min in total ({timed} of {len(runs)} runs timed, one at a time, "
+            f"each on all cores); this invocation {wall / 60:.1f} min")
+
+
+def references(args: argparse.Namespace, runs: list[dict[str, Any]]) -> list[str]:
+    """The rows the paired differences are taken against: ``--reference``, else lisa / ows / the first with seeds."""
+    if args.reference:
+        return [r.strip() for r in args.reference.split(",") if r.strip()]
     seeds_of = {m: {r["seed"] for r in runs if r["method"] == m} for m in args.methods}
-    reference = next((m for m in ("lisa", "ows", *args.methods) if len(seeds_of.get(m, ())) > 1), args.methods[0])
-    table += "\n" + "\n".join(paired_lines(runs, reference))
+    return [next((m for m in ("lisa", "ows", *args.methods) if len(seeds_of.get(m, ())) > 1), args.methods[0])]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every method x seed, print and write the table, JSON and plots. Returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.child:
+        return child_main(args.child)
+    args.resume = args.resume or args.report_only
+    out = Path(args.output_dir)
+    command, date, started = start_invocation("benchmarks/compare_methods.py", argv, out)
+    profile = None if args.report_only else shared_profile(args, out)
+    found = collect_runs(args, out, profile)
+    runs, failures, missing = found["runs"], found["failures"], found["missing"]
+    summary = aggregate(runs)
+    header = [f"Command: `{command}`", f"Date: {date}",
+              f"Settings: {settings_line(args, runs, time.perf_counter() - started)}"]
+    if missing:
+        header.append(f"Not run yet ({len(missing)}): {', '.join(missing)}")
+    rates = {m: args.lr or LEARNING_RATES[m] for m in args.methods}
+    table = markdown_table(summary, found["base"], header, rates, failures)
+    for reference in references(args, runs):
+        table += "\n" + "\n".join(paired_lines(runs, reference))
     (out / "table.md").write_text(table + "\n", encoding="utf-8")
     plots = make_plots(runs, summary, out)
-    result = {"command": command, "date": date, "wall_seconds": round(wall, 1), "settings": vars(args) | {"child": None},
-              "learning_rates": rates, "base": base, "summary": summary, "runs": runs, "failures": failures,
-              "plots": plots}
+    result = {"command": command, "date": date, "wall_seconds": round(time.perf_counter() - started, 1),
+              "settings": vars(args) | {"child": None}, "learning_rates": rates, "base": found["base"],
+              "summary": summary, "runs": runs, "failures": failures, "missing": missing, "plots": plots}
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
     print(table)
     return 1 if failures else 0

@@ -134,6 +134,7 @@ def run_child(args: argparse.Namespace, method: str, seed: int, out: Path, profi
     bench = json.loads(Path(spec["bench_json"]).read_text())
     bench["wall_seconds"] = round(wall, 1)
     bench["method"] = method  # the benchmark row (a variant runs a product method with extra flags)
+    Path(spec["bench_json"]).write_text(json.dumps(bench, indent=1))  # kept for --resume and the time total
     # Nothing big stays: drop any weights a child may have written (it skips saving them).
     for pattern in ("*.safetensors", "*.bin", "*.pt", "checkpoint-*"):
         for item in run_dir.glob(pattern):

@@ -115,6 +115,8 @@ def test_end_to_end_on_tiny_model(tiny_model_dir, tmp_path):
     assert cm.main([*argv, "--resume"]) == 0
     again = json.loads((out / "results.json").read_text())
     assert [r["heldout_answer_loss"] for r in again["runs"]] == [r["heldout_answer_loss"] for r in result["runs"]]
+    assert all(r["wall_seconds"] > 0 for r in again["runs"])  # kept on disk, so the time total survives --resume
+    assert "(3 of 3 runs timed" in (out / "table.md").read_text()
     assert "| OWS (weighted + GaLore)" in (out / "table.md").read_text()
 
 
@@ -142,3 +144,34 @@ def test_paired_differences_say_which_are_significant():
     assert "-0.100 ±" in ows_row and ows_row.endswith("| 3 | yes |")  # the same gap on every seed
     assert galore_row.endswith("| 3 | no |")  # +0.05, -0.08, +0.03: the interval holds 0
     assert paired_lines(runs[:1] + runs[3:4], "lisa") == []  # one shared seed: no interval
+
+
+def _finished(out, method, seed, loss):
+    runs = out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / f"{method}-s{seed}.bench.json").write_text(json.dumps(_run(method, seed, heldout_answer_loss=loss,
+                                                                        wall_seconds=60.0, steps=2)))
+
+
+def test_report_only_tables_the_finished_runs_and_lists_the_missing(tmp_path, monkeypatch):
+    cm = _load()
+
+    def no_runs(*a, **k):
+        raise AssertionError("--report-only started a run")
+
+    monkeypatch.setattr(cm, "run_child", no_runs)
+    monkeypatch.setattr(cm, "make_plots", lambda *a: {})
+    out = tmp_path / "bench"
+    for seed, (lisa, ows) in enumerate([(1.0, 0.9), (1.2, 1.0), (1.1, 1.0)]):
+        _finished(out, "lisa", seed, lisa)
+        _finished(out, "ows", seed, ows)
+    _finished(out, "full", 0, 2.0)
+    argv = ["--methods", "full,lisa,ows", "--seeds", "0,1,2", "--steps", "2", "--output-dir", str(out), "--report-only"]
+    assert cm.main([*argv, "--reference", "ows"]) == 0
+    table = (out / "table.md").read_text()
+    assert "Not run yet (2): full-s1, full-s2" in table
+    assert "runs' wall time 7 min in total (7 of 7 runs timed" in table
+    assert "against OWS (weighted + GaLore)" in table and "| LISA (uniform, plain AdamW) | +0.133 ±" in table
+    assert json.loads((out / "results.json").read_text())["missing"] == ["full-s1", "full-s2"]
+    with pytest.raises(SystemExit):
+        cm.parse_args([*argv, "--reference", "galore"])
