@@ -80,9 +80,11 @@ def markdown_table(summary: dict[str, dict[str, Any]], base: dict[str, Any], hea
         lines.append(f"| {LABELS.get(failed['method'], failed['method'])} (seed {failed['seed']}) | failed: "
                      f"`{failed['error'].replace('|', '/')}` |" + " |" * (len(METRICS) - 1))
     lines.append("")
-    lines.append("Cells: mean (± the 95 % confidence half-width over seeds, Student's t, when n > 1), then the ratio "
-                 "of the mean to full FT's and to LoRA's from this same invocation. Lower is better for every column "
-                 "except exact match.")
+    present = [name for key, name in (("full", "full FT's"), ("lora", "LoRA's")) if key in summary]
+    ratios = f", then the ratio of the mean to {' and to '.join(present)} from this same invocation" if present else ""
+    lines.append(f"Cells: mean (± the 95 % confidence half-width over seeds, Student's t, when n > 1){ratios}. "
+                 "With 2 seeds t has 1 degree of freedom: two nearly equal differences can read as significant. "
+                 "Lower is better for every column except exact match.")
     return "\n".join(lines)
 
 

@@ -170,6 +170,7 @@ def test_report_only_tables_the_finished_runs_and_lists_the_missing(tmp_path, mo
     assert cm.main([*argv, "--reference", "ows"]) == 0
     table = (out / "table.md").read_text()
     assert "Not run yet (2): full-s1, full-s2" in table
+    assert "the ratio of the mean to full FT's from" in table and "LoRA's" not in table  # only rows that ran
     assert "runs' wall time 7 min in total (7 of 7 runs timed" in table
     assert "against OWS (weighted + GaLore)" in table and "| LISA (uniform, plain AdamW) | +0.133 ±" in table
     assert json.loads((out / "results.json").read_text())["missing"] == ["full-s1", "full-s2"]
