@@ -14,8 +14,10 @@ On CPU torch 2.13.0 the torchvision and torchaudio wheels pip picks for LLaMA-Fa
 (``operator torchvision::nms does not exist``; ``Could not load this library: .../_torchaudio.so``) and
 LLaMA-Factory 0.9.5 imports torchaudio unconditionally. Uninstall torchvision; ``--stub-torchaudio``
 (default on) puts an empty ``torchaudio`` module first on its path (only its audio inputs use it).
-What is not the same as our rows: LLaMA-Factory's data order and collation (its ``empty`` template
-renders exactly our prompt + completion text), and the memory here is the child's peak RSS only.
+Its ``.json`` configs fail to load (``json.load`` of a ``Path``), so the config is written as
+``train.yaml`` (JSON text, which YAML reads). What is not the same as our rows: LLaMA-Factory's data
+order and collation (its ``empty`` template renders exactly our prompt + completion text), and the
+memory here is the child's peak RSS only.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def losses(log_text: str) -> list[float]:
 
 def run_llamafactory(args: argparse.Namespace, config: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Write the data and config, run ``llamafactory-cli train`` in its interpreter; its log, exit code, time, RSS."""
-    (folder / "train.json").write_text(json.dumps(config))
+    # JSON is valid YAML: LLaMA-Factory 0.9.5 reads a .json config with json.load(Path), which fails.
+    (folder / "train.yaml").write_text(json.dumps(config, indent=1))
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     if args.stub_torchaudio:
         stub = folder / "stub" / "torchaudio"
@@ -72,7 +75,7 @@ def run_llamafactory(args: argparse.Namespace, config: dict[str, Any], folder: P
     cli = "import sys; from llamafactory.cli import main; sys.argv = ['llamafactory-cli', 'train', sys.argv[1]]; main()"
     started = time.perf_counter()
     with open(folder / "llamafactory.log", "w") as log:
-        proc = subprocess.run([args.python, "-c", cli, str(folder / "train.json")], stdout=log,
+        proc = subprocess.run([args.python, "-c", cli, str(folder / "train.yaml")], stdout=log,
                               stderr=subprocess.STDOUT, env=env)
     text = (folder / "llamafactory.log").read_text(errors="replace")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
