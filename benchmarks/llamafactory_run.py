@@ -8,6 +8,7 @@ loss on the same items, exact match, news-text perplexity. LLaMA-Factory needs i
 (its pins differ from ows's): give its interpreter with ``--python``.
 
     python -m venv /tmp/lf && /tmp/lf/bin/pip install "torch==2.13.0" llamafactory "badam>=1.2.1"
+    /tmp/lf/bin/pip uninstall -y torchvision torchaudio
     python benchmarks/llamafactory_run.py --python /tmp/lf/bin/python
 
 On CPU torch 2.13.0 the torchvision and torchaudio wheels pip picks for LLaMA-Factory do not load
