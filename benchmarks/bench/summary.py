@@ -83,7 +83,8 @@ def markdown_table(summary: dict[str, dict[str, Any]], base: dict[str, Any], hea
     present = [name for key, name in (("full", "full FT's"), ("lora", "LoRA's")) if key in summary]
     ratios = f", then the ratio of the mean to {' and to '.join(present)} from this same invocation" if present else ""
     lines.append(f"Cells: mean (± the 95 % confidence half-width over seeds, Student's t, when n > 1){ratios}. "
-                 "With 2 seeds t has 1 degree of freedom: two nearly equal differences can read as significant. "
+                 + ("With 2 seeds t has 1 degree of freedom: two nearly equal differences can read as significant. "
+                    if any(entry["n"] == 2 for entry in summary.values()) else "") +
                  "Lower is better for every column except exact match.")
     return "\n".join(lines)
 
