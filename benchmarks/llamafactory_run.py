@@ -17,7 +17,7 @@ LLaMA-Factory 0.9.5 imports torchaudio unconditionally. Uninstall torchvision; `
 (default on) puts an empty ``torchaudio`` module first on its path (only its audio inputs use it).
 Its ``.json`` configs fail to load (``json.load`` of a ``Path``), so the config is written as
 ``train.yaml`` (JSON text, which YAML reads). What is not the same as our rows: LLaMA-Factory's data
-order and collation (its ``empty`` template renders exactly our prompt + completion text), and the
+order and collation (its ``empty`` template renders exactly our prompt + completion + end token), and the
 memory here is the child's peak RSS only.
 """
 
@@ -41,9 +41,13 @@ from bench.settings import LEARNING_RATES, QUICK
 LOSS_LINE = re.compile(r"\{'loss': '?([0-9.]+)'?")
 
 
-def alpaca_rows(records: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """ows prompt/completion records as LLaMA-Factory's alpaca rows (the ``empty`` template adds nothing)."""
-    return [{"instruction": r["prompt"], "input": "", "output": r["completion"]} for r in records]
+def alpaca_rows(records: list[dict[str, Any]], eos_token: str) -> list[dict[str, str]]:
+    """ows prompt/completion records as LLaMA-Factory's alpaca rows.
+
+    The ``empty`` template adds nothing, not even the end token that ows appends to every completion
+    (and scores in the held-out loss), so ``eos_token`` is written after each answer.
+    """
+    return [{"instruction": r["prompt"], "input": "", "output": r["completion"] + eos_token} for r in records]
 
 
 def train_config(args: argparse.Namespace, model: str, data_dir: Path, out: Path) -> dict[str, Any]:
@@ -125,6 +129,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run LLaMA-Factory's BAdam once, score it, write ``results.json`` and print one table row."""
+    from transformers import AutoTokenizer
+
     from ows.data import tasks as reasoning
     from ows.loading import resolve_model_path
 
@@ -134,9 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     tasks = reasoning.parse_spec(args.dataset)
     train = reasoning.make_records(tasks, args.steps * args.batch_size, args.dataset_seed)
     heldout = reasoning.drop_overlap(reasoning.make_records(tasks, args.num_heldout, args.heldout_seed), train)
-    (folder / "data" / "ows_train.json").write_text(json.dumps(alpaca_rows(train)))
+    model = resolve_model_path(args.model)
+    eos = AutoTokenizer.from_pretrained(model).eos_token
+    (folder / "data" / "ows_train.json").write_text(json.dumps(alpaca_rows(train, eos)))
     (folder / "data" / "dataset_info.json").write_text(json.dumps({"ows_train": {"file_name": "ows_train.json"}}))
-    config = train_config(args, resolve_model_path(args.model), folder / "data", folder / "model")
+    config = train_config(args, model, folder / "data", folder / "model")
     result = {"command": "python " + " ".join([Path(__file__).name, *(argv or sys.argv[1:])]), "config": config}
     result.update(run_llamafactory(args, config, folder))
     if result["returncode"] == 0:

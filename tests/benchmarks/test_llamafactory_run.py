@@ -17,10 +17,10 @@ def _load():
     return module
 
 
-def test_rows_render_our_prompt_and_completion_unchanged():
+def test_rows_render_our_prompt_completion_and_end_token():
     lf = _load()
-    rows = lf.alpaca_rows([{"prompt": "Question: 2+2=?\nAnswer:", "completion": " 4", "task": "chain_sum"}])
-    assert rows == [{"instruction": "Question: 2+2=?\nAnswer:", "input": "", "output": " 4"}]
+    rows = lf.alpaca_rows([{"prompt": "Question: 2+2=?\nAnswer:", "completion": " 4", "task": "chain_sum"}], "<eos>")
+    assert rows == [{"instruction": "Question: 2+2=?\nAnswer:", "input": "", "output": " 4<eos>"}]
 
 
 def test_config_matches_the_quick_rows_settings(tmp_path):
