@@ -8,7 +8,9 @@ from typing import Any
 
 
 def make_plots(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]], out: Path) -> list[str]:
-    """Write ``loss_curves.png`` and ``memory.png`` into ``out``; returns the file names (none without matplotlib)."""
+    """Write ``loss_curves.png`` and ``memory.png`` (memory and seconds-per-step bars) into ``out``.
+
+    Returns the file names (none without matplotlib)."""
     try:
         import matplotlib
 
@@ -36,18 +38,22 @@ def make_plots(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]], o
     written.append("loss_curves.png")
 
     names = list(summary)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax, ax_time) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     width = 0.4
     xs = range(len(names))
     rss = [summary[m]["peak_rss_gib"]["mean"] or 0 for m in names]
     tracked = [summary[m]["peak_tracked_gib"]["mean"] or 0 for m in names]
     ax.bar([x - width / 2 for x in xs], rss, width, label="peak process RSS")
     ax.bar([x + width / 2 for x in xs], tracked, width, label="peak params+grads+optimizer state")
-    ax.set_xticks(list(xs))
-    ax.set_xticklabels(names, rotation=20)
     ax.set_ylabel("GiB")
     ax.legend()
-    ax.grid(axis="y", alpha=0.3)
+    seconds = [summary[m]["sec_per_step"]["mean"] or 0 for m in names]
+    ax_time.bar(list(xs), seconds, 0.6, color="tab:green")
+    ax_time.set_ylabel("seconds per optimizer step (median; noisy here)")
+    for axis in (ax, ax_time):
+        axis.set_xticks(list(xs))
+        axis.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+        axis.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "memory.png", dpi=110)
     plt.close(fig)
