@@ -6,22 +6,17 @@ column is parameters + gradients + optimizer state.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from _scripts import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_memory.py"
 SMALL = dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
              num_key_value_heads=4, vocab_size=512, max_position_embeddings=128, tie_word_embeddings=False)
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("gpu_memory_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gpu_memory.py")
 
 
 def test_ratios_and_table_from_records():

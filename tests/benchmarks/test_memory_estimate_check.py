@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from _scripts import load_script
 
 pytestmark = pytest.mark.slow
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "memory_estimate_check.py"
-
 
 def _load():
-    spec = importlib.util.spec_from_file_location("memory_estimate_check_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("memory_estimate_check.py")
 
 
 def test_estimate_within_15_percent_of_measured_peak_on_smollm2(capsys):
