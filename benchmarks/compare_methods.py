@@ -84,25 +84,26 @@ def collect_runs(args: argparse.Namespace, out: Path, profile: Path | None) -> d
     failures: list[dict[str, Any]] = []
     missing: list[str] = []
     base: dict[str, Any] = {}
-    for seed in args.seeds:
-        for method in args.methods:
-            done = finished_run(args, out, f"{method}-s{seed}")
-            if done is not None:
-                bench = done | {"method": method}
-            elif args.report_only:
-                missing.append(f"{method}-s{seed}")
+    plan = [(method, seed) for seed in args.seeds for method in args.methods]
+    finished = {key: finished_run(args, out, f"{key[0]}-s{key[1]}", *key, profile) for key in plan}  # checked first
+    for method, seed in plan:
+        done = finished[method, seed]
+        if done is not None:
+            bench = done | {"method": method}
+        elif args.report_only:
+            missing.append(f"{method}-s{seed}")
+            continue
+        else:
+            try:
+                bench = run_child(args, method, seed, out, profile, measure_before=not runs)
+            except RunFailed as err:  # recorded in the table; the other runs go on
+                failures.append({"method": method, "seed": seed, "error": err.reason})
+                print(f"{method} seed {seed}: FAILED: {err}", flush=True)
                 continue
-            else:
-                try:
-                    bench = run_child(args, method, seed, out, profile, measure_before=not runs)
-                except RunFailed as err:  # recorded in the table; the other runs go on
-                    failures.append({"method": method, "seed": seed, "error": err.reason})
-                    print(f"{method} seed {seed}: FAILED: {err}", flush=True)
-                    continue
-            if bench.get("before"):
-                base = bench["before"]
-            runs.append(bench)
-            print(f"{method} seed {seed}: " + run_line(bench), flush=True)
+        if bench.get("before"):
+            base = bench["before"]
+        runs.append(bench)
+        print(f"{method} seed {seed}: " + run_line(bench), flush=True)
     return {"runs": runs, "failures": failures, "missing": missing, "base": base}
 
 

@@ -83,11 +83,13 @@ def run_sweep(args: argparse.Namespace, out: Path, report: Any) -> list[dict[str
     """Train every planned run (reusing finished ones with ``--resume``); calls ``report(runs)`` after each."""
     profile = shared_profile(args, out)
     runs = []
-    for method, lr, scale, seed in sweep_plan(args):
+    plan = [(method, lr, scale, seed, ["--galore_scale", str(scale)] if scale is not None else [])
+            for method, lr, scale, seed in sweep_plan(args)]
+    finished = [finished_run(args, out, _run_name(m, lr, a, s), m, s, profile, lr, extra)  # all checked first
+                for m, lr, a, s, extra in plan]
+    for (method, lr, scale, seed, extra), bench in zip(plan, finished):
         name = _run_name(method, lr, scale, seed)
-        bench = finished_run(args, out, name)
         if bench is None:
-            extra = ["--galore_scale", str(scale)] if scale is not None else []
             bench = run_child(args, method, seed, out, profile, measure_before=False, lr=lr, name=name, extra=extra)
         bench.update(lr=lr, galore_scale=scale)
         runs.append(bench)

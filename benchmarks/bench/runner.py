@@ -98,10 +98,43 @@ def _bench_path(out: Path, name: str) -> Path:
     return out / "runs" / f"{name}.bench.json"
 
 
-def finished_run(args: argparse.Namespace, out: Path, name: str) -> dict[str, Any] | None:
-    """With ``--resume``, the measurements of run ``name`` if it already finished in ``out``; else None."""
+PATH_FLAGS = ("--output_dir", "--profile")  # where a run wrote, not how it trained: may differ between checkouts
+
+
+def _settings(argv: Sequence[str]) -> dict[str, str]:
+    """``ows train`` flags -> values, without the paths (``PATH_FLAGS``)."""
+    pairs = dict(zip(argv[::2], argv[1::2]))
+    return {k: v for k, v in pairs.items() if k not in PATH_FLAGS}
+
+
+def settings_mismatch(stored: Sequence[str], wanted: Sequence[str]) -> str | None:
+    """The flags whose values differ between a finished run's ``ows train`` flags and this invocation's, as
+    ``--flag OLD (this invocation: NEW), ...``; None when they agree."""
+    old, new = _settings(stored), _settings(wanted)
+    differ = [f"{flag} {old.get(flag, '(not given)')} (this invocation: {new.get(flag, '(not given)')})"
+              for flag in dict.fromkeys([*old, *new]) if old.get(flag) != new.get(flag)]
+    return ", ".join(differ) or None
+
+
+def finished_run(args: argparse.Namespace, out: Path, name: str, method: str, seed: int, profile: Path | None,
+                 lr: float | None = None, extra: Sequence[str] = ()) -> dict[str, Any] | None:
+    """With ``--resume``, the measurements of run ``name`` if it already finished in ``out``; else None.
+
+    A finished run whose ``ows train`` flags differ from the ones this invocation would give it (another
+    ``--steps``, learning rate, seed...) is refused with a one-line error, so that one table never mixes
+    settings; runs measured before the flags were kept are reused as they are.
+    """
     done = _bench_path(out, name)
-    return json.loads(done.read_text()) if args.resume and done.is_file() else None
+    if not (args.resume and done.is_file()):
+        return None
+    bench = json.loads(done.read_text())
+    stored = bench.get("train_argv")
+    wanted = train_argv(args, method, seed, out / "runs" / name, profile, lr, extra)
+    why = settings_mismatch(stored, wanted) if stored is not None else None
+    if why:
+        raise SystemExit(f"error: --resume: run {name} in {out} was trained with {why}: give the same settings, pick "
+                         f"another --output-dir, or delete {done} to train that run again")
+    return bench
 
 
 def run_child(args: argparse.Namespace, method: str, seed: int, out: Path, profile: Path | None,
@@ -134,6 +167,7 @@ def run_child(args: argparse.Namespace, method: str, seed: int, out: Path, profi
     bench = json.loads(Path(spec["bench_json"]).read_text())
     bench["wall_seconds"] = round(wall, 1)
     bench["method"] = method  # the benchmark row (a variant runs a product method with extra flags)
+    bench["train_argv"] = spec["argv"]  # what --resume checks a later invocation against
     Path(spec["bench_json"]).write_text(json.dumps(bench, indent=1))  # kept for --resume and the time total
     # Nothing big stays: drop any weights a child may have written (it skips saving them).
     for pattern in ("*.safetensors", "*.bin", "*.pt", "checkpoint-*"):

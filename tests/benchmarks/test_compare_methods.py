@@ -170,3 +170,28 @@ def test_report_only_tables_the_finished_runs_and_lists_the_missing(tmp_path, mo
     assert json.loads((out / "results.json").read_text())["missing"] == ["full-s1", "full-s2"]
     with pytest.raises(SystemExit):
         cm.parse_args([*argv, "--reference", "galore"])
+
+
+def test_resume_refuses_runs_trained_with_other_settings_before_running_any(tmp_path, monkeypatch):
+    cm = _load()
+    from bench.runner import settings_mismatch, train_argv
+
+    monkeypatch.setattr(cm, "run_child", lambda *a, **k: pytest.fail("a run started before the settings were checked"))
+    monkeypatch.setattr(cm, "make_plots", lambda *a: {})
+    out = tmp_path / "bench"
+    argv = ["--methods", "lisa,full", "--seeds", "0", "--steps", "2", "--output-dir", str(out), "--resume"]
+    _finished(out, "lisa", 0, 1.0)
+    stored = json.loads((out / "runs" / "lisa-s0.bench.json").read_text())
+    stored["train_argv"] = train_argv(cm.parse_args(argv), "lisa", 0, tmp_path / "elsewhere", None)
+    (out / "runs" / "lisa-s0.bench.json").write_text(json.dumps(stored))
+    with pytest.raises(SystemExit, match=r"run lisa-s0 .* trained with --num_train_examples 32 \(this invocation: 48\), "
+                                         r"--max_steps 2 \(this invocation: 3\): "
+                                         r".*delete .*lisa-s0.bench.json"):
+        cm.main([*argv[:5], "3", *argv[6:]])
+    # the same settings from another folder (paths differ) are reused; full-s0 is the one left to run
+    monkeypatch.setattr(cm, "run_child", lambda *a, **k: (_ for _ in ()).throw(cm.RunFailed("x", "not here")))
+    assert cm.main(argv) == 1
+    result = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in result["runs"]] == ["lisa"] and result["failures"][0]["method"] == "full"
+    assert settings_mismatch(["--seed", "0"], ["--seed", "0", "--rank", "4"]) == \
+        "--rank (not given) (this invocation: 4)"
