@@ -104,11 +104,12 @@ def write_outputs(args: argparse.Namespace, out: Path, runs: list[dict[str, Any]
                   wall: float) -> tuple[str, dict[str, dict[str, Any]]]:
     """Write ``table.md`` and ``results.json`` for the runs so far; returns the table and the winners."""
     summary = summarize(runs)
+    start = {m: LEARNING_RATES[m] for m in args.methods}  # the rates the factors multiply
     settings = (f"model {args.model}; data {args.dataset} (train seed {args.dataset_seed}, "
                 f"{args.steps * args.batch_size} items); validation {args.num_heldout} items from seed "
                 f"{args.heldout_seed}; {args.steps} steps x batch {args.batch_size}, seq {args.max_seq_length}, "
                 f"cosine, warmup {args.warmup_steps}; seeds {','.join(map(str, args.seeds))}; lr factors "
-                f"{','.join(f'{f:g}' for f in args.factors)} around {LEARNING_RATES}; GaLore scales "
+                f"{','.join(f'{f:g}' for f in args.factors)} around {start}; GaLore scales "
                 f"{','.join(f'{s:g}' for s in args.galore_scales)}; γ={args.gamma}, K={args.interval}, "
                 f"GaLore r={args.rank}, T={args.update_proj_gap}; LoRA r={args.lora_r}; {os.cpu_count()} CPU cores; "
                 f"{len(runs)} of {len(sweep_plan(args))} runs; wall time {wall / 60:.1f} min")

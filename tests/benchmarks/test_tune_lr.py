@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import sys
-from pathlib import Path
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from _scripts import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("tune_lr_under_test", BENCHMARKS / "tune_lr.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tune_lr.py")
 
 
 @pytest.fixture
@@ -69,3 +64,15 @@ def test_winner_per_method_edges_and_table(sweep):
     table = sweep.sweep_table(summary, ["Command: `x`"])
     assert "| full FT (AdamW) | 0.0003 | – | 1.400 **best** (grid edge) | 1.000× | 1.00 |" in table
     assert "| OWS (weighted + GaLore) | 0.0003 | 1 | 1.300 | 0.93× |" in table  # winners: ratio to full's best
+
+
+def test_outputs_name_only_the_swept_methods_rates(tmp_path):
+    tl = _load()
+    args = tl.parse_args(["--methods", "badam,lisa", "--factors", "1,3,0.333", "--output-dir", str(tmp_path)])
+    runs = [_run("badam", 1e-4, 1.9), _run("badam", 3e-4, 1.8), _run("lisa", 3e-4, 1.7), _run("lisa", 9e-4, 1.75),
+            _run("lisa", 1e-4, 1.8)]
+    table, chosen = tl.write_outputs(args, tmp_path, runs, "python benchmarks/tune_lr.py", "today", 60.0)
+    assert f"around {{'badam': {tl.LEARNING_RATES['badam']}, 'lisa': {tl.LEARNING_RATES['lisa']}}};" in table
+    assert "'full'" not in table and "5 of 6 runs" in table  # a sweep still going
+    assert chosen["badam"]["lr"] == 3e-4 and chosen["badam"]["edge"] and not chosen["lisa"]["edge"]
+    assert json.loads((tmp_path / "results.json").read_text())["winners"]["lisa"]["lr"] == 3e-4
