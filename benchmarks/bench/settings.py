@@ -61,10 +61,12 @@ PROFILED = tuple(m for m in METHODS if get_method(product_method(m)).needs_profi
 LEARNING_RATES = {"full": 3.3e-5, "lora": 5e-4, "galore": 1e-4, "lisa": 3e-4, "ows-fullrank": 3e-4, "ows": 9e-4}
 LEARNING_RATES["qlora"] = LEARNING_RATES["lora"]  # not swept: LoRA's
 LEARNING_RATES.update({row: LEARNING_RATES[spec[0]] for row, spec in {**VARIANTS, **ABLATIONS}.items()})
-# Peers: starting points of their sweep (benchmarks/tune_lr.py), from each package's documented range;
-# replaced by the sweep's winners.
-LEARNING_RATES.update({"badam": 1e-4, "apollo": 3e-4, "apollo-mini": 3e-4, "galore-torch": 4e-4,
-                       "hf-galore-layerwise": 4e-4, "hf-apollo": 3e-4, "hf-lomo": 1e-2, "hf-adalomo": 1e-3})
+# Peers: the winners of the same sweep (results/2026-12-02-lr-sweep-peers, grid = each package's documented
+# starting rate x 1/3, 1, 3; the two edge winners, BAdam's and LOMO's, were checked one step further out in
+# results/2026-12-02-lr-sweep-peers-edges and lost). Not swept, still at their packages' starting rates:
+# apollo-mini, hf-galore-layerwise, hf-apollo, hf-adalomo.
+LEARNING_RATES.update({"badam": 3e-4, "apollo": 3e-4, "apollo-mini": 3e-4, "galore-torch": 4e-4,
+                       "hf-galore-layerwise": 4e-4, "hf-apollo": 3e-4, "hf-lomo": 3.3e-3, "hf-adalomo": 1e-3})
 
 # Metrics: key, header, format. Lower is better for all but exact match.
 METRICS = [
