@@ -34,7 +34,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the `bench` package next to this script
 
@@ -78,15 +78,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def collect_runs(args: argparse.Namespace, out: Path, profile: Path | None) -> dict[str, Any]:
-    """Every method x seed: reused when finished (``--resume``), else run; ``--report-only`` lists it as missing."""
+def collect_runs(args: argparse.Namespace, out: Path, profile: Path | None,
+                 report: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
+    """Every method x seed: reused when finished (``--resume``), else run; ``--report-only`` lists it as missing.
+
+    ``report`` gets the runs so far after each one (the runs still to come listed as missing), so that a
+    long plan has its table on disk all along."""
     runs: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
     missing: list[str] = []
     base: dict[str, Any] = {}
     plan = [(method, seed) for seed in args.seeds for method in args.methods]
     finished = {key: finished_run(args, out, f"{key[0]}-s{key[1]}", *key, profile) for key in plan}  # checked first
-    for method, seed in plan:
+    for index, (method, seed) in enumerate(plan):
+        if report is not None and index and finished[method, seed] is None and not args.report_only:
+            later = [f"{m}-s{s}" for m, s in plan[index:]]
+            report({"runs": runs, "failures": failures, "missing": missing + later, "base": base})
         done = finished[method, seed]
         if done is not None:
             bench = done | {"method": method}
@@ -140,11 +147,21 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output_dir)
     command, date, started = start_invocation("benchmarks/compare_methods.py", argv, out)
     profile = None if args.report_only else shared_profile(args, out)
-    found = collect_runs(args, out, profile)
+
+    def report(found: dict[str, Any]) -> str:
+        return write_outputs(args, out, found, command, date, time.perf_counter() - started)
+
+    found = collect_runs(args, out, profile, report)
+    print(report(found))
+    return 1 if found["failures"] else 0
+
+
+def write_outputs(args: argparse.Namespace, out: Path, found: dict[str, Any], command: str, date: str,
+                  wall: float) -> str:
+    """Write ``table.md``, ``results.json`` and the plots of the runs in ``found``; returns the table."""
     runs, failures, missing = found["runs"], found["failures"], found["missing"]
     summary = aggregate(runs)
-    header = [f"Command: `{command}`", f"Date: {date}",
-              f"Settings: {settings_line(args, runs, time.perf_counter() - started)}"]
+    header = [f"Command: `{command}`", f"Date: {date}", f"Settings: {settings_line(args, runs, wall)}"]
     if missing:
         header.append(f"Not run yet ({len(missing)}): {', '.join(missing)}")
     rates = {m: args.lr or LEARNING_RATES[m] for m in args.methods}
@@ -153,12 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         table += "\n" + "\n".join(paired_lines(runs, reference))
     (out / "table.md").write_text(table + "\n", encoding="utf-8")
     plots = make_plots(runs, summary, out)
-    result = {"command": command, "date": date, "wall_seconds": round(time.perf_counter() - started, 1),
+    result = {"command": command, "date": date, "wall_seconds": round(wall, 1),
               "settings": vars(args) | {"child": None}, "learning_rates": rates, "base": found["base"],
               "summary": summary, "runs": runs, "failures": failures, "missing": missing, "plots": plots}
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
-    print(table)
-    return 1 if failures else 0
+    return table
 
 
 if __name__ == "__main__":

@@ -172,7 +172,7 @@ def test_report_only_tables_the_finished_runs_and_lists_the_missing(tmp_path, mo
         cm.parse_args([*argv, "--reference", "galore"])
 
 
-def test_resume_refuses_runs_trained_with_other_settings_before_running_any(tmp_path, monkeypatch):
+def test_resume_checks_settings_first_and_tables_the_runs_so_far(tmp_path, monkeypatch):
     cm = _load()
     from bench.runner import settings_mismatch, train_argv
 
@@ -189,7 +189,12 @@ def test_resume_refuses_runs_trained_with_other_settings_before_running_any(tmp_
                                          r".*delete .*lisa-s0.bench.json"):
         cm.main([*argv[:5], "3", *argv[6:]])
     # the same settings from another folder (paths differ) are reused; full-s0 is the one left to run
-    monkeypatch.setattr(cm, "run_child", lambda *a, **k: (_ for _ in ()).throw(cm.RunFailed("x", "not here")))
+    def fail_full(*a, **k):
+        midway = (out / "table.md").read_text()  # written before each new run: the table so far
+        assert "Not run yet (1): full-s0" in midway and "| LISA (uniform, plain AdamW)" in midway
+        raise cm.RunFailed("x", "not here")
+
+    monkeypatch.setattr(cm, "run_child", fail_full)
     assert cm.main(argv) == 1
     result = json.loads((out / "results.json").read_text())
     assert [r["method"] for r in result["runs"]] == ["lisa"] and result["failures"][0]["method"] == "full"
