@@ -88,21 +88,22 @@ def collect_runs(args: argparse.Namespace, out: Path, profile: Path | None,
     failures: list[dict[str, Any]] = []
     missing: list[str] = []
     base: dict[str, Any] = {}
-    plan = [(method, seed) for seed in args.seeds for method in args.methods]
-    finished = {key: finished_run(args, out, f"{key[0]}-s{key[1]}", *key, profile) for key in plan}  # checked first
-    for index, (method, seed) in enumerate(plan):
-        if report is not None and index and finished[method, seed] is None and not args.report_only:
-            later = [f"{m}-s{s}" for m, s in plan[index:]]
+    plan = [(method, seed, f"{method}-s{seed}") for seed in args.seeds for method in args.methods]
+    # every finished run's settings are checked before anything trains
+    finished = {name: finished_run(args, out, name, method, seed, profile) for method, seed, name in plan}
+    for index, (method, seed, name) in enumerate(plan):
+        done = finished[name]
+        if report is not None and index and done is None and not args.report_only:
+            later = [later_name for _, _, later_name in plan[index:]]
             report({"runs": runs, "failures": failures, "missing": missing + later, "base": base})
-        done = finished[method, seed]
         if done is not None:
             bench = done | {"method": method}
         elif args.report_only:
-            missing.append(f"{method}-s{seed}")
+            missing.append(name)
             continue
         else:
             try:
-                bench = run_child(args, method, seed, out, profile, measure_before=not runs)
+                bench = run_child(args, method, seed, out, profile, measure_before=not runs, name=name)
             except RunFailed as err:  # recorded in the table; the other runs go on
                 failures.append({"method": method, "seed": seed, "error": err.reason})
                 print(f"{method} seed {seed}: FAILED: {err}", flush=True)
