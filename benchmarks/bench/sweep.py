@@ -19,15 +19,49 @@ def round_sig(value: float, digits: int = 2) -> float:
     return round(value, digits - 1 - math.floor(math.log10(abs(value))))
 
 
-def lr_grid(method: str, factors: Sequence[float]) -> list[float]:
-    """Learning rates tried for ``method``: its ``LEARNING_RATES`` entry times each factor, sorted."""
-    return sorted({round_sig(LEARNING_RATES[method] * f) for f in factors})
+def lr_grid(method: str, factors: Sequence[float], base: float | None = None) -> list[float]:
+    """Learning rates tried for ``method``: ``base`` (default its ``LEARNING_RATES`` entry) times each
+    factor, sorted."""
+    start = LEARNING_RATES[method] if base is None else base
+    return sorted({round_sig(start * f) for f in factors})
 
 
-def configs(method: str, factors: Sequence[float], galore_scales: Sequence[float]) -> list[tuple[float, float | None]]:
+def configs(method: str, factors: Sequence[float], galore_scales: Sequence[float],
+            base: float | None = None) -> list[tuple[float, float | None]]:
     """``(lr, GaLore scale)`` pairs for ``method``; the scale is None for methods without GaLore."""
     scales: list[float | None] = list(galore_scales) if method in GALORE else [None]
-    return [(lr, scale) for lr in lr_grid(method, factors) for scale in scales]
+    return [(lr, scale) for lr in lr_grid(method, factors, base) for scale in scales]
+
+
+def widen_rate(lrs: Sequence[float], best: float) -> float | None:
+    """The next learning rate past the edge of the grid ``lrs`` that ``best`` sits on, one grid step further
+    (the ratio between the edge and its neighbour: 3e-4 won in 1e-4, 3e-4 -> 9e-4); None when ``best`` is
+    inside the grid or the grid has a single rate."""
+    rates = sorted(set(lrs))
+    if len(rates) < 2 or best not in (rates[0], rates[-1]):
+        return None
+    edge, neighbour = (rates[-1], rates[-2]) if best == rates[-1] else (rates[0], rates[1])
+    nxt = round_sig(edge * edge / neighbour)
+    return None if nxt in rates else nxt  # grid steps too fine for 2 significant digits: nothing new to try
+
+
+def parse_rates(text: str, methods: Sequence[str]) -> dict[str, float]:
+    """``"badam=1e-4,hf-lomo=0.01"`` -> ``{"badam": 1e-4, "hf-lomo": 0.01}``; ``ValueError`` (naming the
+    entry and the fix) for a malformed entry, a method not swept or a rate that is not positive."""
+    rates: dict[str, float] = {}
+    for entry in (e.strip() for e in text.split(",") if e.strip()):
+        method, _, value = entry.partition("=")
+        method = method.strip()
+        if method not in methods:
+            raise ValueError(f"--around {entry!r}: {method!r} is not one of --methods ({','.join(methods)}): "
+                             f"write METHOD=LR for a swept method")
+        try:
+            rates[method] = float(value)
+        except ValueError:
+            raise ValueError(f"--around {entry!r} is not METHOD=LR: write e.g. {method}=0.0001") from None
+        if rates[method] <= 0:
+            raise ValueError(f"--around {entry!r}: the learning rate must be positive, e.g. {method}=0.0001")
+    return rates
 
 
 def check_validation_seed(seed: int, items: int) -> None:

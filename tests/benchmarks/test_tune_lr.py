@@ -76,3 +76,55 @@ def test_outputs_name_only_the_swept_methods_rates(tmp_path):
     assert "'full'" not in table and "5 of 6 runs" in table  # a sweep still going
     assert chosen["badam"]["lr"] == 3e-4 and chosen["badam"]["edge"] and not chosen["lisa"]["edge"]
     assert json.loads((tmp_path / "results.json").read_text())["winners"]["lisa"]["lr"] == 3e-4
+
+
+def test_the_next_rate_past_a_winning_edge(sweep):
+    grid = [1e-4, 3e-4, 3.3e-5]
+    assert sweep.widen_rate(grid, 3e-4) == pytest.approx(9e-4)
+    assert sweep.widen_rate(grid, 3.3e-5) == pytest.approx(1.1e-5)
+    assert sweep.widen_rate(grid, 1e-4) is None  # the best is inside the grid
+    assert sweep.widen_rate([1e-4], 1e-4) is None
+    assert sweep.widen_rate([1e-4, 1.01e-4], 1.01e-4) is None  # the next step rounds back onto the grid
+
+
+def test_widen_follows_the_best_rate_until_it_is_inside(tmp_path, monkeypatch):
+    tl = _load()
+    base = tl.LEARNING_RATES["lisa"]
+    trained = []
+
+    def fake_run_child(args, method, seed, out, profile, measure_before, *, lr, name, extra):
+        trained.append(lr)
+        import math
+        return {"method": method, "heldout_answer_loss": (math.log10(lr / (27 * base))) ** 2, "sec_per_step": 1.0}
+
+    monkeypatch.setattr(tl, "run_child", fake_run_child)
+    args = tl.parse_args(["--methods", "lisa", "--factors", "1,3", "--widen", "5", "--output-dir", str(tmp_path)])
+    runs = tl.run_sweep(args, tmp_path, report=lambda runs: None)
+    assert trained == pytest.approx([base, 3 * base, 9 * base, 27 * base, 81 * base], rel=0.02)  # 81x lost (2 digits)
+    assert tl.winners(tl.summarize(runs))["lisa"]["lr"] == pytest.approx(27 * base)
+    table, _ = tl.write_outputs(args, tmp_path, runs, "python benchmarks/tune_lr.py", "today", 1.0)
+    assert "5 runs (2 in the grid, 3 past its edges)" in table
+    trained.clear()
+    args = tl.parse_args(["--methods", "lisa", "--factors", "1,3", "--widen", "1", "--output-dir", str(tmp_path)])
+    tl.run_sweep(args, tmp_path, report=lambda runs: None)
+    assert trained == pytest.approx([base, 3 * base, 9 * base])  # one rate past the edge, then it stops
+
+
+def test_around_centres_the_grid_and_resume_refuses_another_centre(tmp_path):
+    tl = _load()
+    args = tl.parse_args(["--methods", "badam,lisa", "--factors", "1,3", "--around", "badam=1e-4",
+                          "--output-dir", str(tmp_path)])
+    assert args.around == {"badam": 1e-4, "lisa": tl.LEARNING_RATES["lisa"]}
+    assert [lr for m, lr, _, _ in tl.sweep_plan(args) if m == "badam"] == pytest.approx([1e-4, 3e-4])
+    tl.write_outputs(args, tmp_path, [_run("badam", 1e-4, 1.9)], "python benchmarks/tune_lr.py", "today", 1.0)
+    resumed = tl.parse_args(["--methods", "badam", "--around", "badam=1e-4", "--resume", "--output-dir", str(tmp_path)])
+    tl.check_same_grid(resumed, tmp_path)  # same centre: continues
+    moved = tl.parse_args(["--methods", "badam", "--around", "badam=3e-4", "--resume", "--output-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"centred on badam 0.0001 \(this invocation: badam 0.0003\): add "
+                                         r"--around badam=0.0001"):
+        tl.check_same_grid(moved, tmp_path)
+    for bad in ("badam", "full=1e-4", "badam=-1", "badam=fast"):
+        with pytest.raises(SystemExit):
+            tl.parse_args(["--methods", "badam", "--around", bad, "--output-dir", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        tl.parse_args(["--widen", "-1", "--output-dir", str(tmp_path)])
