@@ -83,7 +83,8 @@ def check_same_grid(args: argparse.Namespace, out: Path) -> None:
     if not (args.resume and stored_file.is_file()):
         return
     stored = json.loads(stored_file.read_text())
-    centred = stored.get("around") or {m: stored["learning_rates_before"][m] for m in stored["settings"]["methods"]}
+    centred = stored["settings"].get("around") or {m: stored["learning_rates_before"][m]
+                                                   for m in stored["settings"]["methods"]}  # folders from before --around
     moved = {m: lr for m, lr in centred.items() if m in args.around and args.around[m] != lr}
     if moved:
         now = ", ".join(f"{m} {args.around[m]:g}" for m in moved)
@@ -173,7 +174,7 @@ def write_outputs(args: argparse.Namespace, out: Path, runs: list[dict[str, Any]
     (out / "table.md").write_text(table + "\n", encoding="utf-8")
     chosen = winners(summary)
     result = {"command": command, "date": date, "wall_seconds": round(wall, 1), "settings": vars(args),
-              "learning_rates_before": LEARNING_RATES, "around": args.around, "summary": summary, "winners": chosen,
+              "learning_rates_before": LEARNING_RATES, "summary": summary, "winners": chosen,
               "runs": [{k: v for k, v in r.items() if k != "loss_curve"} for r in runs]}
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
     return table, chosen
