@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -55,8 +56,19 @@ def test_wandb_offline(tiny_model_dir, tmp_path, monkeypatch):
     import wandb
 
     wandb.finish()  # the run stays open until the process exits (the Trainer does not finish it): flush it here
-    records = next(tmp_path.rglob("offline-run-*/run-*.wandb")).read_bytes()
-    assert OWS_KEY.encode() in records and b"train/loss" in records
+    records = _wandb_records(tmp_path, [OWS_KEY.encode(), b"train/loss"])
+    assert OWS_KEY.encode() in records and b"train/loss" in records, f"{len(records)} bytes: {records[:80]!r}"
+
+
+def _wandb_records(root, wanted, deadline_s=60.0):
+    """The offline run file's bytes, once they hold every `wanted` key or after `deadline_s`: wandb's service
+    process writes the file after finish() returns, so on a loaded machine the first read can see only its header."""
+    start = time.monotonic()
+    while True:
+        records = next(root.rglob("offline-run-*/run-*.wandb")).read_bytes()
+        if all(key in records for key in wanted) or time.monotonic() - start > deadline_s:
+            return records
+        time.sleep(0.5)
 
 
 def test_mlflow_local_store_by_default(tiny_model_dir, tmp_path, monkeypatch, capsys):
