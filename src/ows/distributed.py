@@ -60,6 +60,17 @@ def barrier() -> None:
         torch.distributed.barrier()
 
 
+def shutdown() -> None:
+    """Tear down the default process group, if this process started one (no-op otherwise).
+
+    Call it once, at the end of a run: a gloo group left to the interpreter's exit can abort the process
+    (``terminate called without an active exception``, SIGABRT) after training has finished.
+    """
+    d = _dist()
+    if d is not None and d.is_initialized():
+        d.destroy_process_group()
+
+
 def _collective_device() -> torch.device:
     backend = str(torch.distributed.get_backend())
     return torch.device("cuda", torch.cuda.current_device()) if "nccl" in backend else torch.device("cpu")

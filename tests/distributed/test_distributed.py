@@ -155,3 +155,14 @@ def test_before_torch_distributed_starts_the_launchers_rank_decides_who_writes(m
     assert distributed.rank() == 1 and not distributed.is_main_process()
     monkeypatch.delenv("RANK")
     assert distributed.rank() == 0 and distributed.is_main_process()
+
+
+def test_shutdown_destroys_the_group_and_is_a_no_op_without_one(tmp_path):
+    from ows import distributed
+
+    distributed.shutdown()  # nothing started: nothing to do, no error
+    store = torch.distributed.FileStore(str(tmp_path / "store"), 1)
+    torch.distributed.init_process_group("gloo", store=store, rank=0, world_size=1)
+    assert torch.distributed.is_initialized()
+    distributed.shutdown()
+    assert not torch.distributed.is_initialized()

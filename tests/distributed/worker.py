@@ -140,4 +140,9 @@ def run_plain(spec: dict) -> dict:
 
 if __name__ == "__main__":
     spec = json.loads(Path(sys.argv[1]).read_text())
-    (run_plain if spec.get("plain") else run)(spec)
+    from ows import distributed as _distributed
+
+    try:
+        (run_plain if spec.get("plain") else run)(spec)
+    finally:
+        _distributed.shutdown()

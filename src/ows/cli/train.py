@@ -164,6 +164,7 @@ def run(argv: list[str]) -> int:
         return _finish(steps, script, config, out, setup, trainer, guards, tokenizer, datasets, before, seconds, main)
     finally:
         lock.release()
+        distributed.shutdown()
 
 
 def _fit_budget(script: ScriptArguments, config: OWSConfig, training: dict[str, Any],
