@@ -16,6 +16,7 @@ one process.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 from typing import Any, Callable, Sequence
@@ -61,14 +62,23 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
-    """Tear down the default process group, if this process started one (no-op otherwise).
+    """Tear down the default process group at the end of a finished run (no-op without one).
 
-    Call it once, at the end of a run: a gloo group left to the interpreter's exit can abort the process
-    (``terminate called without an active exception``, SIGABRT) after training has finished.
+    Call it on every rank once training has finished, after dropping the trainer and model. A gloo group
+    left to the interpreter's exit can abort the process (``terminate called without an active
+    exception``, SIGABRT); a group whose last owner is a DDP wrapper freed later can hang the process at
+    exit (the wrapper's destructor joins gloo's threads while holding the GIL one of them waits for). So
+    this collects the dropped wrappers while the group is still registered, waits at a barrier (the GIL
+    free, gloo's threads finish their last work), then destroys the group. Not for a failing run: the
+    barrier would wait for ranks that are elsewhere.
     """
     d = _dist()
-    if d is not None and d.is_initialized():
-        d.destroy_process_group()
+    if d is None or not d.is_initialized():
+        return
+    gc.collect()
+    if d.get_world_size() > 1:
+        d.barrier()
+    d.destroy_process_group()
 
 
 def _collective_device() -> torch.device:

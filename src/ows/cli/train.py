@@ -161,10 +161,12 @@ def run(argv: list[str]) -> int:
         else:
             trainer.train(resume_from_checkpoint=resume)
         seconds = time.perf_counter() - started
-        return _finish(steps, script, config, out, setup, trainer, guards, tokenizer, datasets, before, seconds, main)
+        code = _finish(steps, script, config, out, setup, trainer, guards, tokenizer, datasets, before, seconds, main)
     finally:
         lock.release()
-        distributed.shutdown()
+    del model, setup, trainer, guards  # the DDP wrapper holds the process group: drop it before the group
+    distributed.shutdown()
+    return code
 
 
 def _fit_budget(script: ScriptArguments, config: OWSConfig, training: dict[str, Any],
