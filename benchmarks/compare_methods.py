@@ -43,7 +43,7 @@ from bench.options import build_parser, finish_args
 from bench.plots import make_plots
 from bench.runner import RunFailed, finished_run, run_child, shared_profile, start_invocation
 from bench.settings import FULL, LABELS, LEARNING_RATES, METHODS, METRICS, QUICK
-from bench.summary import aggregate, markdown_table, paired_lines
+from bench.summary import PAIRED_METRICS, aggregate, markdown_table, paired_lines
 
 __all__ = ["LABELS", "LEARNING_RATES", "METHODS", "METRICS", "aggregate", "main", "markdown_table", "parse_args"]
 
@@ -168,7 +168,8 @@ def write_outputs(args: argparse.Namespace, out: Path, found: dict[str, Any], co
     rates = {m: args.lr or LEARNING_RATES[m] for m in args.methods}
     table = markdown_table(summary, found["base"], header, rates, failures)
     for reference in references(args, runs):
-        table += "\n" + "\n".join(paired_lines(runs, reference))
+        for metric in PAIRED_METRICS:
+            table += "\n" + "\n".join(paired_lines(runs, reference, metric))
     (out / "table.md").write_text(table + "\n", encoding="utf-8")
     plots = make_plots(runs, summary, out)
     result = {"command": command, "date": date, "wall_seconds": round(wall, 1),

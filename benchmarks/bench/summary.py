@@ -89,6 +89,10 @@ def markdown_table(summary: dict[str, dict[str, Any]], base: dict[str, Any], hea
     return "\n".join(lines)
 
 
+PAIRED_METRICS = ("heldout_answer_loss", "forgetting_ppl")
+"""The metrics every table pairs against its references: quality on the task, and forgetting."""
+
+
 def paired_lines(runs: list[dict[str, Any]], reference: str, metric: str = "heldout_answer_loss") -> list[str]:
     """Each row's difference from ``reference`` on the seeds both ran (mean ± 95 %), and whether it is significant."""
     from .stats import paired

@@ -143,8 +143,8 @@ def test_paired_differences_say_which_are_significant():
 def _finished(out, method, seed, loss):
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    (runs / f"{method}-s{seed}.bench.json").write_text(json.dumps(_run(method, seed, heldout_answer_loss=loss,
-                                                                        wall_seconds=60.0, steps=2)))
+    run = _run(method, seed, heldout_answer_loss=loss, forgetting_ppl=30 + 10 * loss, wall_seconds=60.0, steps=2)
+    (runs / f"{method}-s{seed}.bench.json").write_text(json.dumps(run))
 
 
 def test_report_only_tables_the_finished_runs_and_lists_the_missing(tmp_path, monkeypatch):
@@ -167,6 +167,7 @@ def test_report_only_tables_the_finished_runs_and_lists_the_missing(tmp_path, mo
     assert "the ratio of the mean to full FT's from" in table and "LoRA's" not in table  # only rows that ran
     assert "runs' wall time 7 min in total (7 of 7 runs timed" in table
     assert "against OWS (weighted + GaLore)" in table and "| LISA (uniform, plain AdamW) | +0.133 ±" in table
+    assert "Paired differences of forgetting_ppl against OWS" in table  # forgetting is paired too
     assert json.loads((out / "results.json").read_text())["missing"] == ["full-s1", "full-s2"]
     with pytest.raises(SystemExit):
         cm.parse_args([*argv, "--reference", "galore"])
