@@ -142,7 +142,5 @@ if __name__ == "__main__":
     spec = json.loads(Path(sys.argv[1]).read_text())
     from ows import distributed as _distributed
 
-    try:
-        (run_plain if spec.get("plain") else run)(spec)
-    finally:
-        _distributed.shutdown()
+    (run_plain if spec.get("plain") else run)(spec)
+    _distributed.shutdown()  # after a finished run only: its barrier would wait for a failed rank
