@@ -76,8 +76,7 @@ def shutdown() -> None:
     if d is None or not d.is_initialized():
         return
     gc.collect()
-    if d.get_world_size() > 1:
-        d.barrier()
+    barrier()
     d.destroy_process_group()
 
 
