@@ -15,6 +15,8 @@ VARIANTS = {
     "ows-galorehead": ("ows", ("--outside_optimizer", "galore"), "OWS, GaLore outside the layers"),
     "ows-frozen": ("ows", ("--train_embeddings", "false", "--train_lm_head", "false"),
                    "OWS, embeddings and head frozen"),
+    "ows-frozen-fused": ("ows", ("--train_embeddings", "false", "--train_lm_head", "false", "--fused_step", "true"),
+                         "OWS, embeddings and head frozen, fused step"),
     "ows-bf16": ("ows", ("--dtype", "bfloat16"), "OWS, pure bf16"),
     "ows-bf16-masters": ("ows", ("--dtype", "bfloat16", "--master_weights", "true"), "OWS, bf16 + fp32 masters"),
 }
