@@ -37,21 +37,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--ranks {args.ranks!r} is not a comma-separated list of integers: write e.g. --ranks 4,16,64")
     if not args.ranks or min(args.ranks) < 1:
         p.error(f"--ranks {args.ranks!r} needs ranks >= 1")
-    if not (Path(args.run) / "ows_run.json").is_file():
-        p.error(f"RUN {args.run!r} is not an ows train output folder (no ows_run.json)")
+    from ows.recipe.run_folder import RUN_RECORD, read_run_record
+
+    if read_run_record(Path(args.run)) is None:
+        p.error(f"RUN {args.run!r} is not an ows train output folder (no readable {RUN_RECORD})")
     return args
 
 
 def _script(run: Path, generate: int) -> Any:
-    from ows.cli.arguments import ScriptArguments
+    from ows import ScriptArguments
+    from ows.recipe.run_folder import read_run_record
 
-    settings = json.loads((run / "ows_run.json").read_text())["settings"]
+    settings = read_run_record(run)
     names = {f.name for f in dataclasses.fields(ScriptArguments) if f.init}
     return ScriptArguments(**{k: v for k, v in settings.items() if k in names} | {"heldout_generate": generate})
 
 
 def _score(model: Any, tokenizer: Any, datasets: Any, script: Any) -> dict[str, float]:
-    from ows.cli.train_steps import heldout_metrics
+    from ows.recipe.outputs import heldout_metrics
 
     model.eval()
     return heldout_metrics(model, tokenizer, datasets, script, "after")
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ows.cli.export import run_base
-    from ows.cli.train_steps import load_datasets
+    from ows.recipe.data import load_datasets
     from ows.lora_extract import extract_lora
 
     args = parse_args(argv)

@@ -199,11 +199,11 @@ def estimate(method: str, model_config: dict[str, Any], args: argparse.Namespace
     """The estimator's figures for ``method`` at the benchmark's settings (the children's dtype, on CPU)."""
     from ows.memory.estimate import estimate_memory
 
-    return estimate_memory(model_config, method, dtype=args.dtype, batch_size=args.batch_size, seq_len=args.seq_len,
-                           num_active_layers=args.num_active_layers, rank=args.rank, lora_rank=args.lora_rank,
-                           gradient_checkpointing=args.gradient_checkpointing, chunked_loss=args.chunked_loss,
-                           loss_chunk_size=args.loss_chunk_size, device="cpu", svd_method=args.svd_method,
-                           **options(args))
+    return estimate_memory(model_config, method, dtype=args.dtype, per_device_train_batch_size=args.batch_size,
+                           max_seq_length=args.seq_len, num_active_layers=args.num_active_layers, rank=args.rank,
+                           lora_r=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing,
+                           loss_chunk_size=args.loss_chunk_size if args.chunked_loss else 0, device="cpu",
+                           svd_method=args.svd_method, **options(args))
 
 
 def command_line(argv: list[str]) -> str:
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child_main(json.loads(args.child))))
         return 0
     sys.path.insert(0, str(ROOT / "src"))
-    from ows.cli.memory import read_model_config
+    from ows.model_facts import read_model_config
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]

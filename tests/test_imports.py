@@ -6,10 +6,11 @@ CORE = ["ows", "ows.config", "ows.methods", "ows.layers", "ows.outliers", "ows.s
         "ows.optim.sharded", "ows.optim.param_groups", "ows.optim.fused", "ows.optim.lowbit", "ows.memory.measure",
         "ows.memory.estimate",
         "ows.memory.shape", "ows.memory.plan", "ows.memory.state", "ows.memory.weights", "ows.frozen", "ows.export",
-        "ows.lora_extract", "ows.jsonio"]
+        "ows.lora_extract", "ows.jsonio", "ows.errors", "ows.model_facts"]
 # Modules that import no torch at all (the memory estimator, the registry, the option fields of every command).
 TORCH_FREE = ["ows.config", "ows.methods", "ows.memory", "ows.memory.estimate", "ows.memory.shape",
-              "ows.memory.plan", "ows.memory.state", "ows.memory.weights", "ows.jsonio", "ows.cli.arguments"]
+              "ows.memory.plan", "ows.memory.state", "ows.memory.weights", "ows.jsonio", "ows.cli.arguments",
+              "ows.errors", "ows.model_facts", "ows.recipe.arguments", "ows.recipe.budget"]
 
 
 def test_core_does_not_import_transformers():
@@ -58,3 +59,58 @@ def test_torch_free_modules_import_no_torch():
     code = f"import sys\nfor m in {TORCH_FREE!r}: __import__(m)\nassert 'torch' not in sys.modules, 'torch'\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """ows module -> the ows modules it imports (at the top or inside a function), from the source."""
+    import ast
+    from pathlib import Path
+
+    import ows
+
+    root = Path(ows.__file__).parent
+    modules = {("ows." + ".".join(p.relative_to(root).with_suffix("").parts)).removesuffix(".__init__"): p
+               for p in root.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.stem == "__init__" else name.rsplit(".", 1)[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package
+                for _ in range(max(node.level - 1, 0)):
+                    base = base.rsplit(".", 1)[0]
+                stem = f"{base}.{node.module}" if node.level and node.module else (base if node.level else node.module)
+                candidates = [f"{stem}.{alias.name}" for alias in node.names] + [stem]
+            elif isinstance(node, ast.Import):
+                candidates = [alias.name for alias in node.names]
+            else:
+                continue
+            targets.update(c for c in candidates if c in modules and c != name)
+        graph[name] = targets
+    return graph
+
+
+def test_no_import_circle_in_src():
+    graph = _import_graph()
+    # a package's __init__ re-exporting its modules is not a circle: leave the package edges out
+    packages = {m for m in graph if any(other.startswith(m + ".") for other in graph)}
+    edges = {m: {t for t in targets if t not in packages} for m, targets in graph.items()}
+    seen: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        seen[node] = 1
+        for nxt in edges[node]:
+            assert seen.get(nxt) != 1, "import circle: " + " -> ".join(path[path.index(nxt):] + [nxt])
+            if nxt not in seen:
+                visit(nxt, path + [nxt])
+        seen[node] = 2
+
+    for module in edges:
+        if module not in seen:
+            visit(module, [module])
+
+
+def test_the_method_registry_imports_no_framework_integration():
+    graph = _import_graph()
+    assert not {t for t in graph["ows.methods"] if t.startswith(("ows.integrations", "ows.recipe", "ows.cli"))}

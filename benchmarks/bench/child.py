@@ -1,9 +1,10 @@
-"""Child side: one ``ows train`` run (through ``ows.cli.main``) with measurements added around it.
+"""Child side: one ``ows train`` run (``ows.train`` on the parsed flags) with measurements added around it.
 
-Run as ``python benchmarks/bench/child.py SPEC.json`` (``runner.run_child`` does). The wrapper adds,
-without changing training: forgetting perplexity after training, peak RSS, peak tracked tensor memory
-(parameters + gradients + optimizer state), per-step wall times, time inside GaLore's SVDs and the
-loss curve. It skips writing the fine-tuned weights and, unless the spec asks, the base-model metrics.
+Run as ``python benchmarks/bench/child.py SPEC.json`` (``runner.run_child`` does). A ``RunCallback``
+adds, without changing training: forgetting perplexity after training, peak RSS, peak tracked tensor
+memory (parameters + gradients + optimizer state), per-step wall times, time and count of GaLore's SVDs
+(the optimizer's own counters) and the loss curve. The run keeps no weights (``keep_weights=False``)
+and, unless the spec asks, skips the base-model metrics (``heldout_before=False``).
 """
 
 from __future__ import annotations
@@ -46,15 +47,22 @@ def forgetting_perplexity(model: Any, tokenizer: Any, samples: int, seq_len: int
     return math.exp(total / count)
 
 
-def _bench_callback() -> Any:
-    """A Trainer callback recording per-step wall time and tracked tensor memory."""
-    from transformers import TrainerCallback
-
-    from bench.peers import state_bytes
+def _bench_callback(spec: dict[str, Any], bench: dict[str, Any]) -> Any:
+    """An ``ows.RunCallback`` recording per-step wall time, tracked tensor memory, SVD time, forgetting and the
+    loss curve; ``bench`` receives the figures."""
+    from ows import RunCallback
     from ows.integrations.hf import unwrap_optimizer
     from ows.memory.measure import gradient_bytes, tensor_bytes
 
-    class BenchCallback(TrainerCallback):
+    from bench.peers import state_bytes
+
+    forgetting = spec["forgetting_samples"] > 0
+
+    def perplexity(model: Any, tokenizer: Any) -> float | None:
+        return forgetting_perplexity(model, tokenizer, spec["forgetting_samples"], spec["forgetting_seq_len"]) \
+            if forgetting else None
+
+    class BenchCallback(RunCallback):
         """Per-step wall time and tracked tensor memory (params + grads + optimizer state).
 
         Parameters include the quantized bytes of frozen layers (``frozen_quantization``); optimizer
@@ -62,13 +70,26 @@ def _bench_callback() -> Any:
         """
 
         def __init__(self) -> None:
-            self.controller: Any = None  # set by the make_trainer wrapper: the frozen layers' residency
+            self.controller: Any = None  # the frozen layers' residency, from on_setup
+            self.optimizer: Any = None
             self.state_hidden = False  # the optimizer's state could not be read (transformers' layerwise)
             self.t0: float | None = None
             self.step_times: list[float] = []
             self.peak_tracked = 0
             self.peak_state = 0
             self.peak_grads = 0
+
+        def on_setup(self, setup: Any, trainer: Any, tokenizer: Any) -> None:
+            self.controller = setup.controller
+            if spec["measure_before"] and forgetting:  # the starting model (an untrained adapter changes nothing)
+                bench["before_forgetting_ppl"] = perplexity(setup.model, tokenizer)
+
+        def on_trained(self, setup: Any, trainer: Any, tokenizer: Any) -> None:
+            optimizer = unwrap_optimizer(trainer.optimizer)
+            bench["svd_seconds"] = float(getattr(optimizer, "svd_seconds", 0.0))
+            bench["svd_calls"] = int(getattr(optimizer, "svd_calls", 0))
+            bench["forgetting_ppl"] = perplexity(setup.model, tokenizer)
+            bench["loss_curve"] = [[h["step"], h["loss"]] for h in trainer.state.log_history if "loss" in h]
 
         def _sample(self, kwargs: dict) -> None:
             model = kwargs.get("model")
@@ -101,79 +122,35 @@ def _bench_callback() -> Any:
     return BenchCallback()
 
 
-def _install_hooks(spec: dict[str, Any], bench: dict[str, Any], callback: Any) -> None:
-    """Wrap the steps of ``ows train`` to time SVDs, add the callback, measure forgetting, keep no weights."""
-    import ows.cli.train_steps as steps
-    import ows.optim.galore_adamw as galore
-
-    original_projector = galore._robust_projector
-
-    def timed_projector(*a: Any, **k: Any) -> Any:
-        t = time.perf_counter()
-        try:
-            return original_projector(*a, **k)
-        finally:
-            bench["svd_seconds"] += time.perf_counter() - t
-            bench["svd_calls"] += 1
-
-    galore._robust_projector = timed_projector
-    original_make_trainer = steps.make_trainer
-
-    def make_trainer(*a: Any, **k: Any) -> Any:
-        setup, trainer, guards = original_make_trainer(*a, **k)
-        callback.controller = setup.controller
-        trainer.add_callback(callback)
-        return setup, trainer, guards
-
-    steps.make_trainer = make_trainer
-    original_before = steps.heldout_before
-    forgetting = spec["forgetting_samples"] > 0
-
-    def heldout_before(model, tokenizer, datasets, script, out, reuse):  # noqa: ANN001
-        if not spec["measure_before"]:
-            return {}
-        metrics = dict(original_before(model, tokenizer, datasets, script, out, reuse))
-        if forgetting:
-            metrics["forgetting_ppl"] = forgetting_perplexity(model, tokenizer, spec["forgetting_samples"],
-                                                              spec["forgetting_seq_len"])
-        bench["before"] = metrics
-        return {k: v for k, v in metrics.items() if k != "forgetting_ppl"}
-
-    steps.heldout_before = heldout_before
-    steps.save_model_folder = lambda *a, **k: None  # the benchmark keeps no weights
-    original_save = steps.save_outputs
-
-    def save_outputs(out, setup, trainer, tokenizer, config, before, after, seconds):  # noqa: ANN001
-        bench["forgetting_ppl"] = (forgetting_perplexity(setup.model, tokenizer, spec["forgetting_samples"],
-                                                         spec["forgetting_seq_len"]) if forgetting else None)
-        bench["loss_curve"] = [[h["step"], h["loss"]] for h in trainer.state.log_history if "loss" in h]
-        original_save(out, setup, trainer, tokenizer, config, before, after, seconds)
-
-    steps.save_outputs = save_outputs
-
-
 def child_main(spec_path: str) -> int:
-    """Run the spec's ``ows train`` with measurements; writes ``spec['bench_json']``. Returns the exit code."""
-    from ows.cli import main as ows_main
+    """Run the spec's ``ows train`` (``ows.train`` with the parsed flags) with measurements; writes
+    ``spec['bench_json']``. Returns the exit code."""
+    import ows
+    from ows.cli.common import setup_logging
+    from ows.cli.train import parse
     from ows.memory.measure import peak_rss_bytes
 
     spec = json.loads(Path(spec_path).read_text())
     bench: dict[str, Any] = {"svd_seconds": 0.0, "svd_calls": 0}
-    callback = _bench_callback()
-    _install_hooks(spec, bench, callback)
-    code = ows_main(["train", *spec["argv"]])
-    if code != 0:
-        return code
+    callback = _bench_callback(spec, bench)
+    setup_logging()
+    script, config, training = parse(spec["argv"])
+    result = ows.train(script, config, training, callbacks=[callback], keep_weights=False,
+                       heldout_before=spec["measure_before"], echo=print)
+    if result.exit_code != 0:
+        return result.exit_code
+    if spec["measure_before"]:
+        bench["before"] = dict(result.before, forgetting_ppl=bench.pop("before_forgetting_ppl", None))
     argv = spec["argv"]
-    out = Path(argv[argv.index("--output_dir") + 1])
+    out = Path(result.output_dir)
     results = json.loads((out / "results.json").read_text())
     times = callback.step_times
     bench.update(
-        method=results["method"], seed=int(argv[argv.index("--seed") + 1]), steps=results["steps"],
-        train_seconds=results["train_seconds"],
-        heldout_answer_loss=results["after"].get("heldout_answer_loss"),
-        heldout_exact_match=results["after"].get("heldout_exact_match"),
-        heldout_exact_match_items=results["after"].get("heldout_exact_match_items"),
+        method=result.method, seed=int(argv[argv.index("--seed") + 1]), steps=result.steps,
+        train_seconds=result.train_seconds,
+        heldout_answer_loss=result.after.get("heldout_answer_loss"),
+        heldout_exact_match=result.after.get("heldout_exact_match"),
+        heldout_exact_match_items=result.after.get("heldout_exact_match_items"),
         peak_rss_gib=peak_rss_bytes() / 2**30,
         peak_tracked_gib=callback.peak_tracked / 2**30,
         peak_grad_gib=callback.peak_grads / 2**30,

@@ -37,7 +37,7 @@ def _split(model: Any) -> tuple[list, list]:
 
 
 def _apollo(mini: bool) -> Any:
-    def build(model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
+    def build(name: str, model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
         from apollo_torch import APOLLOAdamW
 
         low, rest = _split(model)
@@ -46,35 +46,35 @@ def _apollo(mini: bool) -> Any:
                               proj_type="std")
         opt = options["optimizer"]
         groups = [{"params": rest}, {"params": low, **keys}]
-        return MethodSetup("", model, APOLLOAdamW(groups, lr=opt["lr"], weight_decay=opt.get("weight_decay", 0.0)),
+        return MethodSetup(name, model, APOLLOAdamW(groups, lr=opt["lr"], weight_decay=opt.get("weight_decay", 0.0)),
                            None)
     return build
 
 
-def _galore_torch(model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
+def _galore_torch(name: str, model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
     from galore_torch import GaLoreAdamW
 
     low, rest = _split(model)
     opt = options["optimizer"]
     groups = [{"params": rest}, {"params": low, "rank": 128, "update_proj_gap": 200, "scale": 0.25, "proj_type": "std"}]
-    return MethodSetup("", model, GaLoreAdamW(groups, lr=opt["lr"], weight_decay=opt.get("weight_decay", 0.0)), None)
+    return MethodSetup(name, model, GaLoreAdamW(groups, lr=opt["lr"], weight_decay=opt.get("weight_decay", 0.0)), None)
 
 
-def _badam(model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
+def _badam(name: str, model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
     import torch
     from badam import BlockOptimizer
 
     opt = options["optimizer"]
     base = torch.optim.AdamW(model.parameters(), lr=opt["lr"], weight_decay=opt.get("weight_decay", 0.0))
     optimizer = BlockOptimizer(base_optimizer=base, named_parameters_list=list(model.named_parameters()), verbose=0)
-    return MethodSetup("", model, optimizer, None)
+    return MethodSetup(name, model, optimizer, None)
 
 
-def _trainer_optimizer(model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
+def _trainer_optimizer(name: str, model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
     """All parameters trainable; the Trainer builds the optimizer named by ``--optim``."""
     for p in model.parameters():
         p.requires_grad_(True)
-    return MethodSetup("", model, None, None)
+    return MethodSetup(name, model, None, None)
 
 
 def _register(name: str, label: str, builder: Any, requires: tuple, layers: str = "all", outside: str = "all") -> None:

@@ -1,7 +1,8 @@
 """ows: memory-efficient fine-tuning with Outlier-weighed Layerwise Sampling.
 
 The core (config, layers, outliers, sampling, optim, controller) needs only torch; the Hugging Face
-integration (``prepare_for_trainer``, ``OWSCallback``) needs transformers. Names are imported on first
+integration (``prepare_for_trainer``, ``OWSCallback``) and the recipe (``ows.train``, the function behind
+``ows train``) need transformers. Names are imported on first
 use, so ``import ows`` (and ``ows --help``) stays instant.
 """
 
@@ -32,6 +33,11 @@ _EXPORTS = {
     "prepare_for_trainer": "integrations.hf",
     "attach_trainer": "integrations.hf",
     "OWSCallback": "integrations.hf",
+    "train": "recipe.run",
+    "RunResult": "recipe.run",
+    "RunCallback": "recipe.callbacks",
+    "ScriptArguments": "recipe.arguments",
+    "UsageError": "errors",
 }
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
@@ -44,6 +50,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .optim import GaLoreAdamW, build_param_groups
     from .outliers import OutlierProfile, layer_outlier_ratio, profile_outliers
     from .sampling import LayerSampler, sampling_probabilities
+    from .errors import UsageError
+    from .recipe.arguments import ScriptArguments
+    from .recipe.callbacks import RunCallback
+    from .recipe.run import RunResult, train
 
 
 def __getattr__(name: str) -> Any:

@@ -6,7 +6,7 @@ outside the decoder layers and which optimizer it uses. The CLI, the memory esti
 benchmarks read these traits; nothing else lists the methods. This module imports no torch: the
 builders import what they need when called, so ``ows memory`` stays torch-free.
 
-Adding a method: write its builder (``model, config, profile, options -> MethodSetup``) and call
+Adding a method: write its builder (``name, model, config, profile, options -> MethodSetup``) and call
 :func:`register_method` with its traits below.
 """
 
@@ -33,17 +33,18 @@ OPTION_DEFAULTS = {"fused_step": False, "master_weights": False, "outside_optimi
 
 @dataclass
 class MethodSetup:
-    """What a trainer needs for one method: the (possibly wrapped) model, optimizer and callbacks."""
+    """What a training loop needs for one method: the (possibly wrapped) model, its optimizer and, for the sampled
+    methods, the controller that runs the layer schedule. Framework-free: a Trainer wraps the controller in
+    ``ows.OWSCallback`` (the recipe does), a plain loop calls ``controller.begin_step``."""
 
     name: str
     model: Any
     optimizer: Any | None
     config: OWSConfig | None
-    controller: Any | None = None
-    callbacks: list[Any] = field(default_factory=list)
+    controller: Any | None = None  # an ows.OWSController for the sampled methods (a Trainer wraps it in OWSCallback)
 
 
-Builder = Callable[[Any, OWSConfig, Any, dict[str, Any]], MethodSetup]
+Builder = Callable[[str, Any, OWSConfig, Any, dict[str, Any]], MethodSetup]
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,14 @@ def method_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+def methods_help() -> str:
+    """One line naming every registered method with its summary and the pip extra it needs, for ``--help``."""
+    def extra(method: Method) -> str:
+        return f"; pip install 'ows[{','.join(sorted({e for _, e in method.requires}))}]'" if method.requires else ""
+    return "; ".join(f"{m.name}{' (default)' if m.name == 'ows' else ''}: {m.summary}{extra(m)}"
+                     for m in _REGISTRY.values()) + "."
+
+
 def get_method(name: str) -> Method:
     """The registered method ``name``; an unknown name is a ``ValueError`` listing the known ones."""
     try:
@@ -145,35 +154,34 @@ def check_options(method: Method, config: OWSConfig) -> None:
             raise FileNotFoundError(f"{option} needs bitsandbytes: {INSTALL}")
 
 
-def build_method(name: str, model: Any, config: OWSConfig, profile: Any | None = None, *,
+def build_method(method: Method | str, model: Any, config: OWSConfig, profile: Any | None = None, *,
                  lora: dict[str, Any] | None = None, weights_source: str | None = None,
                  **optimizer_kwargs: Any) -> MethodSetup:
-    """Set ``model`` up for method ``name``; for ``lora`` the returned model is the peft wrapper.
+    """Set ``model`` up for ``method`` (a registered :class:`Method` or its name); for ``lora`` the returned
+    model is the peft wrapper.
 
     ``optimizer_kwargs``: ``lr``, ``weight_decay``, ``betas``, ``eps``, ``max_grad_norm`` of the
     optimizer (as in :func:`ows.create_ows`); ``lora``: ``r``, ``alpha``, ``dropout`` of the LoRA
     adapters; ``weights_source``: the model's folder, for ``frozen_quantization`` (see ``create_ows``).
     """
-    method = get_method(name)
+    method = get_method(method) if isinstance(method, str) else method
     check_requirements(method)
     check_options(method, config)
     optimizer_kwargs.setdefault("lr", 3e-4)
     options = {"optimizer": optimizer_kwargs, "lora": lora or {}, "weights_source": weights_source}
-    setup = method.builder(model, method.config_for(config), profile, options)
-    setup.name = name
-    return setup
+    return method.builder(method.name, model, method.config_for(config), profile, options)
 
 
 # --- builders ------------------------------------------------------------------------------------
-def _build_sampled(model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
-    from .integrations.hf import prepare_for_trainer
+def _build_sampled(name: str, model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
+    from .controller import create_ows
 
-    optimizer, callback = prepare_for_trainer(model, config, profile, weights_source=options["weights_source"],
-                                              **options["optimizer"])
-    return MethodSetup("", model, optimizer, config, callback.controller, [callback])
+    optimizer, controller = create_ows(model, config, profile, weights_source=options["weights_source"],
+                                       **options["optimizer"])
+    return MethodSetup(name, model, optimizer, config, controller)
 
 
-def _build_all_layers(model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
+def _build_all_layers(name: str, model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
     from .layers import locate_decoder_layers, set_trainable
     from .optim import GaLoreAdamW, build_param_groups, enable_fused_step
 
@@ -185,10 +193,10 @@ def _build_all_layers(model: Any, config: OWSConfig, profile: Any, options: dict
     optimizer = GaLoreAdamW(groups, **opt)
     if config.fused_step:
         enable_fused_step(optimizer, model, max_grad_norm)
-    return MethodSetup("", model, optimizer, config)
+    return MethodSetup(name, model, optimizer, config)
 
 
-def _build_full(model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
+def _build_full(name: str, model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
     from .optim import GaLoreAdamW, enable_fused_step
 
     opt = dict(options["optimizer"])
@@ -202,19 +210,19 @@ def _build_full(model: Any, config: OWSConfig, profile: Any, options: dict[str, 
     optimizer = GaLoreAdamW([g for g in groups if g["params"]], **opt)
     if config.fused_step:
         enable_fused_step(optimizer, model, max_grad_norm)
-    return MethodSetup("", model, optimizer, None)
+    return MethodSetup(name, model, optimizer, None)
 
 
-def _build_qlora(model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
+def _build_qlora(name: str, model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
     """LoRA over a model loaded in 4-bit NF4 (``base_quantization``), prepared as PEFT's QLoRA recipe does."""
     from peft import prepare_model_for_kbit_training
 
     checkpointing = bool(getattr(model, "is_gradient_checkpointing", False))
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
-    return _build_lora(model, config, profile, options)
+    return _build_lora(name, model, config, profile, options)
 
 
-def _build_lora(model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
+def _build_lora(name: str, model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
     from peft import LoraConfig, get_peft_model
 
     lora = options["lora"]
@@ -225,7 +233,7 @@ def _build_lora(model: Any, config: OWSConfig, profile: Any, options: dict[str, 
     wrapped = get_peft_model(model, lora_config)
     trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
     logger.info("LoRA r=%d on all linear layers: %d trainable parameters", lora_config.r, trainable)
-    return MethodSetup("", wrapped, None, None)
+    return MethodSetup(name, wrapped, None, None)
 
 
 # --- the registry: baselines first, then the OWS variants -----------------------------------------

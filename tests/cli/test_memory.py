@@ -30,7 +30,7 @@ def test_table_has_one_row_per_method_and_the_total_of_the_library():
     assert lines[1].split() == ["method", "weights", "grads", "optimizer", "projectors", "activations", "logits", "total"]
     rows = {line.split()[0]: line.split() for line in lines[2:2 + len(METHODS)]}
     assert list(rows) == list(METHODS)
-    from ows.cli.memory import PRESETS
+    from ows.model_facts import PRESETS
 
     expected = estimate_memory(PRESETS["llama-2-7b"], "ows", dtype="bfloat16", gradient_checkpointing=True)
     assert float(rows["ows"][-1]) == pytest.approx(expected.total / 2**30, abs=0.006)
@@ -47,7 +47,7 @@ def test_json_is_one_document_in_bytes(tmp_path):
     doc = json.loads(out)
     assert doc["unit"] == "bytes" and doc["model_type"] == "mistral"
     assert [e["method"] for e in doc["estimates"]] == ["full", "ows"]
-    expected = estimate_memory(config, "ows", num_active_layers=2, rank=8, seq_len=512)
+    expected = estimate_memory(config, "ows", num_active_layers=2, rank=8, max_seq_length=512)
     assert doc["estimates"][1]["total"] == expected.total
     assert doc["estimates"][1]["settings"]["num_active_layers"] == 2
 

@@ -35,12 +35,13 @@ def test_memory_reads_a_train_config_as_the_run_it_describes(tiny_model_dir, tmp
     code, out, err = _run("memory", str(config), "--methods", "ows", "--json")
     assert code == 0, err
     settings = json.loads(out)["estimates"][0]["settings"]
-    assert (settings["batch_size"], settings["seq_len"], settings["num_active_layers"], settings["rank"]) == (4, 64, 2, 4)
-    assert settings["gradient_checkpointing"] and settings["chunked_loss"]  # ows train's default loss
-    assert settings["lora_rank"] == 4
+    assert (settings["per_device_train_batch_size"], settings["max_seq_length"], settings["num_active_layers"],
+            settings["rank"]) == (4, 64, 2, 4)
+    assert settings["gradient_checkpointing"] and settings["loss_chunk_size"] == 1024  # ows train's default loss
+    assert settings["lora_r"] == 4
     code, out, _ = _run("memory", str(tiny_model_dir), "--methods", "ows", "--num_active_layers", "2", "--json")  # no file
     settings = json.loads(out)["estimates"][0]["settings"]
-    assert settings["batch_size"] == 1 and not settings["chunked_loss"]
+    assert settings["per_device_train_batch_size"] == 1 and settings["loss_chunk_size"] == 0
 
 
 def test_flags_override_the_file_and_old_spellings_still_work(tiny_model_dir, tmp_path):
@@ -49,7 +50,8 @@ def test_flags_override_the_file_and_old_spellings_still_work(tiny_model_dir, tm
                           "--no-train-embeddings", "--json")
     assert code == 0, err
     settings = json.loads(out)["estimates"][0]["settings"]
-    assert (settings["batch_size"], settings["seq_len"], settings["train_embeddings"]) == (2, 32, False)
+    assert (settings["per_device_train_batch_size"], settings["max_seq_length"], settings["train_embeddings"]) == \
+        (2, 32, False)
 
 
 def test_analyze_measures_the_profile_that_train_measures_from_the_same_file(tiny_model_dir, tmp_path):

@@ -32,7 +32,7 @@ def test_qlora_trains_a_4bit_base_and_saves_a_loadable_adapter(tiny_model_dir_64
 
 
 def test_the_qlora_row_holds_the_base_in_4_bits():
-    from ows.cli.memory import PRESETS
+    from ows.model_facts import PRESETS
     from ows.memory.estimate import estimate_memory
 
     qlora = estimate_memory(PRESETS["llama-2-7b"], "qlora", dtype="bfloat16")

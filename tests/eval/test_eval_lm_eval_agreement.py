@@ -16,7 +16,7 @@ def both(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model, tokenizer = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
-    settings = dict(num_fewshot=2, batch_size=4, max_gen_tokens=8, log_samples=True)
+    settings = dict(num_fewshot=2, per_device_eval_batch_size=4, max_new_tokens=8, log_samples=True)
     return {backend: evaluate(model, tokenizer, TASKS, backend=backend, **settings) for backend in ("builtin", "lm-eval")}
 
 
@@ -58,7 +58,7 @@ def test_evaluates_an_in_memory_model_right_after_training(tiny_model_dir):
 
     model, tokenizer = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
     task = f"perplexity:{FIXTURES / 'text_tiny.txt'}"
-    before = evaluate(model, tokenizer, task, seq_len=64)["tasks"]["perplexity:text_tiny"]["metrics"]["perplexity"]
+    before = evaluate(model, tokenizer, task, perplexity_seq_len=64)["tasks"]["perplexity:text_tiny"]["metrics"]["perplexity"]
     ids = torch.tensor([token_stream(tokenizer, read_texts(FIXTURES / "text_tiny.txt"))])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model.train()
@@ -66,7 +66,7 @@ def test_evaluates_an_in_memory_model_right_after_training(tiny_model_dir):
         model(input_ids=ids, labels=ids).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    after = evaluate(model, tokenizer, task, seq_len=64)["tasks"]["perplexity:text_tiny"]["metrics"]["perplexity"]
+    after = evaluate(model, tokenizer, task, perplexity_seq_len=64)["tasks"]["perplexity:text_tiny"]["metrics"]["perplexity"]
     assert after < before / 2
     assert model.training  # evaluation puts the model back in training mode
 

@@ -67,6 +67,6 @@ def test_lm_eval_bridge_agrees_on_the_real_model(smollm2, mmlu50):
 def test_perplexity_of_news_text_is_that_of_a_trained_model(smollm2):
     from ows.eval import evaluate
 
-    entry = evaluate(*smollm2, "perplexity", limit=10, seq_len=256)["tasks"]["perplexity"]
+    entry = evaluate(*smollm2, "perplexity", limit=10, perplexity_seq_len=256)["tasks"]["perplexity"]
     assert 5.0 < entry["metrics"]["perplexity"] < 100.0  # random weights give tens of thousands
     assert entry["tokens"] > 1000

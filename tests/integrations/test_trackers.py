@@ -96,7 +96,7 @@ def test_trackio_local(tiny_model_dir, tmp_path, monkeypatch):
 
 
 def test_a_tracker_that_is_not_installed_is_refused_before_loading(tiny_model_dir, tmp_path, monkeypatch, capsys):
-    import ows.cli.train_checks as checks
+    import ows.recipe.checks as checks
 
     monkeypatch.setitem(checks.TRACKER_MODULES, "wandb", "no_such_module_for_ows_tests")
     assert main(["train", *fast(tiny_model_dir, tmp_path / "run", "--report_to", "wandb")]) == 2

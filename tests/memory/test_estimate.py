@@ -74,8 +74,8 @@ def _trained_model(method, arch="llama", steps=2, **config):
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_gradients_and_optimizer_state_equal_what_the_optimizers_hold(method, arch):
     model, optimizer, grads = _trained_model(method, arch)
-    est = estimate_memory(tiny_config(arch).to_dict(), method, num_active_layers=2, rank=4, lora_rank=4,
-                          batch_size=2, seq_len=8)
+    est = estimate_memory(tiny_config(arch).to_dict(), method, num_active_layers=2, rank=4, lora_r=4,
+                          per_device_train_batch_size=2, max_seq_length=8)
     assert est.gradients == grads
     assert est.optimizer_state + est.projectors == optimizer_state_bytes(optimizer)
     assert est.trainable_params == sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -120,24 +120,27 @@ def test_state_of_each_memory_option_equals_what_the_optimizer_holds(method, opt
 
 def test_components_scale_with_dtype_batch_and_options():
     config = tiny_config("llama").to_dict()
-    fp32 = estimate_memory(config, "full", batch_size=2, seq_len=64)
-    bf16 = estimate_memory(config, "full", batch_size=2, seq_len=64, dtype="bfloat16")
+    fp32 = estimate_memory(config, "full", per_device_train_batch_size=2, max_seq_length=64)
+    bf16 = estimate_memory(config, "full", per_device_train_batch_size=2, max_seq_length=64, dtype="bfloat16")
     assert bf16.weights * 2 == fp32.weights and bf16.optimizer_state * 2 == fp32.optimizer_state
     assert bf16.logits == fp32.logits  # the loss runs in fp32 whatever the weights' dtype
-    bigger = estimate_memory(config, "full", batch_size=4, seq_len=64)
+    bigger = estimate_memory(config, "full", per_device_train_batch_size=4, max_seq_length=64)
     assert bigger.activations == 2 * fp32.activations and bigger.logits == 2 * fp32.logits
-    checkpointed = estimate_memory(config, "full", batch_size=2, seq_len=64, gradient_checkpointing=True)
+    checkpointed = estimate_memory(config, "full", per_device_train_batch_size=2, max_seq_length=64,
+                                   gradient_checkpointing=True)
     assert checkpointed.activations < fp32.activations / 4
-    chunked = estimate_memory(config, "full", batch_size=2, seq_len=64, chunked_loss=True, loss_chunk_size=16)
+    chunked = estimate_memory(config, "full", per_device_train_batch_size=2, max_seq_length=64, loss_chunk_size=16)
     assert chunked.logits < fp32.logits
-    eager = estimate_memory(config, "full", batch_size=2, seq_len=64, attention="eager")
+    eager = estimate_memory(config, "full", per_device_train_batch_size=2, max_seq_length=64,
+                            attn_implementation="eager")
     assert eager.activations > fp32.activations
 
 
 def test_method_ordering_on_a_7b_config():
     llama7b = dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                    num_attention_heads=32, num_key_value_heads=32, vocab_size=32000, tie_word_embeddings=False)
-    est = {m: estimate_memory(llama7b, m, dtype="bfloat16", seq_len=512, gradient_checkpointing=True) for m in METHODS}
+    est = {m: estimate_memory(llama7b, m, dtype="bfloat16", max_seq_length=512, gradient_checkpointing=True)
+           for m in METHODS}
     assert 6.7e9 < est["full"].total_params < 6.8e9  # Llama-2-7B has 6.74 B parameters
     assert est["ows"].total < est["ows-fullrank"].total < est["galore"].total < est["full"].total
     assert est["ows-fullrank"].total == est["lisa"].total
@@ -146,7 +149,8 @@ def test_method_ordering_on_a_7b_config():
 
 @pytest.mark.parametrize("kwargs, field", [
     ({"method": "sgd"}, "method='sgd'"), ({"dtype": "int8"}, "dtype='int8'"),
-    ({"batch_size": 0}, "batch_size=0"), ({"rank": -1}, "rank=-1"), ({"attention": "flash"}, "attention='flash'"),
+    ({"per_device_train_batch_size": 0}, "per_device_train_batch_size=0"), ({"rank": -1}, "rank=-1"),
+    ({"attn_implementation": "flash"}, "attn_implementation='flash'"), ({"loss_chunk_size": -1}, "loss_chunk_size=-1"),
     ({"num_active_layers": 99}, "num_active_layers=99"), ({"device": "tpu"}, "device='tpu'"),
 ])
 def test_bad_input_names_the_field(kwargs, field):

@@ -11,9 +11,9 @@ from ows.memory.plan import parse_budget, plan_for_budget
 
 LLAMA7B = dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                num_attention_heads=32, num_key_value_heads=32, vocab_size=32000, tie_word_embeddings=False)
-START = dict(dtype="bfloat16", batch_size=16, seq_len=512, num_active_layers=5, rank=128, gradient_checkpointing=False,
-             chunked_loss=False, loss_chunk_size=1024, fused_step=False, outside_optimizer="adamw", svd_method="exact",
-             frozen_quantization="none", gradient_accumulation_steps=1)
+START = dict(dtype="bfloat16", per_device_train_batch_size=16, max_seq_length=512, num_active_layers=5, rank=128,
+             gradient_checkpointing=False, loss_chunk_size=0, fused_step=False, outside_optimizer="adamw",
+             svd_method="exact", frozen_quantization="none", gradient_accumulation_steps=1)
 
 
 @pytest.mark.parametrize("text, expected", [("16GiB", 16 * 2**30), ("15.5 GB", int(15.5e9)), ("12000MiB", 12000 * 2**20),
@@ -32,10 +32,10 @@ def test_the_plan_fits_and_goes_from_the_cheapest_levers():
     plan = plan_for_budget(LLAMA7B, "ows", parse_budget("9GiB"), START)
     assert plan.fits and plan.total <= 9 * 2**30
     fields = [s.field for s in plan.steps]
-    assert fields[:2] == ["chunked_loss", "gradient_checkpointing"]  # no cost and compute first
-    assert "frozen_quantization" in fields and fields.index("frozen_quantization") < fields.index("batch_size")
+    assert fields[:2] == ["loss_chunk_size", "gradient_checkpointing"]  # no cost and compute first
+    assert "frozen_quantization" in fields and fields.index("frozen_quantization") < fields.index("per_device_train_batch_size")
     assert [s.total for s in plan.steps] == sorted((s.total for s in plan.steps), reverse=True)
-    assert plan.settings["batch_size"] * plan.settings["gradient_accumulation_steps"] == 16  # same effective batch
+    assert plan.settings["per_device_train_batch_size"] * plan.settings["gradient_accumulation_steps"] == 16  # same effective batch
 
 
 def test_a_lever_that_gained_nothing_is_tried_again_before_costlier_ones():
@@ -46,11 +46,11 @@ def test_a_lever_that_gained_nothing_is_tried_again_before_costlier_ones():
 
 
 def test_fields_the_user_set_are_kept_and_nothing_fits_is_said():
-    plan = plan_for_budget(LLAMA7B, "ows", parse_budget("9GiB"), START, fixed=frozenset({"batch_size"}))
-    assert plan.settings["batch_size"] == 16 and plan.fits
+    plan = plan_for_budget(LLAMA7B, "ows", parse_budget("9GiB"), START, fixed=frozenset({"per_device_train_batch_size"}))
+    assert plan.settings["per_device_train_batch_size"] == 16 and plan.fits
     assert plan_for_budget(LLAMA7B, "ows", parse_budget("12GiB"), dict(START, gradient_checkpointing=True)).steps
     tiny = plan_for_budget(LLAMA7B, "ows", parse_budget("2GiB"), START)
-    assert not tiny.fits and tiny.settings["num_active_layers"] == 1 and tiny.settings["batch_size"] == 1
+    assert not tiny.fits and tiny.settings["num_active_layers"] == 1 and tiny.settings["per_device_train_batch_size"] == 1
 
 
 def _run(*argv):

@@ -15,12 +15,10 @@ import sys
 import torch
 
 
-def _kill_in(event: str, step: int, sig: int) -> None:
-    """Add a Trainer callback (after ows's own, so a checkpoint is marked complete first) that sends ``sig``
-    to this process at ``event`` (on_step_begin or on_save) of optimizer step ``step``."""
+def _kill_in(event: str, step: int, sig: int) -> list:
+    """A Trainer callback, for ``ows.train(callbacks=...)`` (after ows's own, so a checkpoint is marked complete
+    first), that sends ``sig`` to this process at ``event`` (on_step_begin or on_save) of optimizer step ``step``."""
     from transformers import TrainerCallback
-
-    import ows.cli.train_steps as steps
 
     class Kill(TrainerCallback):
         pass
@@ -30,22 +28,16 @@ def _kill_in(event: str, step: int, sig: int) -> None:
             os.kill(os.getpid(), sig)
 
     setattr(Kill, event, handler)
-    original = steps.make_trainer
-
-    def make_trainer(*args, **kwargs):
-        setup, trainer, guards = original(*args, **kwargs)
-        trainer.add_callback(Kill())
-        return setup, trainer, guards
-
-    steps.make_trainer = make_trainer
+    return [Kill()]
 
 
-def plant(fault: str) -> None:
+def plant(fault: str) -> list:
+    """Plant ``fault``; returns the Trainer callbacks the run needs for it."""
     kind, _, value = fault.partition(":")
     if kind in ("step", "term", "saved"):
         event = "on_save" if kind == "saved" else "on_step_begin"
-        _kill_in(event, int(value), signal.SIGTERM if kind == "term" else signal.SIGKILL)
-    elif kind == "final":
+        return _kill_in(event, int(value), signal.SIGTERM if kind == "term" else signal.SIGKILL)
+    if kind == "final":
         import transformers.modeling_utils as modeling_utils
 
         real_save = modeling_utils.safe_save_file
@@ -71,12 +63,24 @@ def plant(fault: str) -> None:
             return real_save(obj, f, *args, **kwargs)
 
         torch.save = save
+    return []
+
+
+def main(fault: str, argv: list) -> int:
+    """``ows train ARGS`` with the fault planted (as ``ows.cli.main`` runs it: the same exit codes)."""
+    import ows
+    from ows.cli import main as ows_main
+    from ows.cli.common import setup_logging
+    from ows.cli.train import parse
+
+    callbacks = plant(fault) if fault != "none" else []
+    if not callbacks:
+        return ows_main(argv)
+    setup_logging()
+    script, config, training = parse(argv[1:])
+    return ows.train(script, config, training, callbacks=callbacks, echo=print).exit_code
 
 
 if __name__ == "__main__":
     fault, sep, *argv = sys.argv[1:]
-    if fault != "none":
-        plant(fault)
-    from ows.cli import main
-
-    sys.exit(main(argv))
+    sys.exit(main(fault, argv))

@@ -98,7 +98,7 @@ def test_any_yaml_value_of_any_train_field_parses_or_is_one_line_naming_the_fiel
     import yaml
 
     from ows.cli.train import parse
-    from ows.cli.train_steps import training_arguments
+    from ows.recipe.trainer import training_arguments
 
     name = data.draw(st.sampled_from([f for f in train_fields if not f.startswith(("hub_", "push_to_hub"))]))
     config = tmp_path / "c.yaml"

@@ -88,15 +88,15 @@ def profile_model(script: ScriptArguments, config: OWSConfig, parsed: Parsed, re
                   texts: list[str], source: str) -> Any:
     """Cut the calibration windows (tokenizer only), then load the model and measure the outlier profile."""
     from ..loading import load_model, load_tokenizer, model_identity
-    from .profiling import calibration_windows, measure_profile
+    from ..model_facts import position_limit
+    from ..recipe.profiling import calibration_windows, measure_profile
 
     start = time.perf_counter()
     logger.info("tokenizing the calibration text")
     batches = calibration_windows(load_tokenizer(resolved, script.trust_remote_code), texts, script, parsed.spelling)
     model = load_model(resolved, script.dtype, script.trust_remote_code)
-    model_config = getattr(model, "config", None)
-    limit = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
-    if isinstance(limit, int) and script.calibration_seq_len > limit:
+    limit = position_limit(model.config.to_dict()) if hasattr(model, "config") else None
+    if limit is not None and script.calibration_seq_len > limit:
         raise UsageError(f"{parsed.spelling('calibration_seq_len')} {script.calibration_seq_len} is invalid: the "
                          f"model takes at most {limit} positions")
     profile = measure_profile(model, batches, script, config, source, model_identity(script.model, resolved))
@@ -119,7 +119,7 @@ def run(argv: list[str]) -> int:
     """Run ``ows analyze``; returns the exit code."""
     from ..loading import resolve_model_path
     from ..sampling import sampling_probabilities
-    from .profiling import calibration_source, profile_table
+    from ..recipe.profiling import calibration_source, profile_table
 
     settings = parse(argv)
     if isinstance(settings, int):  # --help

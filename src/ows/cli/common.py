@@ -8,9 +8,9 @@ import os
 import sys
 from typing import Any, NoReturn
 
+from ..errors import UsageError
 
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, exit code 2."""
+__all__ = ["ArgumentParser", "UsageError", "setup_logging"]
 
 
 class ArgumentParser(argparse.ArgumentParser):

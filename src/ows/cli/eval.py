@@ -46,9 +46,6 @@ ALIASES = {"--task-file": ("task_file", None), "--num-fewshot": ("num_fewshot", 
            "--max-gen-tokens": ("max_new_tokens", None), "--reasoning-seed": ("heldout_seed", None),
            "--output": ("results_file", None), "--log-samples": ("log_samples", None),
            "--model-id": ("model_id", None), "--answers-dir": ("answers_dir", None)}
-# EvalSettings' name -> the field it comes from, to name a bad value as the user gave it
-SETTINGS_FIELDS = {"batch_size": "per_device_eval_batch_size", "seed": "fewshot_seed", "seq_len": "perplexity_seq_len",
-                   "stride": "perplexity_stride", "max_gen_tokens": "max_new_tokens", "reasoning_seed": "heldout_seed"}
 BACKENDS = ("builtin", "lm-eval")
 
 
@@ -99,19 +96,16 @@ def answers_path(command: EvalCommand, out: Path, model_id: str) -> Path:
 
 def settings_from(command: EvalCommand, model_id: str = "ows-model") -> Any:
     """``EvalSettings`` from the fields; a bad value is a ``UsageError`` naming the field as given."""
-    from ..eval.runner import EvalSettings
+    from dataclasses import fields
 
-    o = command.options
-    values = dict(limit=o.limit, num_fewshot=o.num_fewshot, batch_size=o.per_device_eval_batch_size,
-                  seed=o.fewshot_seed, seq_len=o.perplexity_seq_len, stride=o.perplexity_stride,
-                  max_gen_tokens=o.max_new_tokens, reasoning_seed=command.heldout_seed, model_id=model_id)
+    from ..eval.settings import EvalSettings
+
+    values = {f.name: getattr(command.options, f.name) for f in fields(EvalSettings)
+              if hasattr(command.options, f.name) and f.name != "model_id"}
     try:
-        return EvalSettings(**values).validate()
+        return EvalSettings(**values, heldout_seed=command.heldout_seed, model_id=model_id).validate()
     except ValueError as err:
-        message = str(err)
-        name = message.split("=", 1)[0]
-        message = SETTINGS_FIELDS.get(name, name) + message[len(name):]
-        raise UsageError(in_user_terms(message, command.parsed)) from None
+        raise UsageError(in_user_terms(str(err), command.parsed)) from None
 
 
 def task_specs(command: EvalCommand) -> list:

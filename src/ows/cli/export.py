@@ -62,11 +62,13 @@ def run_base(run: str, override: str | None) -> tuple[str, str]:
     """(base folder, base name) of an ``ows train`` output folder; a missing or foreign folder is a ``UsageError``."""
     from ..loading import model_identity, resolve_model_path
 
-    record = Path(run) / "ows_run.json"
-    if not (Path(run) / "config.json").is_file() or not record.is_file():
-        raise UsageError(f"RUN {run!r} is not an ows train output folder (config.json and ows_run.json): give the "
+    from ..recipe.run_folder import RUN_RECORD, read_run_record
+
+    settings = read_run_record(Path(run))
+    if not (Path(run) / "config.json").is_file() or settings is None:
+        raise UsageError(f"RUN {run!r} is not an ows train output folder (config.json and {RUN_RECORD}): give the "
                          "output_dir of a finished run")
-    model = override or json.loads(record.read_text(encoding="utf-8")).get("settings", {}).get("model")
+    model = override or settings.get("model")
     resolved = resolve_model_path(model)
     if not Path(resolved).is_dir():
         raise UsageError(f"base model {model!r} is not a local folder: pass --base <folder of the base model>")

@@ -14,23 +14,14 @@ from typing import Any
 from ..config import OWSConfig
 from ..memory.estimate import MemoryEstimate, estimate_memory
 from ..methods import method_names
+from ..model_facts import PRESETS, read_model_config
+from ..recipe import budget
 from .arguments import MEMORY_WITHOUT_FILE, MemoryArguments, ScriptArguments
 from .common import ArgumentParser, UsageError
 from .options import FieldSet, Parsed, in_user_terms, instantiate, parse_command
 
 logger = logging.getLogger("ows.cli.memory")
 
-# Published config.json values, so that common models need no download (and the demo model no conversion).
-PRESETS: dict[str, dict[str, Any]] = {
-    "smollm2-135m": dict(model_type="llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                         num_attention_heads=9, num_key_value_heads=3, head_dim=64, vocab_size=49152,
-                         tie_word_embeddings=True),
-    "llama-2-7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                       num_attention_heads=32, num_key_value_heads=32, vocab_size=32000, tie_word_embeddings=False),
-    "mistral-7b": dict(model_type="mistral", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                       num_attention_heads=32, num_key_value_heads=8, vocab_size=32000, tie_word_embeddings=False),
-}
-PRESETS["SmolLM2-135M-Instruct"] = PRESETS["smollm2-135m"]
 COLUMNS = ("weights", "gradients", "optimizer_state", "projectors", "activations", "logits", "total")
 HEADERS = ("weights", "grads", "optimizer", "projectors", "activations", "logits", "total")
 
@@ -55,8 +46,6 @@ Sizes are GiB (2^30 bytes); total is the peak of one step, not the sum of the co
 
 
 SCRIPT_FIELDS = ("model", "dtype", "max_seq_length", "lora_r", "loss_chunk_size", "max_memory")
-OWS_FIELDS = ("num_active_layers", "rank", "train_embeddings", "train_lm_head", "fused_step", "master_weights",
-              "outside_optimizer", "svd_method", "frozen_quantization")
 ALIASES = {"--method": ("methods", None), "--batch-size": ("per_device_train_batch_size", None),
            "--seq-len": ("max_seq_length", None), "--num-active-layers": ("num_active_layers", None),
            "--lora-rank": ("lora_r", None), "--gradient-checkpointing": ("gradient_checkpointing", None),
@@ -64,9 +53,8 @@ ALIASES = {"--method": ("methods", None), "--batch-size": ("per_device_train_bat
            "--no-train-embeddings": ("train_embeddings", False), "--no-train-lm-head": ("train_lm_head", False),
            "--fused-step": ("fused_step", None), "--master-weights": ("master_weights", None),
            "--outside-optimizer": ("outside_optimizer", None), "--svd-method": ("svd_method", None),
-           "--frozen-quantization": ("frozen_quantization", None), "--max-memory": ("max_memory", None)}
-# estimate_memory's parameter -> the field it comes from, to name a bad value as the user gave it
-ESTIMATE_FIELDS = {"batch_size": "per_device_train_batch_size", "seq_len": "max_seq_length", "lora_rank": "lora_r"}
+           "--frozen-quantization": ("frozen_quantization", None), "--max-memory": ("max_memory", None),
+           "--attention": ("attn_implementation", None)}
 
 
 @dataclass
@@ -91,7 +79,7 @@ def parse(argv: list[str]) -> MemorySettings | int:
         "model's config alone: weights, gradients, optimizer state, projectors, activations, logits.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    fields = FieldSet([(ScriptArguments, "model, dtype and loss", SCRIPT_FIELDS), (OWSConfig, "OWS", OWS_FIELDS),
+    fields = FieldSet([(ScriptArguments, "model, dtype and loss", SCRIPT_FIELDS), (OWSConfig, "OWS", budget.OWS_FIELDS),
                        (MemoryArguments, "estimate", None)])
     parsed = parse_command(parser, fields, argv, aliases=ALIASES, defaults_without_file=lambda _: MEMORY_WITHOUT_FILE)
     if isinstance(parsed, int):
@@ -119,57 +107,6 @@ def parse_methods(value: str, spelling: str = "--methods") -> list[str]:
     return names
 
 
-def _read_json(path: Path, model: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UsageError(f"model {model!r}: cannot read {path} as JSON ({err}): give a valid config.json") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"model {model!r}: {path} holds no JSON object: give a Hugging Face config.json")
-    return data
-
-
-def _hub_config(model: str) -> dict[str, Any]:
-    """A hub id's config: from the local Hugging Face cache, else downloaded (unless offline)."""
-    offline_fix = "pass a local model folder, a config.json path, or a built-in name (" + ", ".join(
-        n for n in PRESETS if n.islower()) + ")"
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
-        raise UsageError(f"model {model!r} is not a local path and huggingface_hub is missing: {offline_fix}") from None
-    cached = try_to_load_from_cache(model, "config.json")
-    if isinstance(cached, str):
-        return _read_json(Path(cached), model)
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        raise UsageError(f"model {model!r} is not a local path and its config is not in the Hugging Face cache "
-                         f"(offline): {offline_fix}")
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(model).to_dict()
-    except (OSError, ValueError) as err:
-        logger.debug("AutoConfig failed", exc_info=True)
-        raise UsageError(f"model {model!r} is not a local path and its config could not be fetched "
-                         f"({str(err).splitlines()[0]}): {offline_fix}") from None
-
-
-def read_model_config(model: str) -> dict[str, Any]:
-    """The config dict of ``model``: a built-in name, a config.json, a model folder or a hub id."""
-    if model in PRESETS:
-        return dict(PRESETS[model])
-    path = Path(model).expanduser()
-    if path.is_file():
-        return _read_json(path, model)
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UsageError(f"model {model!r} is a folder without config.json: give a Hugging Face model folder "
-                             "or a config.json path")
-        return _read_json(path / "config.json", model)
-    if model.startswith((".", "/", "~")) or model.count("/") > 1 or model.endswith(".json"):
-        raise UsageError(f"model {model!r} does not exist: check the path")
-    return _hub_config(model)
-
-
 def _gib(nbytes: int) -> str:
     return f"{nbytes / 2**30:.2f}"
 
@@ -194,7 +131,7 @@ def settings_line(m: MemorySettings, model_config: dict[str, Any]) -> str:
     extras += [f"frozen layers: {c.frozen_quantization}"] if c.frozen_quantization != "none" else []
     return (f"{s.model}: {model_config.get('model_type', '?')}, {s.dtype}, batch {o.per_device_train_batch_size} x "
             f"{s.max_seq_length} tokens, gamma={c.num_active_layers}, rank={c.rank}, lora r={s.lora_r}, "
-            f"gradient checkpointing {'on' if o.gradient_checkpointing else 'off'}, {loss}, {o.attention}"
+            f"gradient checkpointing {'on' if o.gradient_checkpointing else 'off'}, {loss}, {o.attn_implementation}"
             + "".join(f", {e}" for e in extras))
 
 
@@ -202,11 +139,12 @@ def compute(m: MemorySettings, model_config: dict[str, Any], methods: list[str],
             plans: dict[str, Any] | None = None) -> list[MemoryEstimate]:
     """The estimate of every method (each at its own memory plan, stored in ``plans``, when ``max_memory`` is
     set); a bad setting is a ``UsageError`` naming the field as given."""
-    from .budget import estimate_settings, plan
+    from ..recipe.budget import estimate_settings, plan
 
     o = m.options
-    settings = estimate_settings(m.script, m.config, o.per_device_train_batch_size, o.gradient_checkpointing,
-                                 o.attention, device="cuda")
+    training = {"per_device_train_batch_size": o.per_device_train_batch_size,
+                "gradient_checkpointing": o.gradient_checkpointing}
+    settings = estimate_settings(m.script, m.config, training, o.attn_implementation, device="cuda")
     estimates = []
     try:
         for method in methods:
@@ -219,11 +157,7 @@ def compute(m: MemorySettings, model_config: dict[str, Any], methods: list[str],
             estimates.append(estimate_memory(model_config, method, **{k: v for k, v in chosen.items()
                                                                        if k != "gradient_accumulation_steps"}))
     except ValueError as err:
-        message = str(err)
-        name = message.split("=", 1)[0]
-        if name in ESTIMATE_FIELDS:
-            message = ESTIMATE_FIELDS[name] + message[len(name):]
-        raise UsageError(in_user_terms(message, m.parsed)) from None
+        raise UsageError(in_user_terms(str(err), m.parsed)) from None
     return estimates
 
 

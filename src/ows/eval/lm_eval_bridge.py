@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from .gsm8k import STOP
 from .multiple_choice import aggregate, category_counts
-from .runner import EvalSettings, Prepared, new_results
+from .settings import EvalSettings, Prepared, new_results
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def task_config(task: Prepared, folder: Path, settings: EvalSettings) -> dict[st
         rows = [{"doc_id": i["doc_id"], "prompt": i["prompt"], "target": i["target"]} for i in task.payload]
         extra = {"output_type": "generate_until", "doc_to_target": "target", "metric_list": [GSM8K_METRIC],
                  "generation_kwargs": {"until": list(STOP), "do_sample": False, "temperature": 0.0,
-                                       "max_gen_toks": settings.max_gen_tokens},
+                                       "max_gen_toks": settings.max_new_tokens},
                  "filter_list": GSM8K_FILTERS}
     else:
         raise ValueError(f"task {task.spec.name!r} ({task.spec.kind}) has no lm-eval form")
@@ -179,7 +179,7 @@ def run_lm_eval(model: Any, tokenizer: Any, prepared: Sequence[Prepared], settin
     results, start = new_results("lm-eval", settings), time.perf_counter()
     was_training = model.training
     try:
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size)
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=settings.per_device_eval_batch_size)
         with tempfile.TemporaryDirectory(prefix="ows-lm-eval-") as tmp:
             for task in prepared:
                 began = time.perf_counter()

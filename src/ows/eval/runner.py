@@ -8,84 +8,30 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
+from dataclasses import fields
 from typing import Any, Callable, Sequence
 
+from .settings import EvalSettings, Prepared, fewshot_for, new_results
 from .tasks import TaskSpec, check_unique, parse_task, parse_tasks
 
 logger = logging.getLogger(__name__)
-
-FORMAT = "ows-eval/1"
-DEFAULT_FEWSHOT = {"mmlu": 5, "gsm8k": 5, "multiple_choice": 0}
-
-
-@dataclass
-class EvalSettings:
-    """Settings shared by all tasks of one run (recorded in the results)."""
-
-    limit: int | None = None  # items per task (texts for perplexity); None = all
-    num_fewshot: int | None = None  # None = each task's default (mmlu 5, gsm8k 5, mc 0)
-    batch_size: int = 8
-    seed: int = 0  # few-shot example draw
-    seq_len: int = 512  # perplexity window
-    stride: int | None = None  # perplexity: tokens scored per window (None = seq_len - 1)
-    max_gen_tokens: int = 256  # gsm8k generation budget
-    reasoning_seed: int = 100000  # reasoning-gym items (the demo's held-out seed)
-    reasoning_items: int = 100  # reasoning-gym items when limit is None
-    model_id: str = "ows-model"  # mt-bench: the model_id of FastChat's answer rows
-
-    def validate(self) -> "EvalSettings":
-        """Self, or a ``ValueError`` naming the bad setting."""
-        for name in ("limit", "num_fewshot", "stride"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < (0 if name == "num_fewshot" else 1)):
-                raise ValueError(f"{name}={value!r} is invalid: must be an integer >= {0 if name == 'num_fewshot' else 1}")
-        for name in ("batch_size", "max_gen_tokens", "reasoning_items"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)!r} is invalid: must be an integer >= 1")
-        if not isinstance(self.seq_len, int) or self.seq_len < 2:
-            raise ValueError(f"seq_len={self.seq_len!r} is invalid: must be an integer >= 2")
-        if self.stride is not None and self.stride > self.seq_len - 1:
-            raise ValueError(f"stride={self.stride} is invalid: must be at most seq_len - 1 = {self.seq_len - 1}")
-        return self
-
-
-@dataclass
-class Prepared:
-    """A task with its data read and its prompts built."""
-
-    spec: TaskSpec
-    num_fewshot: int | None
-    payload: Any
-
-
-def fewshot_for(spec: TaskSpec, settings: EvalSettings) -> int | None:
-    """Shots of a task: its own setting, else --num-fewshot, else the task default (None: no shots apply)."""
-    if spec.kind not in DEFAULT_FEWSHOT:
-        return None
-    for value in (spec.num_fewshot, settings.num_fewshot):
-        if value is not None:
-            return value
-    return DEFAULT_FEWSHOT[spec.kind]
-
 
 def _prepare_payload(spec: TaskSpec, k: int | None, s: EvalSettings) -> Any:
     if spec.kind == "mmlu":
         from .mmlu import mmlu_items
 
-        return mmlu_items(s.limit, k or 0, s.seed, spec.path, spec.fewshot_path, spec.name)
+        return mmlu_items(s.limit, k or 0, s.fewshot_seed, spec.path, spec.fewshot_path, spec.name)
     if spec.kind == "multiple_choice":
         from .multiple_choice import build_items, read_choice_file
 
         docs = read_choice_file(str(spec.path))
         shots = read_choice_file(spec.fewshot_path) if spec.fewshot_path else None
         selected = range(len(docs) if s.limit is None else min(s.limit, len(docs)))
-        return build_items(docs, list(selected), k or 0, s.seed, spec.name, shots)
+        return build_items(docs, list(selected), k or 0, s.fewshot_seed, spec.name, shots)
     if spec.kind == "gsm8k":
         from .gsm8k import gsm8k_items
 
-        return gsm8k_items(s.limit, k or 0, s.seed, spec.path, spec.fewshot_path, spec.name)
+        return gsm8k_items(s.limit, k or 0, s.fewshot_seed, spec.path, spec.fewshot_path, spec.name)
     if spec.kind == "perplexity":
         from ..data.calibration import builtin_calibration_texts, read_texts
 
@@ -94,7 +40,7 @@ def _prepare_payload(spec: TaskSpec, k: int | None, s: EvalSettings) -> Any:
     if spec.kind == "reasoning-gym":
         from ..data.tasks import make_records
 
-        return make_records([str(spec.argument)], s.limit or s.reasoning_items, s.reasoning_seed)
+        return make_records([str(spec.argument)], s.limit or s.reasoning_items, s.heldout_seed)
     if spec.kind == "mt-bench":
         from .mt_bench import read_questions
 
@@ -124,7 +70,7 @@ def prepare(specs: Sequence[TaskSpec], settings: EvalSettings, backend: str = "b
 def _run_choice(model: Any, tokenizer: Any, task: Prepared, s: EvalSettings) -> tuple[dict, list, dict]:
     from .multiple_choice import category_counts, score_items
 
-    metrics, samples = score_items(model, tokenizer, task.payload, s.batch_size, task.spec.name)
+    metrics, samples = score_items(model, tokenizer, task.payload, s.per_device_eval_batch_size, task.spec.name)
     counts = category_counts(samples)
     return metrics, samples, ({"n_by_category": counts} if counts else {})
 
@@ -132,14 +78,14 @@ def _run_choice(model: Any, tokenizer: Any, task: Prepared, s: EvalSettings) -> 
 def _run_gsm8k(model: Any, tokenizer: Any, task: Prepared, s: EvalSettings) -> tuple[dict, list, dict]:
     from .gsm8k import evaluate_gsm8k
 
-    metrics, samples = evaluate_gsm8k(model, tokenizer, task.payload, s.batch_size, s.max_gen_tokens)
+    metrics, samples = evaluate_gsm8k(model, tokenizer, task.payload, s.per_device_eval_batch_size, s.max_new_tokens)
     return metrics, samples, {}
 
 
 def _run_perplexity(model: Any, tokenizer: Any, task: Prepared, s: EvalSettings) -> tuple[dict, list, dict]:
     from .perplexity import perplexity
 
-    out = perplexity(model, tokenizer, task.payload, s.seq_len, s.stride, s.batch_size)
+    out = perplexity(model, tokenizer, task.payload, s.perplexity_seq_len, s.perplexity_stride, s.per_device_eval_batch_size)
     return {"perplexity": out["perplexity"], "nll": out["nll"]}, [], {"tokens": out["tokens"]}
 
 
@@ -148,20 +94,20 @@ def _run_reasoning(model: Any, tokenizer: Any, task: Prepared, s: EvalSettings) 
     from ..data.tasks import score
 
     records = task.payload
-    loss = answer_loss(model, tokenizer, records, s.batch_size)
+    loss = answer_loss(model, tokenizer, records, s.per_device_eval_batch_size)
     longest = max(len(tokenizer(str(r["completion"]), add_special_tokens=False)["input_ids"]) for r in records)
-    answers = generate_answers(model, tokenizer, [r["prompt"] for r in records], longest + 2, s.batch_size)
+    answers = generate_answers(model, tokenizer, [r["prompt"] for r in records], longest + 2, s.per_device_eval_batch_size)
     samples = [{"doc_id": i, "prompt": r["prompt"], "target": r["answer"], "generation": a,
                 "exact_match": float(score(r, a) >= 1.0)} for i, (r, a) in enumerate(zip(records, answers))]
     exact = sum(x["exact_match"] for x in samples) / len(samples)
-    return {"exact_match": exact, "answer_loss": loss}, samples, {"seed": s.reasoning_seed}
+    return {"exact_match": exact, "answer_loss": loss}, samples, {"seed": s.heldout_seed}
 
 
 def _run_mt_bench(model: Any, tokenizer: Any, task: Prepared, s: EvalSettings) -> tuple[dict, list, dict]:
     from .mt_bench import answer_questions, answer_rows, check_chat_template
 
     check_chat_template(tokenizer, s.model_id)
-    answers = answer_questions(model, tokenizer, task.payload, s.max_gen_tokens, s.batch_size)
+    answers = answer_questions(model, tokenizer, task.payload, s.max_new_tokens, s.per_device_eval_batch_size)
     turns = [t for a in answers for t in a]
     empty = sum(not t for t in turns)
     metrics = {"questions": float(len(answers)), "turns": float(len(turns)), "empty_answers": float(empty)}
@@ -176,12 +122,6 @@ RUNNERS: dict[str, Callable[[Any, Any, Prepared, EvalSettings], tuple[dict, list
 
 def _count(task: Prepared) -> int:
     return len(task.payload) if task.payload is not None else 0
-
-
-def new_results(backend: str, settings: EvalSettings) -> dict[str, Any]:
-    """An empty results document."""
-    return {"format": FORMAT, "backend": backend, "model": None, "settings": asdict(settings), "tasks": {},
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def run_builtin(model: Any, tokenizer: Any, prepared: Sequence[Prepared], settings: EvalSettings,

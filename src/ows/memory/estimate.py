@@ -101,7 +101,7 @@ def _check(ok: bool, name: str, value: Any, fix: str) -> None:
 
 def _validate(dtype: str, attention: str, ints: dict[str, int]) -> None:
     _check(dtype in DTYPE_BYTES, "dtype", dtype, f"use one of {', '.join(DTYPE_BYTES)}")
-    _check(attention in ATTENTIONS, "attention", attention, f"use one of {', '.join(ATTENTIONS)}")
+    _check(attention in ATTENTIONS, "attn_implementation", attention, f"use one of {', '.join(ATTENTIONS)}")
     for name, value in ints.items():
         _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, value,
                "must be an integer >= 1")
@@ -124,17 +124,16 @@ def estimate_memory(
     method: str,
     *,
     dtype: str = "float32",
-    batch_size: int = 1,
-    seq_len: int = 512,
+    per_device_train_batch_size: int = 1,
+    max_seq_length: int = 512,
     num_active_layers: int = 5,
     rank: int = 128,
-    lora_rank: int = 16,
+    lora_r: int = 16,
     gradient_checkpointing: bool = False,
     train_embeddings: bool = True,
     train_lm_head: bool = True,
-    chunked_loss: bool = False,
-    loss_chunk_size: int = 1024,
-    attention: str = "sdpa",
+    loss_chunk_size: int = 0,
+    attn_implementation: str = "sdpa",
     device: str = "cuda",
     fused_step: bool = False,
     master_weights: bool = False,
@@ -144,9 +143,11 @@ def estimate_memory(
 ) -> MemoryEstimate:
     """Estimated peak bytes of one training step of ``method`` on the model of ``model_config``.
 
-    ``model_config`` is a ``config.json`` dict; ``dtype`` the weights' dtype (float32 / bfloat16 /
-    float16); ``num_active_layers`` is gamma (lisa, ows, ows-fullrank); ``rank`` the GaLore rank
-    (galore, ows); ``lora_rank`` LoRA's r on every linear of the decoder layers (dropout on).
+    ``model_config`` is a ``config.json`` dict. Every keyword is the run field of the same name
+    (``ScriptArguments``, ``OWSConfig``, ``TrainingArguments``): ``dtype`` the weights' dtype (float32 /
+    bfloat16 / float16); ``num_active_layers`` is gamma (lisa, ows, ows-fullrank); ``rank`` the GaLore rank
+    (galore, ows); ``lora_r`` LoRA's r on every linear of the decoder layers (dropout on);
+    ``loss_chunk_size`` tokens per chunk of the chunked loss (0: the model's standard loss).
     ``train_embeddings`` / ``train_lm_head`` apply to the layer-sampling and GaLore methods (``full``
     trains everything, ``lora`` only its adapters). ``device`` ("cuda" or "cpu") only changes the size
     of LoRA's dropout masks. ``fused_step``, ``master_weights`` and ``outside_optimizer`` are the
@@ -160,12 +161,16 @@ def estimate_memory(
     _check(frozen_quantization in FROZEN_QUANTIZATIONS, "frozen_quantization", frozen_quantization,
            f"use one of {', '.join(FROZEN_QUANTIZATIONS)}")
     spec = get_method(method)
-    _validate(dtype, attention, dict(batch_size=batch_size, seq_len=seq_len, rank=rank, lora_rank=lora_rank,
-                                     num_active_layers=num_active_layers, loss_chunk_size=loss_chunk_size))
+    _validate(dtype, attn_implementation, dict(per_device_train_batch_size=per_device_train_batch_size,
+                                               max_seq_length=max_seq_length, rank=rank, lora_r=lora_r,
+                                               num_active_layers=num_active_layers))
+    _check(isinstance(loss_chunk_size, int) and not isinstance(loss_chunk_size, bool) and loss_chunk_size >= 0,
+           "loss_chunk_size", loss_chunk_size, "use 0 (the standard loss) or a positive number of tokens")
+    chunked_loss, seq_len, lora_rank, attention = loss_chunk_size > 0, max_seq_length, lora_r, attn_implementation
     shape = model_shape(model_config)
     if spec.samples_layers:
         check_active_layers(num_active_layers, shape.layers)
-    nbytes, tokens = DTYPE_BYTES[dtype], batch_size * seq_len
+    nbytes, tokens = DTYPE_BYTES[dtype], per_device_train_batch_size * seq_len
     k = {"adapters": 0, "all": shape.layers}.get(spec.layers, num_active_layers)
     outside = outside_shapes(shape, spec, train_embeddings, train_lm_head)
     master_weights = master_weights and spec.serves("master_weights")  # each option where the method serves it
@@ -178,7 +183,7 @@ def estimate_memory(
     act_t, act_f, acts, recompute = _activations(shape, spec.layers == "adapters", k, tokens, seq_len, nbytes, attention,
                                                  gradient_checkpointing, lora_rank, head_trains,
                                                  1 if device == "cuda" else nbytes)
-    loss = _loss_bytes(shape, tokens, nbytes, chunked_loss, loss_chunk_size, head_trains)
+    loss = _loss_bytes(shape, tokens, nbytes, chunked_loss, loss_chunk_size or 1, head_trains)
     gradients = k * parts.grad_layer + sum(parts.grads_outside)
     head_grad = max(parts.grads_outside, default=0) if head_trains else 0
     # A tied matrix trained in both roles gets a dense input-embedding gradient at the end of backward,
@@ -208,9 +213,9 @@ def estimate_memory(
     total = weights + parts.state + parts.projectors + phases[peak_phase]
     trainable = (parts.extra_weights // 4 if spec.layers == "adapters"
                  else k * shape.layer_params + sum(r * c for r, c in outside))
-    settings = dict(dtype=dtype, batch_size=batch_size, seq_len=seq_len, num_active_layers=k, rank=rank,
-                    lora_rank=lora_rank, gradient_checkpointing=gradient_checkpointing, chunked_loss=chunked_loss,
-                    loss_chunk_size=loss_chunk_size, attention=attention, train_embeddings=train_embeddings,
+    settings = dict(dtype=dtype, per_device_train_batch_size=per_device_train_batch_size, max_seq_length=seq_len,
+                    num_active_layers=k, rank=rank, lora_r=lora_r, gradient_checkpointing=gradient_checkpointing,
+                    loss_chunk_size=loss_chunk_size, attn_implementation=attention, train_embeddings=train_embeddings,
                     train_lm_head=train_lm_head, device=device, fused_step=fused_step, master_weights=master_weights,
                     outside_optimizer=outside_optimizer, svd_method=svd_method,
                     frozen_quantization=frozen_quantization, host_bytes=held.host, peak_phase=peak_phase)

@@ -76,11 +76,13 @@ Lever = tuple[str, Callable[[dict[str, Any]], Any], str]
 
 
 def _halve(settings: dict[str, Any]) -> Any:
-    return settings["batch_size"] // 2 if settings["batch_size"] > 1 else None
+    batch = settings["per_device_train_batch_size"]
+    return batch // 2 if batch > 1 else None
 
 
 LEVERS: list[Lever] = [
-    ("chunked_loss", lambda s: True if not s["chunked_loss"] else None, "the loss over chunks of tokens, no full logits"),
+    ("loss_chunk_size", lambda s: 1024 if not s["loss_chunk_size"] else None,
+     "the loss over chunks of tokens, no full logits"),
     ("fused_step", lambda s: True if not s["fused_step"] else None, "each update inside backward, one gradient at a time"),
     ("gradient_checkpointing", lambda s: True if not s["gradient_checkpointing"] else None,
      "recompute each layer in backward (about a third more compute)"),
@@ -93,7 +95,7 @@ LEVERS: list[Lever] = [
      "frozen decoder layers in NF4"),
 ]
 REPEATED: list[Lever] = [
-    ("batch_size", _halve, "half the batch, twice the gradient accumulation (same effective batch)"),
+    ("per_device_train_batch_size", _halve, "half the batch, twice the gradient accumulation (same effective batch)"),
     ("num_active_layers", lambda s: s["num_active_layers"] - 1 if s["num_active_layers"] > 1 else None,
      "one sampled layer fewer"),
     ("rank", lambda s: max(16, s["rank"] // 2) if s["rank"] > 16 else None, "half the GaLore rank"),
@@ -106,8 +108,8 @@ def plan_for_budget(model_config: dict[str, Any], method: str, budget: int, sett
                     fixed: frozenset[str] = frozenset()) -> Plan:
     """The settings for ``method`` whose estimate fits ``budget`` bytes, changing no field in ``fixed``.
 
-    ``settings`` are ``estimate_memory``'s keyword arguments (``batch_size``, ``num_active_layers``, ...)
-    plus ``gradient_accumulation_steps``. The plan may not fit: check :attr:`Plan.fits`.
+    ``settings`` are ``estimate_memory``'s keyword arguments (the run fields ``per_device_train_batch_size``,
+    ``num_active_layers``, ...) plus ``gradient_accumulation_steps``; ``fixed`` the fields the user set. The plan may not fit: check :attr:`Plan.fits`.
     """
     spec = get_method(method)
     plan = Plan(dict(settings), budget=budget, total=_total(model_config, method, settings))
@@ -131,7 +133,7 @@ def _try(plan: Plan, lever: Lever, spec: Any, model_config: dict[str, Any], meth
     if value is None:
         return False
     trial = dict(plan.settings, **{name: value})
-    if name == "batch_size":
+    if name == "per_device_train_batch_size":
         trial["gradient_accumulation_steps"] = plan.settings.get("gradient_accumulation_steps", 1) * 2
     total = _total(model_config, method, trial)
     if total >= plan.total:  # no gain: the lever does not reach this model's peak

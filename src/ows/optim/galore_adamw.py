@@ -67,15 +67,19 @@ def _robust_projector(
         return randomized_projector(grad, rank, side)  # type: ignore[arg-type]
 
 
+def _next_step(state: dict[str, Any], grad: torch.Tensor) -> None:
+    """Count one more Adam step of a parameter, creating its moments (shaped like ``grad``) on the first: the one
+    place Adam state is created."""
+    if "exp_avg" not in state:
+        state["exp_avg"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+    state["step"] = state.get("step", 0) + 1
 
 
 def _chunked_adam(target: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
     """The plain AdamW step of a large tensor in slices of rows, so that its temporaries (the denominator and the
     direction) are a slice's size, not the tensor's: the same elementwise arithmetic, so the same result."""
-    if "exp_avg" not in state:
-        state["exp_avg"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
-    state["step"] = state.get("step", 0) + 1
+    _next_step(state, grad)
     beta1, beta2 = group["betas"]
     rows = max(1, UPDATE_CHUNK // max(1, grad[0].numel() if grad.dim() > 1 else 1))
     for start in range(0, grad.shape[0], rows):
@@ -124,6 +128,7 @@ class GaLoreAdamW(Optimizer):
 
     fused: Any = None
     svd_seconds: float = 0.0  # wall time spent computing projectors (SVDs), for the logs and trackers
+    svd_calls: int = 0  # projectors computed (one SVD each)
 
     def __init__(
         self,
@@ -222,11 +227,9 @@ class GaLoreAdamW(Optimizer):
                 started = time.perf_counter()
                 state["projector"] = _robust_projector(grad, group["rank"], side, state.get("projector"), group["svd"])
                 self.svd_seconds += time.perf_counter() - started
+                self.svd_calls += 1
             grad = project(grad, state["projector"], side)
-        if "exp_avg" not in state:
-            state["exp_avg"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
-        state["step"] = state.get("step", 0) + 1
+        _next_step(state, grad)
         beta1, beta2 = group["betas"]
         direction = adam_direction(
             grad, state["exp_avg"], state["exp_avg_sq"], state["step"], beta1, beta2, group["eps"], group["correct_bias"]

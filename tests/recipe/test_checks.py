@@ -3,7 +3,7 @@
 import pytest
 
 from ows.cli.common import UsageError
-from ows.cli.train_checks import check_profile_model, check_training_fields, same_model
+from ows.recipe.checks import check_profile_model, check_training_fields, same_model
 from ows.outliers import OutlierProfile
 
 

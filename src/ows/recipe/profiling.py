@@ -16,9 +16,9 @@ from ..config import OWSConfig
 from ..outliers import OutlierProfile
 from ..sampling import sampling_probabilities
 from .arguments import ScriptArguments
-from .common import UsageError
+from ..errors import UsageError
 
-logger = logging.getLogger("ows.cli.profiling")
+logger = logging.getLogger(__name__)
 BAR_WIDTH = 30
 
 

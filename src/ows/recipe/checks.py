@@ -12,8 +12,9 @@ from typing import Any
 
 from ..config import OWSConfig
 from ..methods import get_method
+from ..model_facts import num_layers, position_limit
 from .arguments import ScriptArguments
-from .common import UsageError
+from ..errors import UsageError
 
 CONV1D_MODELS = ("gpt2", "gpt_bigcode", "imagegpt", "decision_transformer")  # weights stored (in, out)
 SEED_LIMIT = 2**32  # numpy's and the Trainer's seeds are 32-bit
@@ -142,43 +143,6 @@ def _json_object(text: str) -> Any:
         return None
 
 
-def settings_signature(script: ScriptArguments, config: OWSConfig, training: dict[str, Any],
-                       leave_out: tuple[str, ...]) -> dict[str, Any]:
-    """The settings that define a run (used to refuse reusing a folder for a different run)."""
-    merged = {**vars(script), **config.to_dict(), **training}
-    return {k: merged[k] for k in sorted(merged) if k not in leave_out}
-
-
-def check_output_dir(path: Path, signature: dict[str, Any], overwrite: bool) -> None:
-    """Refuse a folder that cannot be made, or a non-empty one that does not hold this very run (unless ``overwrite``)."""
-    blocker = next((p for p in [path, *path.parents] if p.exists()), None)
-    if blocker is not None and blocker != path and not blocker.is_dir():
-        raise UsageError(f"output_dir={str(path)!r} cannot be created: {str(blocker)!r} is a file: give a folder path")
-    if not path.exists() or overwrite:
-        return
-    if not path.is_dir():
-        raise UsageError(f"output_dir={str(path)!r} is a file: give a folder path")
-    record = path / "ows_run.json"
-    if record.is_file():
-        try:
-            previous = json.loads(record.read_text(encoding="utf-8")).get("settings", {})
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            previous = {"unreadable": True}
-        changed = sorted(k for k in set(previous) | set(signature)
-                         if json.dumps(previous.get(k), default=str) != json.dumps(signature.get(k), default=str))
-        if not changed:
-            return
-        raise UsageError(
-            f"output_dir={str(path)!r} holds a different run ({changed[0]} differs): use a new --output_dir "
-            "or pass --overwrite_output_dir true"
-        )
-    if any(p.name != ".ows.lock" for p in path.iterdir()):
-        raise UsageError(
-            f"output_dir={str(path)!r} is not empty and holds no ows run: use a new --output_dir "
-            "or pass --overwrite_output_dir true"
-        )
-
-
 def read_model_config(model_path: str, script: ScriptArguments) -> Any:
     """The model's transformers config; an unreadable config.json or a model that is not a causal LM is refused."""
     from transformers import AutoConfig
@@ -207,8 +171,8 @@ def check_model_config(model_path: str, script: ScriptArguments, config: OWSConf
     """Decoder-layer count and config dict; checks the model kind, gamma, weights, profile ratios and length."""
     model_config = read_model_config(model_path, script)
     text = getattr(model_config, "get_text_config", lambda: model_config)()
-    layers = next((getattr(text, k) for k in ("num_hidden_layers", "n_layer", "num_layers") if hasattr(text, k)), None)
-    layers = layers if isinstance(layers, int) else None
+    facts = text.to_dict()
+    layers = num_layers(facts)
     method = get_method(script.method)
     if layers is not None and method.samples_layers:
         try:
@@ -218,11 +182,11 @@ def check_model_config(model_path: str, script: ScriptArguments, config: OWSConf
     if config.frozen_quantization != "none" and text.model_type in CONV1D_MODELS:
         raise UsageError(f"frozen_quantization={config.frozen_quantization!r} needs nn.Linear decoder layers and "
                          f"model={script.model!r} ({text.model_type}) uses Conv1D: set frozen_quantization none")
-    limit = next((getattr(text, k) for k in ("max_position_embeddings", "n_positions") if hasattr(text, k)), None)
-    if isinstance(limit, int) and script.max_seq_length > limit:
+    limit = position_limit(facts)
+    if limit is not None and script.max_seq_length > limit:
         raise UsageError(f"max_seq_length={script.max_seq_length} is longer than the model's {limit} positions: "
                          f"use max_seq_length <= {limit}")
-    return layers, text.to_dict()
+    return layers, facts
 
 
 def same_model(a: str | None, b: str | None) -> bool:

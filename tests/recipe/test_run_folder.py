@@ -42,7 +42,7 @@ def test_a_second_run_into_a_locked_folder_is_refused_and_a_dead_runs_lock_is_no
     out = tmp_path / "out"
     out.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from ows.cli.run_folder import RunLock\n"
+        "import sys, time; from pathlib import Path; from ows.recipe.run_folder import RunLock\n"
         f"lock = RunLock(Path({str(out)!r})); lock.acquire(); print('locked', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -1,0 +1,63 @@
+"""``max_memory``: the settings of an ``ows train`` or ``ows memory`` run chosen to fit a memory budget.
+
+The estimator takes the run's fields by their own names (:func:`estimate_settings` picks them, used by
+both commands), :func:`ows.memory.plan.plan_for_budget` picks the levers, and :func:`apply_plan`
+writes the plan back into the run's fields. Fields the user set are never changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from ..config import OWSConfig
+from ..errors import UsageError
+from ..memory.plan import Plan, parse_budget, plan_for_budget, size_text
+from .arguments import ScriptArguments
+
+# The fields of each kind that the estimate reads (and a plan may change).
+OWS_FIELDS = ("num_active_layers", "rank", "train_embeddings", "train_lm_head", "fused_step", "master_weights",
+              "outside_optimizer", "svd_method", "frozen_quantization")
+SCRIPT_FIELDS = ("dtype", "max_seq_length", "lora_r", "loss_chunk_size")
+TRAINING_FIELDS = {"per_device_train_batch_size": 8, "gradient_checkpointing": False, "gradient_accumulation_steps": 1}
+
+
+def estimate_settings(script: ScriptArguments, config: OWSConfig, training: Mapping[str, Any],
+                      attn_implementation: str = "sdpa", device: str = "cuda") -> dict[str, Any]:
+    """``estimate_memory``'s keyword arguments for a run's fields (plus ``gradient_accumulation_steps``);
+    ``training`` holds TrainingArguments values (missing ones take the Trainer's defaults)."""
+    values = {name: getattr(script, name) for name in SCRIPT_FIELDS}
+    values.update({name: getattr(config, name) for name in OWS_FIELDS})
+    values.update({name: default if training.get(name) is None else training[name]
+                   for name, default in TRAINING_FIELDS.items()})
+    return dict(values, attn_implementation=attn_implementation, device=device)
+
+
+def plan(model_config: dict[str, Any], method: str, budget_text: str, settings: dict[str, Any],
+         given: frozenset[str]) -> Plan:
+    """The plan for ``budget_text`` (``16GiB``); a bad budget is a ``UsageError``."""
+    try:
+        budget = parse_budget(budget_text)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return plan_for_budget(model_config, method, budget, settings, frozenset(settings) & given)
+
+
+def refuse(plan_: Plan, method: str, given: frozenset[str]) -> None:
+    """Raise the one-line ``UsageError`` of a plan that does not fit."""
+    levers = {*OWS_FIELDS, *SCRIPT_FIELDS, *TRAINING_FIELDS} - {"dtype", "gradient_accumulation_steps"}
+    kept = ", ".join(sorted(given & levers)) or "none"
+    raise UsageError(f"max_memory={size_text(plan_.budget)}: nothing fits for method={method!r}: the smallest plan "
+                     f"needs {size_text(plan_.total)} (fields you set and that were kept: {kept}): raise "
+                     "max_memory, leave those fields to the plan, or use a smaller model or shorter sequences")
+
+
+def apply_plan(plan_: Plan, script: ScriptArguments, config: OWSConfig,
+               training: dict[str, Any]) -> tuple[ScriptArguments, OWSConfig, dict[str, Any]]:
+    """The run's fields with the plan's changes."""
+    s, given = plan_.settings, script.given
+    script = dataclasses.replace(script, **{name: s[name] for name in SCRIPT_FIELDS})
+    script.given = given
+    config = dataclasses.replace(config, **{name: s[name] for name in OWS_FIELDS})
+    training = dict(training, **{name: s[name] for name in TRAINING_FIELDS})
+    return script, config, training

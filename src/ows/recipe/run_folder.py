@@ -1,0 +1,161 @@
+"""The output folder of one run, in one place: what it holds, which run it belongs to, its lock and staging.
+
+A run folder holds the model (a Hugging Face folder) and the files named below. ``ows_run.json``
+records the settings that define the run (:func:`settings_signature`), so that a different run is
+refused the folder (:func:`check_output_dir`) and ``ows export`` finds the base model
+(:func:`read_run_record`). The lock keeps a second run out while one writes; a killed final save
+leaves only a staging folder, removed by the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..jsonio import give_usual_mode
+from ..errors import UsageError
+
+logger = logging.getLogger(__name__)
+LOCK_NAME = ".ows.lock"
+STAGING_PREFIX = ".ows-final-"
+RUN_RECORD = "ows_run.json"  # the run's settings: which run the folder holds, and its base model
+PROFILE = "profile.json"  # the outlier profile the run sampled with
+HELDOUT_BEFORE = "heldout_before.json"  # held-out metrics of the starting model (a resumed run reuses them)
+METHOD_CONFIG = "ows_config.json"  # the method and its OWS settings
+SCHEDULE = "schedule.json"  # the active layers of every period, visits per layer
+RESULTS = "results.json"  # held-out metrics before and after, train time, steps, peak memory
+LOSS_CURVE = "loss_curve.png"
+# Settings that shape the optimizer state: a checkpoint written with other values cannot be resumed.
+RUN_KEYS = ("method", "use_galore", "rank", "proj_type", "target_modules", "num_active_layers", "train_embeddings",
+            "train_lm_head", "train_final_norm", "lora_r", "layers_attr")
+# Not part of a run's identity: how it is launched and logged, where its folder is (a moved or copied run folder
+# can be resumed), and the chunked loss (it equals the standard one: resuming may change it).
+NOT_IN_SIGNATURE = ("overwrite_output_dir", "resume_from_checkpoint", "logging_steps", "report_to", "disable_tqdm",
+                    "loss_chunk_size", "output_dir", "logging_dir", "allow_other_profile", "given", "save_delta")
+
+
+class RunLock:
+    """An exclusive lock on ``folder`` held for the whole run (``flock`` on ``folder/.ows.lock``).
+
+    The operating system releases it when the process ends, however it ends, so a lock left by a
+    killed run is never in the way; a live one refuses a second run into the same folder. Where
+    ``fcntl`` is missing (Windows) no lock is taken, with a warning.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_NAME
+        self._file: Any = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise ``UsageError`` naming the process that holds it."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            logger.warning("no file locking on this platform: make sure no other run writes into %s", self.path.parent)
+            return
+        handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise UsageError(f"output_dir={str(self.path.parent)!r} is in use by another ows train (pid {holder}): "
+                             "wait for it to finish, or use another --output_dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        give_usual_mode(self.path)
+        self._file = handle
+
+    def release(self) -> None:
+        """Release the lock (closing the file releases the flock)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def remove_staging_leftovers(folder: Path) -> int:
+    """Remove the staging folders a killed final save left in ``folder``; returns how many."""
+    stale = [p for p in folder.glob(STAGING_PREFIX + "*") if p.is_dir()]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+        logger.info("removed %s, left by a run killed while saving its model", path.name)
+    return len(stale)
+
+
+def publish_folder(staging: Path, out: Path) -> None:
+    """Move every file of ``staging`` into ``out`` (replacing what is there) with the usual file modes."""
+    for item in staging.iterdir():
+        target = out / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        give_usual_mode(item)
+        item.replace(target)
+
+
+def settings_signature(script: Any, config: Any, training: dict[str, Any],
+                       leave_out: tuple[str, ...] = NOT_IN_SIGNATURE) -> dict[str, Any]:
+    """The settings that define a run (``ScriptArguments``, ``OWSConfig`` and TrainingArguments values, without
+    ``leave_out``): a folder holding other settings holds a different run."""
+    merged = {**vars(script), **config.to_dict(), **training}
+    return {k: merged[k] for k in sorted(merged) if k not in leave_out}
+
+
+def check_output_dir(path: Path, signature: dict[str, Any], overwrite: bool) -> None:
+    """Refuse a folder that cannot be made, or a non-empty one that does not hold this very run (unless ``overwrite``)."""
+    blocker = next((p for p in [path, *path.parents] if p.exists()), None)
+    if blocker is not None and blocker != path and not blocker.is_dir():
+        raise UsageError(f"output_dir={str(path)!r} cannot be created: {str(blocker)!r} is a file: give a folder path")
+    if not path.exists() or overwrite:
+        return
+    if not path.is_dir():
+        raise UsageError(f"output_dir={str(path)!r} is a file: give a folder path")
+    record = path / RUN_RECORD
+    if record.is_file():
+        try:
+            previous = json.loads(record.read_text(encoding="utf-8")).get("settings", {})
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            previous = {"unreadable": True}
+        changed = sorted(k for k in set(previous) | set(signature)
+                         if json.dumps(previous.get(k), default=str) != json.dumps(signature.get(k), default=str))
+        if not changed:
+            return
+        raise UsageError(
+            f"output_dir={str(path)!r} holds a different run ({changed[0]} differs): use a new --output_dir "
+            "or pass --overwrite_output_dir true"
+        )
+    if any(p.name != ".ows.lock" for p in path.iterdir()):
+        raise UsageError(
+            f"output_dir={str(path)!r} is not empty and holds no ows run: use a new --output_dir "
+            "or pass --overwrite_output_dir true"
+        )
+
+
+def write_run_record(out: Path, signature: dict[str, Any]) -> None:
+    """Record in ``out`` which run it holds (its settings and start time)."""
+    import time
+
+    from ..jsonio import write_json
+
+    write_json({"settings": signature, "started": time.strftime("%Y-%m-%d %H:%M:%S")}, out / RUN_RECORD, default=str)
+
+
+def read_run_record(folder: Path) -> dict[str, Any] | None:
+    """The settings recorded in a run folder's ``ows_run.json``; None when there is none or it cannot be read."""
+    try:
+        return json.loads((Path(folder) / RUN_RECORD).read_text(encoding="utf-8")).get("settings", {})
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None

@@ -1,0 +1,116 @@
+"""The Trainer of a run: its TrainingArguments, the method built from the registry, ows's callbacks."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..config import OWSConfig
+from ..errors import UsageError
+from ..outliers import OutlierProfile
+from .arguments import ScriptArguments
+from .data import Datasets
+
+logger = logging.getLogger(__name__)
+
+def training_arguments(training: dict[str, Any], has_eval: bool, script: ScriptArguments | None = None) -> Any:
+    """``TrainingArguments`` of the run (TRL's ``DPOConfig`` for task dpo); a refused value is a ``UsageError``."""
+    from transformers import TrainingArguments
+
+    values = {"remove_unused_columns": False, **training, "disable_tqdm": True}
+    values.setdefault("dataloader_pin_memory", torch.cuda.is_available())
+    if values.get("report_to") is None:  # `--report_to none` arrives as None; transformers wants "none"
+        values["report_to"] = "none"
+    if has_eval:
+        values.setdefault("per_device_eval_batch_size", values.get("per_device_train_batch_size", 8))
+    try:
+        if script is not None and script.task == "dpo":
+            from ..integrations.dpo import dpo_config
+
+            return dpo_config(values, script.dpo_beta, script.max_seq_length)
+        return TrainingArguments(**values)
+    except Exception as err:  # noqa: BLE001 - the Trainer's checks raise many types (OSError for a missing file)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        culprit = _culprit(TrainingArguments, values, list(training))
+        named = f"{culprit}={training[culprit]!r}: " if culprit else ""
+        raise UsageError(f"TrainingArguments refused {named}{first}") from None
+
+
+def _culprit(cls: Any, values: dict[str, Any], given: list[str]) -> str | None:
+    """The one given field without which ``cls(**values)`` succeeds (to name it in the error), else None."""
+    for name in given:
+        try:
+            cls(**{k: v for k, v in values.items() if k != name})
+        except Exception:  # noqa: BLE001 - any failure: this field is not the only cause
+            continue
+        return name
+    return None
+
+
+def make_trainer(model: Any, tokenizer: Any, script: ScriptArguments, config: OWSConfig,
+                 profile: OutlierProfile | None, args: Any, datasets: Datasets,
+                 run: dict[str, Any], extra_callbacks: Sequence[Any] = ()) -> tuple[Any, Any, tuple[Any, Any]]:
+    """The method's setup, the Trainer, and the (graceful stop, non-finite guard) callbacks.
+
+    ``extra_callbacks`` (the caller's ``TrainerCallback``s) come after ows's own, so that a checkpoint is
+    marked complete before they see it."""
+    from transformers import PrinterCallback, Trainer
+
+    from ..data.encode import PadCollator
+    from ..integrations.hf import OWSCallback, attach_trainer, fsdp_requested
+    from ..loading import resolve_model_path
+    from ..integrations.progress import ProgressCallback
+    from ..integrations.reliability import CheckpointMarker, GracefulStop, NonFiniteGuard
+    from ..integrations.chunked_loss import enable_chunked_loss
+    from ..methods import build_method, get_method
+
+    if script.loss_chunk_size and script.task == "sft":  # TRL's DPO scores pairs with its own fused head
+        enable_chunked_loss(model, script.loss_chunk_size)
+    setup = build_method(get_method(script.method), model, config, profile, lr=args.learning_rate, weight_decay=args.weight_decay,
+                         betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+                         max_grad_norm=args.max_grad_norm or 0.0, weights_source=_folder(resolve_model_path(script.model)),
+                         lora={"r": script.lora_r, "alpha": script.lora_alpha, "dropout": script.lora_dropout})
+    fsdp = fsdp_requested(args)  # the Trainer refuses optimizers= under FSDP; accelerate shards ours when set after
+    owned = [OWSCallback(setup.controller)] if setup.controller is not None else []
+    callbacks = [*owned, ProgressCallback(setup.controller)]
+    if script.task == "dpo":
+        from ..integrations.dpo import make_dpo_trainer
+
+        trainer = make_dpo_trainer(setup.model, tokenizer, args, datasets.train, datasets.eval,
+                                   None if fsdp else setup.optimizer, callbacks)
+    else:
+        trainer = Trainer(model=setup.model, args=args, train_dataset=datasets.train, eval_dataset=datasets.eval or None,
+                          data_collator=PadCollator(tokenizer.pad_token_id),
+                          optimizers=(None if fsdp else setup.optimizer, None), callbacks=callbacks)
+    if fsdp:
+        trainer.optimizer = setup.optimizer
+    attach_trainer(trainer)  # a no-op unless fused_step
+    trainer.remove_callback(PrinterCallback)
+    guards = (GracefulStop(), NonFiniteGuard(script.nan_policy, script.max_bad_steps))
+    for callback in (CheckpointMarker(run), *guards, *extra_callbacks):
+        trainer.add_callback(callback)
+    return setup, trainer, guards
+
+
+def restore_finished(trainer: Any, checkpoint: str) -> None:
+    """Load a checkpoint that ends the run (its step reached max_steps) instead of training again.
+
+    The Trainer, resumed from such a checkpoint in the middle of an epoch, would run one more step
+    before it checks max_steps; here the weights and the trainer state are loaded and nothing runs.
+    """
+    from transformers import TrainerState
+
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    best = trainer.state.best_model_checkpoint
+    use_best = trainer.args.load_best_model_at_end and best and Path(best).is_dir()
+    trainer._load_from_checkpoint(best if use_best else checkpoint)
+    logger.info("%s is the run's final checkpoint (step %d): nothing left to train", checkpoint,
+                trainer.state.global_step)
+
+
+def _folder(path: str | None) -> str | None:
+    """``path`` when it is a local folder (holding the model's safetensors files), else None."""
+    return path if path and Path(path).is_dir() else None

@@ -1,0 +1,78 @@
+"""``ows.train`` from Python: the same run as ``ows train``, callbacks instead of patches, checks before any work."""
+
+import json
+
+import pytest
+
+pytest.importorskip("transformers")
+import ows  # noqa: E402
+from ows.cli import main  # noqa: E402
+
+FAST = dict(dataset="reasoning-gym:chain_sum", num_train_examples=64, max_seq_length=128, heldout_generate=2,
+            num_heldout_examples=8, calibration_samples=2, calibration_seq_len=32)
+TRAINING = dict(max_steps=3, per_device_train_batch_size=4, learning_rate=3e-4, logging_steps=1, save_strategy="no",
+                report_to="none", seed=0)
+
+
+def _flags(values: dict) -> list[str]:
+    return [item for key, value in values.items() for item in (f"--{key}", str(value))]
+
+
+def test_python_and_the_command_line_train_the_same_model(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    config = ows.OWSConfig(num_active_layers=2, sample_interval=2, rank=4, seed=0)
+    result = ows.train(ows.ScriptArguments(model=str(tiny_model_dir), **FAST), config,
+                       dict(TRAINING, output_dir=str(tmp_path / "py")))
+    assert result.status == "finished" and result.exit_code == 0 and result.steps == 3
+    assert result.method == "ows" and result.after["heldout_answer_loss"] > 0
+    assert json.loads((tmp_path / "py" / "results.json").read_text())["after"] == result.after
+    argv = ["train", "--model", str(tiny_model_dir), *_flags(FAST), *_flags(TRAINING), "--num_active_layers", "2",
+            "--sample_interval", "2", "--rank", "4", "--output_dir", str(tmp_path / "cli")]
+    assert main(argv) == 0
+    py, cli = load_file(tmp_path / "py" / "model.safetensors"), load_file(tmp_path / "cli" / "model.safetensors")
+    assert py.keys() == cli.keys() and all(py[k].equal(cli[k]) for k in py)
+
+
+def test_callbacks_hear_setup_training_and_the_end_and_keep_weights_false_writes_no_model(tiny_model_dir, tmp_path):
+    heard = []
+
+    class Listener(ows.RunCallback):
+        def on_setup(self, setup, trainer, tokenizer):
+            heard.append(("setup", setup.name, setup.controller is not None))
+
+        def on_step_end(self, args, state, control, **kwargs):
+            heard.append(("step", state.global_step))
+
+        def on_trained(self, setup, trainer, tokenizer):
+            heard.append(("trained", trainer.state.global_step))
+
+    result = ows.train(ows.ScriptArguments(model=str(tiny_model_dir), method="lisa", **FAST),
+                       ows.OWSConfig(num_active_layers=1, sample_interval=2),
+                       dict(TRAINING, output_dir=str(tmp_path / "out")), callbacks=[Listener()],
+                       keep_weights=False, heldout_before=False)
+    assert heard == [("setup", "lisa", True), ("step", 1), ("step", 2), ("step", 3), ("trained", 3)]
+    assert result.before == {} and "heldout_answer_loss" in result.after
+    assert not list((tmp_path / "out").glob("*.safetensors")) and (tmp_path / "out" / "results.json").is_file()
+
+
+def test_bad_input_is_refused_before_any_file_is_written(tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ows.UsageError, match="num_active_layers=9 is larger than the model's 4 decoder layers"):
+        ows.train(ows.ScriptArguments(model=str(tiny_model_dir), **FAST), ows.OWSConfig(num_active_layers=9),
+                  dict(TRAINING, output_dir=str(out)))
+    with pytest.raises(ows.UsageError, match="output_dir is not set"):
+        ows.train(ows.ScriptArguments(model=str(tiny_model_dir), **FAST))
+    with pytest.raises(ows.UsageError, match="learning_rate=-1"):
+        ows.train(ows.ScriptArguments(model=str(tiny_model_dir), **FAST), None,
+                  dict(TRAINING, learning_rate=-1, output_dir=str(out)))
+    assert not out.exists()
+
+
+def test_fields_a_python_caller_set_are_kept_by_the_memory_plan():
+    from ows.recipe.run import prepare
+
+    script, config, training = prepare(ows.ScriptArguments(model="m", dataset="d", max_seq_length=64),
+                                       ows.OWSConfig(rank=8), {"output_dir": "o", "per_device_train_batch_size": 2})
+    assert {"max_seq_length", "rank", "per_device_train_batch_size", "model", "dataset"} <= script.given
+    assert "num_active_layers" not in script.given
