@@ -18,14 +18,27 @@ from .errors import UsageError
 logger = logging.getLogger(__name__)
 
 # Published config.json values, so that common models need no download (and the demo model no conversion).
+def _llama(hidden: int, inter: int, layers: int, heads: int, kv: int, vocab: int, **more: Any) -> dict[str, Any]:
+    return dict(model_type="llama", hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=kv, vocab_size=vocab, tie_word_embeddings=False,
+                torch_dtype="bfloat16", **more)
+
+
+# Published config.json values (shapes only, no weights), so that common models need no download.
 PRESETS: dict[str, dict[str, Any]] = {
-    "smollm2-135m": dict(model_type="llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                         num_attention_heads=9, num_key_value_heads=3, head_dim=64, vocab_size=49152,
+    "smollm2-135m": dict(_llama(576, 1536, 30, 9, 3, 49152, head_dim=64, max_position_embeddings=8192),
                          tie_word_embeddings=True),
-    "llama-2-7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                       num_attention_heads=32, num_key_value_heads=32, vocab_size=32000, tie_word_embeddings=False),
-    "mistral-7b": dict(model_type="mistral", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                       num_attention_heads=32, num_key_value_heads=8, vocab_size=32000, tie_word_embeddings=False),
+    "llama-2-7b": dict(_llama(4096, 11008, 32, 32, 32, 32000, max_position_embeddings=4096), torch_dtype="float16"),
+    "llama-3.1-8b": _llama(4096, 14336, 32, 32, 8, 128256, head_dim=128, max_position_embeddings=131072),
+    "llama-3.1-70b": _llama(8192, 28672, 80, 64, 8, 128256, head_dim=128, max_position_embeddings=131072),
+    "mistral-7b": dict(_llama(4096, 14336, 32, 32, 8, 32000, max_position_embeddings=32768), model_type="mistral"),
+    "qwen2.5-7b": dict(_llama(3584, 18944, 28, 28, 4, 152064, max_position_embeddings=32768), model_type="qwen2"),
+    "gemma-2-9b": dict(_llama(3584, 14336, 42, 16, 8, 256000, head_dim=256, max_position_embeddings=8192),
+                       model_type="gemma2", tie_word_embeddings=True),
+    "gemma-3-1b": dict(_llama(1152, 6912, 26, 4, 1, 262144, head_dim=256, max_position_embeddings=32768),
+                       model_type="gemma3_text", tie_word_embeddings=True),
+    "gemma-3-12b": dict(_llama(3840, 15360, 48, 16, 8, 262208, head_dim=256, max_position_embeddings=131072),
+                        model_type="gemma3_text", tie_word_embeddings=True),
 }
 PRESETS["SmolLM2-135M-Instruct"] = PRESETS["smollm2-135m"]
 

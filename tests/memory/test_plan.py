@@ -13,7 +13,8 @@ LLAMA7B = dict(model_type="llama", hidden_size=4096, intermediate_size=11008, nu
                num_attention_heads=32, num_key_value_heads=32, vocab_size=32000, tie_word_embeddings=False)
 START = dict(dtype="bfloat16", per_device_train_batch_size=16, max_seq_length=512, num_active_layers=5, rank=128,
              gradient_checkpointing=False, loss_chunk_size=0, fused_step=False, outside_optimizer="adamw",
-             svd_method="exact", frozen_quantization="none", gradient_accumulation_steps=1)
+             svd_method="exact", frozen_quantization="none", gradient_accumulation_steps=1, train_embeddings=True,
+             train_lm_head=True, master_weights=False, lora_r=16, attn_implementation="sdpa", device="cuda")
 
 
 @pytest.mark.parametrize("text, expected", [("16GiB", 16 * 2**30), ("15.5 GB", int(15.5e9)), ("12000MiB", 12000 * 2**20),
@@ -28,29 +29,67 @@ def test_a_bad_budget_names_the_field(text):
         parse_budget(text)
 
 
-def test_the_plan_fits_and_goes_from_the_cheapest_levers():
+def test_the_plan_fits_and_spends_no_quality_before_it_must():
     plan = plan_for_budget(LLAMA7B, "ows", parse_budget("9GiB"), START)
     assert plan.fits and plan.total <= 9 * 2**30
     fields = [s.field for s in plan.steps]
-    assert fields[:2] == ["loss_chunk_size", "gradient_checkpointing"]  # no cost and compute first
-    assert "frozen_quantization" in fields and fields.index("frozen_quantization") < fields.index("per_device_train_batch_size")
-    assert [s.total for s in plan.steps] == sorted((s.total for s in plan.steps), reverse=True)
-    assert plan.settings["per_device_train_batch_size"] * plan.settings["gradient_accumulation_steps"] == 16  # same effective batch
+    from ows.memory.plan import LEVERS
+
+    free_of_cost = {", ".join(lever.fields) for lever in LEVERS if lever.quality <= 0}
+    assert fields[0] in free_of_cost and "loss_chunk_size" in fields
+    lossy = [i for i, f in enumerate(fields) if f in ("frozen_quantization", "num_active_layers", "rank")]
+    free = [i for i, f in enumerate(fields) if f in ("gradient_checkpointing", "per_device_train_batch_size",
+                                                    "train_embeddings, train_lm_head")]
+    assert free and lossy and max(free) < min(lossy)  # gradient accumulation before quantizing anything
+    saving = [s.total for s in plan.steps if not s.spends]
+    assert saving == sorted(saving, reverse=True)
+    assert plan.settings["per_device_train_batch_size"] * plan.settings["gradient_accumulation_steps"] == 16
 
 
-def test_a_lever_that_gained_nothing_is_tried_again_before_costlier_ones():
-    # Without checkpointing the peak is the activations, where the fused step gains nothing; once checkpointing
-    # moved the peak into backward, the fused step comes before quantizing the frozen layers.
-    fields = [s.field for s in plan_for_budget(LLAMA7B, "ows", parse_budget("16GiB"), START).steps]
-    assert fields.index("gradient_checkpointing") < fields.index("fused_step") < fields.index("frozen_quantization")
+def test_the_levers_are_ordered_by_measured_quality_cost_per_gib():
+    from ows.memory.plan import LEVERS
+
+    assert all(lever.source for lever in LEVERS)
+    costs = {lever.field: lever.quality for lever in LEVERS}
+    assert costs["gradient_checkpointing"] == 0 and costs["frozen_quantization"] > costs["fused_step"]
+    # with checkpointing and the batch fixed, the plan quantizes the frozen layers before it gives up layers
+    plan = plan_for_budget(LLAMA7B, "ows", parse_budget("9GiB"), dict(START, gradient_checkpointing=True,
+                                                                      loss_chunk_size=1024),
+                           fixed=frozenset({"per_device_train_batch_size", "loss_chunk_size"}))
+    fields = [s.field for s in plan.steps]
+    assert "frozen_quantization" in fields and plan.fits and plan.settings["num_active_layers"] >= 4
+
+
+def test_headroom_is_kept_free_and_room_to_spare_buys_more_sampled_layers():
+    roomy = plan_for_budget(LLAMA7B, "ows", parse_budget("40GiB"), dict(START, gradient_checkpointing=True),
+                            headroom=2**30)
+    assert roomy.fits and roomy.total <= 39 * 2**30 and roomy.settings["num_active_layers"] > 5
+    assert roomy.settings["frozen_quantization"] == "none" and roomy.settings["rank"] == 128
+    assert roomy.settings["num_active_layers"] <= 8  # the cap: a quarter of the 32 layers
+    kept = plan_for_budget(LLAMA7B, "ows", parse_budget("40GiB"), dict(START, gradient_checkpointing=True),
+                           fixed=frozenset({"num_active_layers"}), headroom=2**30)
+    assert kept.settings["num_active_layers"] == 5
+    tight = plan_for_budget(LLAMA7B, "ows", parse_budget("12GiB"), START, headroom=2**30)
+    assert tight.fits and tight.total <= 11 * 2**30 and "1.00 GiB kept free" in tight.lines()[-1]
 
 
 def test_fields_the_user_set_are_kept_and_nothing_fits_is_said():
-    plan = plan_for_budget(LLAMA7B, "ows", parse_budget("9GiB"), START, fixed=frozenset({"per_device_train_batch_size"}))
+    plan = plan_for_budget(LLAMA7B, "ows", parse_budget("9GiB"), START,
+                           fixed=frozenset({"per_device_train_batch_size"}))
     assert plan.settings["per_device_train_batch_size"] == 16 and plan.fits
     assert plan_for_budget(LLAMA7B, "ows", parse_budget("12GiB"), dict(START, gradient_checkpointing=True)).steps
     tiny = plan_for_budget(LLAMA7B, "ows", parse_budget("2GiB"), START)
-    assert not tiny.fits and tiny.settings["num_active_layers"] == 1 and tiny.settings["per_device_train_batch_size"] == 1
+    assert not tiny.fits and tiny.settings["num_active_layers"] == 1
+    assert tiny.settings["per_device_train_batch_size"] == 1
+
+
+def test_a_float32_model_on_a_gpu_goes_to_bf16_before_any_lossy_lever():
+    fp32 = dict(START, dtype="float32", gradient_checkpointing=True, device="cuda")
+    fields = [s.field for s in plan_for_budget(LLAMA7B, "ows", parse_budget("14GiB"), fp32).steps]
+    assert "dtype" in fields and all(fields.index("dtype") < fields.index(f) for f in
+                                     ("frozen_quantization", "num_active_layers", "rank") if f in fields)
+    cpu = [s.field for s in plan_for_budget(LLAMA7B, "ows", parse_budget("14GiB"), dict(fp32, device="cpu")).steps]
+    assert "dtype" not in cpu
 
 
 def _run(*argv):
@@ -74,13 +113,34 @@ def test_ows_train_applies_the_plan_or_refuses_before_any_work(tiny_model_dir, t
     base = ["train", "--model", str(tiny_model_dir), "--dataset", "reasoning-gym:chain_sum", "--num_train_examples",
             "16", "--num_heldout_examples", "4", "--heldout_generate", "0", "--max_steps", "1", "--rank", "4",
             "--num_active_layers", "2", "--calibration_samples", "2", "--calibration_seq_len", "32",
-            "--report_to", "none", "--save_strategy", "no", "--loss_chunk_size", "0"]
+            "--report_to", "none", "--save_strategy", "no", "--loss_chunk_size", "0", "--memory_headroom", "0"]
     code, out, err = _run(*base, "--output_dir", str(tmp_path / "none"), "--max_memory", "1KiB")
-    assert code == 2 and "nothing fits for method='ows'" in err and "num_active_layers" in err
+    assert code == 2 and "nothing fits for method='ows'" in err and "raise max_memory to" in err
     assert not (tmp_path / "none").exists()
+    code, out, err = _run(*base, "--output_dir", str(tmp_path / "none"), "--max_memory", "1GiB",
+                          "--memory_headroom", "2GiB")
+    assert code == 2 and "memory_headroom='2GiB' leaves nothing of max_memory='1GiB'" in err
     code, out, err = _run(*base, "--output_dir", str(tmp_path / "fit"), "--max_memory", "30MiB")
     assert code == 0, err
     assert "memory plan for max_memory=30MiB" in out
     settings = json.loads((tmp_path / "fit" / "ows_run.json").read_text())["settings"]
-    assert settings["num_active_layers"] == 2 and "chunked_loss" not in out  # set by the user: kept
-    assert settings["gradient_checkpointing"] is True
+    assert settings["num_active_layers"] == 2 and "loss_chunk_size" not in out  # set by the user: kept
+    planned = [line.strip().split(": ")[0].split(" = ") for line in out.splitlines() if " = " in line]
+    assert planned and all(str(settings[name]) == value for names, value in planned for name in names.split(", "))
+    assert settings["per_device_train_batch_size"] * settings["gradient_accumulation_steps"] == 8  # same batch
+
+
+def test_a_field_the_user_set_that_rules_out_every_plan_is_named():
+    code, _, err = _run("memory", "llama-2-7b", "--dtype", "bfloat16", "--methods", "ows",
+                        "--per_device_train_batch_size", "64", "--max_seq_length", "2048", "--max-memory", "14GiB")
+    assert code == 0  # ows memory shows the plan that does not fit
+    from ows.errors import UsageError
+    from ows.model_facts import PRESETS
+    from ows.recipe.budget import plan, refuse
+
+    settings = dict(START, per_device_train_batch_size=64, max_seq_length=2048, device="cuda")
+    given = frozenset({"per_device_train_batch_size", "max_seq_length"})
+    chosen = plan(PRESETS["llama-2-7b"], "ows", "14GiB", settings, given)
+    assert not chosen.fits
+    with pytest.raises(UsageError, match="the fields you set rule out every plan .*per_device_train_batch_size=64"):
+        refuse(chosen, "ows", given, PRESETS["llama-2-7b"])

@@ -45,7 +45,7 @@ Sizes are GiB (2^30 bytes); total is the peak of one step, not the sum of the co
 """
 
 
-SCRIPT_FIELDS = ("model", "dtype", "max_seq_length", "lora_r", "loss_chunk_size", "max_memory")
+SCRIPT_FIELDS = ("model", "dtype", "max_seq_length", "lora_r", "loss_chunk_size", "max_memory", "memory_headroom")
 ALIASES = {"--method": ("methods", None), "--batch-size": ("per_device_train_batch_size", None),
            "--seq-len": ("max_seq_length", None), "--num-active-layers": ("num_active_layers", None),
            "--lora-rank": ("lora_r", None), "--gradient-checkpointing": ("gradient_checkpointing", None),
@@ -150,7 +150,8 @@ def compute(m: MemorySettings, model_config: dict[str, Any], methods: list[str],
         for method in methods:
             chosen = settings
             if m.script.max_memory:
-                budget_plan = plan(model_config, method, m.script.max_memory, settings, frozenset(m.parsed.spelled))
+                budget_plan = plan(model_config, method, m.script.max_memory, settings, frozenset(m.parsed.spelled),
+                                   m.script.memory_headroom)
                 if plans is not None:
                     plans[method] = budget_plan
                 chosen = budget_plan.settings

@@ -1,17 +1,16 @@
-"""A memory budget that configures a run: the least harmful settings whose estimated peak fits (no torch).
+"""A memory budget that configures a run: the settings with the best quality whose estimate fits (no torch).
 
-:func:`plan_for_budget` starts from the run's settings and, while the estimate
-(:func:`ows.memory.estimate.estimate_memory`) is above the budget, applies the next lever, from the
-ones that cost nothing in quality to the ones that cost most:
-
-1. the chunked loss (no cost), 2. the fused step (clipping by the previous step's norm),
-3. gradient checkpointing (about a third more compute), 4. 8-bit moments outside the decoder layers,
-5. the Gram-matrix projector, 6. int8 then NF4 frozen decoder layers (the forward through a frozen
-layer uses quantized weights), 7. half the batch with twice the gradient accumulation, down to 1
-(same effective batch, slower), 8. fewer sampled layers (gamma), 9. a lower GaLore rank, down to 16.
-
-A lever the method cannot serve, or whose field the user set, is skipped. Every applied lever is a
-:class:`Step` that says what changed and the estimate after it.
+:func:`plan_for_budget` starts from the run's settings and keeps ``headroom`` of the budget free for
+what the estimate leaves out (the CUDA context, allocator fragmentation). While the estimate is above
+the rest, it applies the lever with the smallest **measured quality cost per GiB saved** (then the
+smallest compute cost per GiB): first the levers that cost no quality (the chunked loss, the fused
+step, freezing what trains outside the decoder layers, gradient checkpointing, smaller loss chunks,
+half the batch with twice the accumulation, 8-bit outside moments, the Gram projector), then bf16 for
+a float32 model on a GPU, then the lossy ones (NF4 frozen layers, fewer sampled layers, a lower rank).
+When the run fits with room to spare, the room goes where the measurements show quality pays
+(``SPEND``: more sampled layers, up to a cap). Each lever's cost and its source are in ``LEVERS`` /
+``SPEND``; docs/MEMORY.md has the table. A field the user set is never changed, and a lever the method
+cannot serve is skipped. Every change is a :class:`Step` that says why and the estimate after it.
 """
 
 from __future__ import annotations
@@ -25,6 +24,10 @@ from .estimate import estimate_memory
 
 UNITS = {"": 2**30, "b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30,
          "tb": 10**12, "tib": 2**40}
+HEADROOM = "1GiB"  # the default memory_headroom: CUDA context and allocator fragmentation, not in the estimate
+SMALLEST_LOSS_CHUNK = 128
+SMALLEST_RANK = 16
+LEAST_SAVING = 2**24  # a lever that saves less than 16 MiB is not worth a line of the plan
 
 
 def parse_budget(text: str, field_name: str = "max_memory") -> int:
@@ -49,98 +52,190 @@ class Step:
     value: Any
     why: str
     total: int
+    spends: bool = False  # True: spends room to spare (the estimate rises), False: saves memory
 
 
 @dataclass
 class Plan:
-    """The settings chosen for a budget, the steps that led there and the final estimate."""
+    """The settings chosen for a budget, the steps that led there and the final estimate.
+
+    ``budget`` is what the user gave; ``headroom`` of it is kept free, so the plan fits when ``total``
+    is at most ``budget - headroom``. ``notes`` are advice that changed nothing (a field the user set)."""
 
     settings: dict[str, Any]
     steps: list[Step] = field(default_factory=list)
     total: int = 0
     budget: int = 0
+    headroom: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def target(self) -> int:
+        """The bytes the estimate may reach: the budget less the headroom."""
+        return self.budget - self.headroom
 
     @property
     def fits(self) -> bool:
-        return self.total <= self.budget
+        return self.total <= self.target
 
     def lines(self) -> list[str]:
-        """The plan as text: one line per change, then the result."""
+        """The plan as text: one line per change, the advice, then the result."""
         out = [f"  {s.field} = {s.value}: {s.why} -> {size_text(s.total)}" for s in self.steps]
+        out += [f"  note: {note}" for note in self.notes]
         verdict = "fits" if self.fits else "does not fit"
-        out.append(f"  estimate {size_text(self.total)} of the {size_text(self.budget)} budget: {verdict}")
+        out.append(f"  estimate {size_text(self.total)} of the {size_text(self.budget)} budget "
+                   f"({size_text(self.headroom)} kept free for what the estimate leaves out): {verdict}")
         return out
 
 
-Lever = tuple[str, Callable[[dict[str, Any]], Any], str]
+@dataclass(frozen=True)
+class Lever:
+    """A change of ``field`` (and of ``also``, set together): ``propose`` gives the next value (None: nothing
+    more to do).
+
+    ``quality``: the held-out loss it cost (nats, + worse) where measured, with ``source``; ``compute``:
+    the extra time per step it costs (a fraction, negative when it saves time)."""
+
+    field: str
+    propose: Callable[[dict[str, Any]], Any]
+    why: str
+    quality: float
+    compute: float
+    source: str
+    also: tuple[str, ...] = ()
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return (self.field, *self.also)
 
 
-def _halve(settings: dict[str, Any]) -> Any:
-    batch = settings["per_device_train_batch_size"]
+def _halve_batch(s: dict[str, Any]) -> Any:
+    batch = s["per_device_train_batch_size"]
     return batch // 2 if batch > 1 else None
 
 
+def _switch(name: str, to: Any, when: Any) -> Callable[[dict[str, Any]], Any]:
+    return lambda s: to if s[name] == when else None
+
+
+MEMORY_OPTIONS = "docs/RESULTS.md, the memory options on SmolLM2 (3 seeds)"
 LEVERS: list[Lever] = [
-    ("loss_chunk_size", lambda s: 1024 if not s["loss_chunk_size"] else None,
-     "the loss over chunks of tokens, no full logits"),
-    ("fused_step", lambda s: True if not s["fused_step"] else None, "each update inside backward, one gradient at a time"),
-    ("gradient_checkpointing", lambda s: True if not s["gradient_checkpointing"] else None,
-     "recompute each layer in backward (about a third more compute)"),
-    ("outside_optimizer", lambda s: "adamw8bit" if s["outside_optimizer"] == "adamw" else None,
-     "8-bit moments for the embeddings and head"),
-    ("svd_method", lambda s: "gram" if s["svd_method"] == "exact" else None, "the projector from the Gram matrix"),
-    ("frozen_quantization", lambda s: "int8" if s["frozen_quantization"] == "none" else None,
-     "frozen decoder layers in int8 (their forward uses quantized weights)"),
-    ("frozen_quantization", lambda s: "nf4" if s["frozen_quantization"] == "int8" else None,
-     "frozen decoder layers in NF4"),
+    Lever("loss_chunk_size", _switch("loss_chunk_size", 1024, 0), "the loss over chunks of 1024 tokens, no full "
+          "logits", 0.0, -0.18, "the same loss (docs/PERFORMANCE.md: 0.82x the time)"),
+    Lever("fused_step", _switch("fused_step", True, False), "each update inside backward, one gradient at a time",
+          0.003, -0.05, MEMORY_OPTIONS + ": +0.003 +- 0.042"),
+    Lever("train_embeddings", lambda s: False if s["train_embeddings"] or s["train_lm_head"] else None,
+          "the embeddings and the output head frozen (backward stops at the lowest sampled layer)", -0.001, -0.2,
+          MEMORY_OPTIONS + ": embeddings and head frozen, -0.001 +- 0.010", also=("train_lm_head",)),
+    Lever("outside_optimizer", _switch("outside_optimizer", "adamw8bit", "adamw"), "8-bit moments for the weights "
+          "outside the layers", -0.001, 0.0, MEMORY_OPTIONS + ": -0.001 +- 0.000"),
+    Lever("gradient_checkpointing", _switch("gradient_checkpointing", True, False), "recompute each layer in "
+          "backward (about a third more compute)", 0.0, 0.33, "the same gradients"),
+    Lever("loss_chunk_size", lambda s: s["loss_chunk_size"] // 2 if s["loss_chunk_size"] > SMALLEST_LOSS_CHUNK
+          else None, "half the loss chunk", 0.0, 0.01, "the same loss"),
+    Lever("per_device_train_batch_size", _halve_batch, "half the batch, twice the gradient accumulation (same "
+          "effective batch)", 0.0, 0.1, "the same gradients, smaller matmuls"),
+    Lever("svd_method", _switch("svd_method", "gram", "exact"), "the projector from the Gram matrix", 0.0, 0.0,
+          "the same subspace (docs/PERFORMANCE.md)"),
+    Lever("dtype", _switch("dtype", "bfloat16", "float32"), "bf16 weights (half the bytes), as GPUs train", 0.01, -0.5,
+          "docs/RESULTS.md, bf16 weights: pure bf16 learns less at a small lr"),
+    Lever("frozen_quantization", _switch("frozen_quantization", "nf4", "none"), "frozen decoder layers in NF4 (their "
+          "forward uses 4-bit weights)", 0.072, 0.1, MEMORY_OPTIONS + ": +0.072 +- 0.089 on a 135M model"),
+    Lever("num_active_layers", lambda s: s["num_active_layers"] - 1 if s["num_active_layers"] > 1 else None,
+          "one sampled layer fewer", 0.009, 0.0, "docs/RESULTS.md, ablations: gamma 5 -> 2 +0.026, 2 -> 1 +0.024"),
+    Lever("rank", lambda s: max(SMALLEST_RANK, s["rank"] // 2) if s["rank"] > SMALLEST_RANK else None,
+          "half the GaLore rank", 0.05, 0.0, "not measured: taken as costly, so it comes last"),
 ]
-REPEATED: list[Lever] = [
-    ("per_device_train_batch_size", _halve, "half the batch, twice the gradient accumulation (same effective batch)"),
-    ("num_active_layers", lambda s: s["num_active_layers"] - 1 if s["num_active_layers"] > 1 else None,
-     "one sampled layer fewer"),
-    ("rank", lambda s: max(16, s["rank"] // 2) if s["rank"] > 16 else None, "half the GaLore rank"),
+SPEND: list[Lever] = [
+    Lever("num_active_layers", lambda s: s["num_active_layers"] + 1, "one more sampled layer: room to spare, and "
+          "more layers at a time trained better", -0.009, 0.05, "docs/RESULTS.md, ablations: gamma 1 -> 2 -> 5"),
 ]
-OPTION_OF = {"fused_step": "fused_step", "outside_optimizer": "outside_optimizer",
-             "frozen_quantization": "frozen_quantization"}
+# No more sampled layers than this share of the model: quality stops rising well before it (the front in
+# docs/RESULTS.md), while every newly drawn layer computes fresh GaLore projectors.
+SPEND_LAYER_SHARE = 0.25
+OPTION_OF = {"fused_step", "outside_optimizer", "frozen_quantization", "master_weights"}
 
 
 def plan_for_budget(model_config: dict[str, Any], method: str, budget: int, settings: dict[str, Any],
-                    fixed: frozenset[str] = frozenset()) -> Plan:
-    """The settings for ``method`` whose estimate fits ``budget`` bytes, changing no field in ``fixed``.
+                    fixed: frozenset[str] = frozenset(), headroom: int = 0) -> Plan:
+    """The settings for ``method`` with the best quality whose estimate fits ``budget - headroom`` bytes.
 
     ``settings`` are ``estimate_memory``'s keyword arguments (the run fields ``per_device_train_batch_size``,
-    ``num_active_layers``, ...) plus ``gradient_accumulation_steps``; ``fixed`` the fields the user set. The plan may not fit: check :attr:`Plan.fits`.
-    """
-    spec = get_method(method)
-    plan = Plan(dict(settings), budget=budget, total=_total(model_config, method, settings))
-    while any(_try(plan, lever, spec, model_config, method, fixed) for lever in LEVERS):
-        pass  # after each applied lever, from the cheapest again: one that gained nothing may gain once the peak moved
-    for lever in REPEATED:  # each as far as it goes before the next
-        while plan.total > budget and _try(plan, lever, spec, model_config, method, fixed):
-            pass
+    ``num_active_layers``, ...) plus ``gradient_accumulation_steps``; ``fixed`` the fields the user set,
+    never changed. The plan may not fit: check :attr:`Plan.fits`."""
+    spec, device = get_method(method), settings.get("device", "cuda")
+    plan = Plan(dict(settings), budget=budget, headroom=headroom, total=_total(model_config, method, settings))
+    levers = [lv for lv in LEVERS if _usable(lv, spec, fixed, device)]
+    while not plan.fits and _apply_cheapest(plan, levers, model_config, method):
+        pass
+    if plan.fits:
+        _spend(plan, [lv for lv in SPEND if _usable(lv, spec, fixed, device)], model_config, method)
+    elif "dtype" in fixed and settings.get("dtype") == "float32" and device == "cuda":
+        plan.notes.append("dtype float32 was kept because you set it: bfloat16 halves the weights' bytes")
     return plan
 
 
-def _try(plan: Plan, lever: Lever, spec: Any, model_config: dict[str, Any], method: str,
-         fixed: frozenset[str]) -> bool:
-    """Apply ``lever`` when the plan does not fit yet and the lever lowers the estimate; True if applied."""
-    name, propose, why = lever
-    if plan.total <= plan.budget or name in fixed or (name in OPTION_OF and not spec.serves(OPTION_OF[name])):
+def _usable(lever: Lever, spec: Any, fixed: frozenset[str], device: str) -> bool:
+    """Whether the plan may pull ``lever`` for this method and device."""
+    if set(lever.fields) & fixed or (lever.field in OPTION_OF and not spec.serves(lever.field)):
         return False
-    if (name == "num_active_layers" and not spec.samples_layers) or (name == "rank" and not spec.galore):
+    if lever.field == "num_active_layers" and not spec.samples_layers:
         return False
-    value = propose(plan.settings)
+    if lever.field == "rank" and not spec.galore:
+        return False
+    if lever.field in ("train_embeddings", "train_lm_head") and spec.outside != "config":
+        return False
+    return not (lever.field == "dtype" and device != "cuda")
+
+
+def _trial(plan: Plan, lever: Lever) -> dict[str, Any] | None:
+    value = lever.propose(plan.settings)
     if value is None:
-        return False
-    trial = dict(plan.settings, **{name: value})
-    if name == "per_device_train_batch_size":
+        return None
+    trial = dict(plan.settings, **{name: value for name in lever.fields})
+    if lever.field == "per_device_train_batch_size":
         trial["gradient_accumulation_steps"] = plan.settings.get("gradient_accumulation_steps", 1) * 2
-    total = _total(model_config, method, trial)
-    if total >= plan.total:  # no gain: the lever does not reach this model's peak
+    return trial
+
+
+def _apply_cheapest(plan: Plan, levers: list[Lever], model_config: dict[str, Any], method: str) -> bool:
+    """Apply the lever with the least quality (then compute) cost per GiB saved; False when none saves any."""
+    best = None
+    for order, lever in enumerate(levers):
+        trial = _trial(plan, lever)
+        if trial is None:
+            continue
+        total = _total(model_config, method, trial)
+        if plan.total - total < LEAST_SAVING:  # it does not reach the peak (yet: it may once another lever moved it)
+            continue
+        saved = (plan.total - total) / 2**30
+        key = (max(lever.quality, 0.0) / saved, lever.compute / saved, order)
+        if best is None or key < best[0]:
+            best = (key, lever, trial, total)
+    if best is None:
         return False
+    _, lever, trial, total = best
     plan.settings, plan.total = trial, total
-    plan.steps.append(Step(name, value, why, total))
+    plan.steps.append(Step(", ".join(lever.fields), trial[lever.field], lever.why, total))
     return True
+
+
+def _spend(plan: Plan, levers: list[Lever], model_config: dict[str, Any], method: str) -> None:
+    """Spend the room left under the target on the levers that improve quality, each as far as it fits (not on a
+    field the plan had to lower)."""
+    layers = model_config.get("text_config", model_config).get("num_hidden_layers") or 0
+    cap = max(int(layers * SPEND_LAYER_SHARE), plan.settings.get("num_active_layers", 1))
+    lowered = {name for step in plan.steps for name in step.field.split(", ")}
+    for lever in (lv for lv in levers if lv.field not in lowered):
+        while True:
+            trial = _trial(plan, lever)
+            if trial is None or (lever.field == "num_active_layers" and trial[lever.field] > cap):
+                break
+            total = _total(model_config, method, trial)
+            if total > plan.target:
+                break
+            plan.settings, plan.total = trial, total
+            plan.steps.append(Step(lever.field, trial[lever.field], lever.why, total, spends=True))
 
 
 def _total(model_config: dict[str, Any], method: str, settings: dict[str, Any]) -> int:

@@ -69,10 +69,12 @@ class ScriptArguments:
     overwrite_output_dir: bool = _h("Replace an output_dir that holds a different run.", False)
     save_delta: bool = _h("Also write OUTPUT_DIR/delta: only the tensors the run changed, with the base model's hash "
                           "(`ows merge BASE DELTA OUT` rebuilds the model bit for bit).", False)
-    max_memory: str | None = _h("A memory budget such as 16GiB: the run's unset fields (batch and accumulation, "
-                                "gradient checkpointing, fused step, outside optimizer, frozen quantization, gamma, "
-                                "rank) are chosen from the estimator so that its estimate fits; the plan is printed.",
-                                None)
+    max_memory: str | None = _h("A memory budget such as 16GiB: the run's unset fields are chosen from the "
+                                "estimator, levers that cost no quality first (docs/MEMORY.md), so that its estimate "
+                                "fits the budget less memory_headroom; room to spare goes to more sampled layers. "
+                                "The plan is printed.", None)
+    memory_headroom: str = _h("Part of max_memory kept free for what the estimate leaves out (CUDA context, "
+                              "allocator fragmentation); 0 for none.", "1GiB")
     nan_policy: str = _h("A step whose gradients hold NaN/inf: skip it (stop after max_bad_steps in a row) or stop.",
                          "skip")
     max_bad_steps: int = _h("Consecutive non-finite steps after which the run stops (last good checkpoint kept).", 5)

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from ..config import OWSConfig
 from ..errors import UsageError
-from ..memory.plan import Plan, parse_budget, plan_for_budget, size_text
+from ..memory.plan import HEADROOM, Plan, parse_budget, plan_for_budget, size_text
 from .arguments import ScriptArguments
 
 # The fields of each kind that the estimate reads (and a plan may change).
@@ -34,22 +34,37 @@ def estimate_settings(script: ScriptArguments, config: OWSConfig, training: Mapp
 
 
 def plan(model_config: dict[str, Any], method: str, budget_text: str, settings: dict[str, Any],
-         given: frozenset[str]) -> Plan:
-    """The plan for ``budget_text`` (``16GiB``); a bad budget is a ``UsageError``."""
+         given: frozenset[str], headroom_text: str = HEADROOM) -> Plan:
+    """The plan for ``budget_text`` (``16GiB``) keeping ``headroom_text`` free; a bad size is a ``UsageError``."""
     try:
         budget = parse_budget(budget_text)
+        headroom = parse_budget(headroom_text, "memory_headroom") if str(headroom_text).strip() not in ("0", "") else 0
     except ValueError as err:
         raise UsageError(str(err)) from None
-    return plan_for_budget(model_config, method, budget, settings, frozenset(settings) & given)
+    if headroom >= budget:
+        raise UsageError(f"memory_headroom={headroom_text!r} leaves nothing of max_memory={budget_text!r}: give a "
+                         "smaller headroom (e.g. 1GiB, or 0) or a larger budget")
+    return plan_for_budget(model_config, method, budget, settings, frozenset(settings) & given, headroom)
 
 
-def refuse(plan_: Plan, method: str, given: frozenset[str]) -> None:
-    """Raise the one-line ``UsageError`` of a plan that does not fit."""
-    levers = {*OWS_FIELDS, *SCRIPT_FIELDS, *TRAINING_FIELDS} - {"dtype", "gradient_accumulation_steps"}
-    kept = ", ".join(sorted(given & levers)) or "none"
-    raise UsageError(f"max_memory={size_text(plan_.budget)}: nothing fits for method={method!r}: the smallest plan "
-                     f"needs {size_text(plan_.total)} (fields you set and that were kept: {kept}): raise "
-                     "max_memory, leave those fields to the plan, or use a smaller model or shorter sequences")
+def refuse(plan_: Plan, method: str, given: frozenset[str], model_config: dict[str, Any]) -> None:
+    """Raise the one-line ``UsageError`` of a plan that does not fit: the fields the user set that rule every plan
+    out, or the smallest plan's estimate and the budget it would take."""
+    levers = {*OWS_FIELDS, *SCRIPT_FIELDS, *TRAINING_FIELDS} - {"gradient_accumulation_steps"}
+    kept = sorted(given & levers)
+    start = plan_.settings | {name: plan_.settings[name] for name in kept}
+    free = plan_for_budget(model_config, method, plan_.budget, start, frozenset(), plan_.headroom) if kept else None
+    if free is not None and free.fits:
+        blockers = [name for name in kept if plan_for_budget(model_config, method, plan_.budget, start,
+                                                              frozenset(kept) - {name}, plan_.headroom).fits]
+        named = ", ".join(f"{name}={plan_.settings[name]!r}" for name in blockers) or ", ".join(kept)
+        raise UsageError(f"max_memory={size_text(plan_.budget)}: the fields you set rule out every plan for "
+                         f"method={method!r} ({named}; without them a plan needs {size_text(free.total)}): leave "
+                         f"{'it' if len(blockers) == 1 else 'them'} to the plan or raise max_memory")
+    needed = size_text(plan_.total + plan_.headroom)
+    raise UsageError(f"max_memory={size_text(plan_.budget)}: nothing fits for method={method!r}: the smallest plan needs "
+                     f"{size_text(plan_.total)} plus memory_headroom {size_text(plan_.headroom)}: raise max_memory to "
+                     f"{needed} or more, or use shorter sequences (max_seq_length) or a smaller model")
 
 
 def apply_plan(plan_: Plan, script: ScriptArguments, config: OWSConfig,

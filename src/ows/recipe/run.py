@@ -147,9 +147,10 @@ def _fit_budget(script: ScriptArguments, config: OWSConfig, training: dict[str, 
     from . import budget
 
     settings = budget.estimate_settings(script, config, training, device="cuda" if torch.cuda.is_available() else "cpu")
-    chosen = budget.plan(model_config, script.method, script.max_memory, settings, script.given)
+    chosen = budget.plan(model_config, script.method, script.max_memory, settings, script.given,
+                         script.memory_headroom)
     if not chosen.fits:
-        budget.refuse(chosen, script.method, script.given)
+        budget.refuse(chosen, script.method, script.given, model_config)
     if distributed.is_main_process():
         say(f"memory plan for max_memory={script.max_memory} ({script.method}):\n" + "\n".join(chosen.lines()))
     return budget.apply_plan(chosen, script, config, training)

@@ -35,7 +35,8 @@ RUN_KEYS = ("method", "use_galore", "rank", "proj_type", "target_modules", "num_
 # Not part of a run's identity: how it is launched and logged, where its folder is (a moved or copied run folder
 # can be resumed), and the chunked loss (it equals the standard one: resuming may change it).
 NOT_IN_SIGNATURE = ("overwrite_output_dir", "resume_from_checkpoint", "logging_steps", "report_to", "disable_tqdm",
-                    "loss_chunk_size", "output_dir", "logging_dir", "allow_other_profile", "given", "save_delta")
+                    "loss_chunk_size", "output_dir", "logging_dir", "allow_other_profile", "given", "save_delta",
+                    "memory_headroom")
 
 
 class RunLock:
