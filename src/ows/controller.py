@@ -209,5 +209,9 @@ def create_ows(
 
         source = SafetensorsSource(weights_source) if weights_source else None
         residency = FrozenLayers(model, found.modules, config.frozen_quantization, source)
+        if not config.train_embeddings:  # the input embedding never trains: held quantized too, when it can be
+            from .frozen_embeddings import quantize_frozen_embedding
+
+            residency.embedding = quantize_frozen_embedding(model, config.frozen_quantization, source)
     controller = OWSController(model, optimizer, sampler, on_resample=on_resample, layers=found, residency=residency)
     return optimizer, controller

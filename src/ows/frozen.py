@@ -136,6 +136,7 @@ class FrozenLayers:
         self.trained = set(trained or ())  # layers whose weights differ from the source's
         self.resident = set(range(len(layers)))  # layers holding their exact weights on the device
         self.swap_seconds = 0.0
+        self.embedding: Any = None  # a frozen_embeddings.QuantizedEmbedding when the input embedding is held too
         self._hooks = [model._register_state_dict_hook(self._state_dict_hook),
                        model._register_load_state_dict_pre_hook(self._load_hook, with_module=True)]
 
@@ -184,13 +185,17 @@ class FrozenLayers:
         return self.source.get(self.names[id(module.weight)], module.weight.dtype)
 
     def materialize(self) -> None:
-        """Bring every layer back to its exact weights on the device (before evaluating and saving the model)."""
+        """Bring every layer (and a held input embedding) back to its exact weights on the device (before
+        evaluating and saving the model)."""
         for index in range(len(self.layers)):
             self.enter(index)
+        if self.embedding is not None:
+            self.embedding.restore()
 
     def frozen_weight_bytes(self) -> int:
-        """Device bytes of the frozen layers' linear weights as they are held now (quantized)."""
-        return sum(quantized_bytes(q) for q in self.quantized.values())
+        """Device bytes of the frozen weights held quantized now (the layers' linears, a held input embedding)."""
+        held = self.embedding.device_bytes() if self.embedding is not None and self.embedding.quantized else 0
+        return held + sum(quantized_bytes(q) for q in self.quantized.values())
 
     # --- state dicts: always exact ------------------------------------------------------------------
     def _frozen_modules(self) -> dict[str, nn.Linear]:

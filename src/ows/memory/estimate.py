@@ -36,7 +36,7 @@ from ..config import DTYPE_BYTES, FROZEN_QUANTIZATIONS, OUTSIDE_OPTIMIZERS, SVD_
 from ..methods import get_method
 from .shape import ModelShape, model_shape
 from .state import optimizer_parts, outside_shapes
-from .weights import weight_bytes
+from .weights import embedding_held, weight_bytes
 
 ATTENTIONS = ("sdpa", "eager")
 LOSS_BYTES_PER_LOGIT = 12  # fp32 log-softmax output, its gradient and the loss gradient at backward start
@@ -191,7 +191,8 @@ def estimate_memory(
     tied_sum = 3 * shape.vocab * shape.hidden * nbytes if shape.tied and spec.outside != "none" and (
         train_embeddings or spec.outside == "all") else 0
     held = weight_bytes(shape, nbytes, parts.extra_weights, shape.layers - k, frozen_quantization,
-                        qlora=spec.base_quantization is not None)
+                        qlora=spec.base_quantization is not None,
+                        embedding=embedding_held(shape, frozen_quantization, train_embeddings))
     if fused_step:  # each gradient is applied and freed in its hook: one at a time, with its update's temporaries
         gradients = parts.largest_grad
         phases = {

@@ -114,6 +114,13 @@ def _halve_batch(s: dict[str, Any]) -> Any:
     return batch // 2 if batch > 1 else None
 
 
+def _half_chunk(s: dict[str, Any]) -> Any:
+    """Half the loss chunk (the standard loss counts as one chunk of the whole batch), down to the smallest."""
+    tokens = s["per_device_train_batch_size"] * s["max_seq_length"]
+    chunk = min(s["loss_chunk_size"] or tokens, tokens) // 2
+    return chunk if chunk >= SMALLEST_LOSS_CHUNK else None
+
+
 def _switch(name: str, to: Any, when: Any) -> Callable[[dict[str, Any]], Any]:
     return lambda s: to if s[name] == when else None
 
@@ -131,8 +138,7 @@ LEVERS: list[Lever] = [
           "outside the layers", -0.001, 0.0, MEMORY_OPTIONS + ": -0.001 +- 0.000"),
     Lever("gradient_checkpointing", _switch("gradient_checkpointing", True, False), "recompute each layer in "
           "backward (about a third more compute)", 0.0, 0.33, "the same gradients"),
-    Lever("loss_chunk_size", lambda s: s["loss_chunk_size"] // 2 if s["loss_chunk_size"] > SMALLEST_LOSS_CHUNK
-          else None, "half the loss chunk", 0.0, 0.01, "the same loss"),
+    Lever("loss_chunk_size", lambda s: _half_chunk(s), "half the loss chunk", 0.0, 0.01, "the same loss"),
     Lever("per_device_train_batch_size", _halve_batch, "half the batch, twice the gradient accumulation (same "
           "effective batch)", 0.0, 0.1, "the same gradients, smaller matmuls"),
     Lever("svd_method", _switch("svd_method", "gram", "exact"), "the projector from the Gram matrix", 0.0, 0.0,

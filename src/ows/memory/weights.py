@@ -9,6 +9,8 @@
   quantization (the absmax in 8 bits, one fp32 absmax per 256 of those), and, as
   ``peft.prepare_model_for_kbit_training`` does, every other parameter upcast to fp32; the LoRA
   adapters in fp32.
+- With ``frozen_quantization`` and frozen input embeddings not tied to the head, the embedding table as
+  bitsandbytes holds it too (a lookup dequantizes only its rows: no transient worth counting).
 - Either way the forward dequantizes one weight at a time: ``dequant_bytes`` is the largest matrix in
   the compute dtype, a transient of the forward and of the backward.
 """
@@ -42,9 +44,17 @@ class Weights:
     dequant: int = 0
 
 
+def embedding_held(shape: ModelShape, mode: str, train_embeddings: bool) -> bool:
+    """Whether ``frozen_quantization`` holds the input embedding quantized too (:mod:`ows.frozen_embeddings`):
+    frozen, not tied to the head, and (NF4) a width that is a multiple of the block."""
+    return (mode != "none" and not train_embeddings and not shape.tied and not shape.stored_in_out
+            and (mode != "nf4" or shape.hidden % NF4_BLOCK == 0))
+
+
 def weight_bytes(shape: ModelShape, nbytes: int, adapters: int, frozen_layers: int = 0, mode: str = "none",
-                 qlora: bool = False) -> Weights:
-    """The weights of a run: ``frozen_layers`` layers quantized with ``mode``, or a QLoRA base when ``qlora``."""
+                 qlora: bool = False, embedding: bool = False) -> Weights:
+    """The weights of a run: ``frozen_layers`` layers quantized with ``mode`` (and the input embedding when
+    ``embedding``), or a QLoRA base when ``qlora``."""
     linear = sum(r * c for r, c in shape.layer_matrices)
     largest = max(r * c for r, c in shape.layer_matrices) * nbytes
     if qlora:
@@ -52,6 +62,8 @@ def weight_bytes(shape: ModelShape, nbytes: int, adapters: int, frozen_layers: i
         rest = shape.total_params - shape.layers * linear
         return Weights(shape.layers * quantized + rest * 4 + adapters, 0, largest)
     full = shape.total_params * nbytes + adapters
+    if embedding and mode != "none":
+        full -= shape.vocab * shape.hidden * nbytes - quantized_matrix_bytes(shape.vocab, shape.hidden, mode)
     if mode == "none" or frozen_layers == 0:
         return Weights(full)
     quantized = sum(quantized_matrix_bytes(r, c, mode) for r, c in shape.layer_matrices)
