@@ -10,6 +10,7 @@ only its optimizer comes from the peer's package, with the package's defaults:
   (APOLLO: rank 128, random projection, channel-wise scaling; APOLLO-Mini: rank 1, tensor-wise
   scaling, scale 128), AdamW on the rest;
 - ``galore-torch``: ``galore_torch.GaLoreAdamW`` on the same weights (rank 128, T 200, scale 0.25);
+- ``dora``: peft's DoRA (``use_dora=True``) on every linear of the decoder layers, r=lora_r, the Trainer's AdamW;
 - ``hf-*``: transformers' own ``optim=`` choices (the Trainer builds the optimizer): GaLore layerwise,
   APOLLO, LOMO, AdaLomo (the last needs CUDA: it is kept to record the error).
 
@@ -77,6 +78,18 @@ def _trainer_optimizer(name: str, model: Any, config: OWSConfig, profile: Any, o
     return MethodSetup(name, model, None, None)
 
 
+def _dora(name: str, model: Any, config: OWSConfig, profile: Any, options: dict[str, Any]) -> MethodSetup:
+    """peft's DoRA (``use_dora``: a magnitude vector and a LoRA direction per linear), r=lora_r on every linear of
+    the decoder layers, as the product's ``lora`` row; the Trainer's AdamW."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = options["lora"]
+    wrapped = get_peft_model(model, LoraConfig(r=lora.get("r", 16), lora_alpha=lora.get("alpha", 32),
+                                               lora_dropout=lora.get("dropout", 0.05), target_modules="all-linear",
+                                               task_type="CAUSAL_LM", use_dora=True))
+    return MethodSetup(name, wrapped, None, None)
+
+
 def _register(name: str, label: str, builder: Any, requires: tuple, layers: str = "all", outside: str = "all") -> None:
     if name not in method_names():
         register_method(Method(name, label, label, layers=layers, galore=False, builder=builder, outside=outside,
@@ -88,6 +101,7 @@ _register("peer-apollo", "APOLLO (apollo-torch)", _apollo(False), (("apollo_torc
 _register("peer-apollo-mini", "APOLLO-Mini (apollo-torch)", _apollo(True), (("apollo_torch", "bench"),))
 _register("peer-galore-torch", "GaLore (galore-torch)", _galore_torch, (("galore_torch", "bench"),))
 _register("peer-trainer-optim", "a transformers optim= choice", _trainer_optimizer, ())
+_register("peer-dora", "DoRA (peft use_dora)", _dora, (("peft", "lora"),), layers="adapters", outside="none")
 
 PEERS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "badam": ("peer-badam", (), "BAdam (badam package)"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ows.config import OWSConfig
 from ows.methods import get_method, method_names
 
+from .front import FRONT_ROWS
 from .peers import PEERS
 
 # Benchmark rows that run a product method with extra `ows train` flags: name -> (method, flags, label).
@@ -42,7 +43,7 @@ def _ablations() -> dict[str, tuple[str, tuple[str, ...], str]]:
 
 ABLATIONS = _ablations()
 # Benchmark rows beyond the product's methods: name -> (ows train --method, extra flags, label).
-ROWS = {**VARIANTS, **ABLATIONS, **PEERS}
+ROWS = {**VARIANTS, **ABLATIONS, **PEERS, **FRONT_ROWS}
 PRODUCT_METHODS = tuple(m for m in method_names() if not m.startswith("peer-"))
 METHODS = (*PRODUCT_METHODS, *ROWS)
 LABELS = {**{m: get_method(m).label for m in PRODUCT_METHODS}, **{v: spec[2] for v, spec in ROWS.items()}}
@@ -63,6 +64,8 @@ PROFILED = tuple(m for m in METHODS if get_method(product_method(m)).needs_profi
 LEARNING_RATES = {"full": 3.3e-5, "lora": 5e-4, "galore": 1e-4, "lisa": 3e-4, "ows-fullrank": 3e-4, "ows": 9e-4}
 LEARNING_RATES["qlora"] = LEARNING_RATES["lora"]  # not swept: LoRA's
 LEARNING_RATES.update({row: LEARNING_RATES[spec[0]] for row, spec in {**VARIANTS, **ABLATIONS}.items()})
+LEARNING_RATES.update({row: LEARNING_RATES[spec[0] if spec[0] in LEARNING_RATES else "lora"]
+                       for row, spec in FRONT_ROWS.items()})  # the front's rows: their method's rate (DoRA: LoRA's)
 # Peers: the winners of the same sweep (results/2026-12-02-lr-sweep-peers, grid = each package's documented
 # starting rate x 1/3, 1, 3; the two edge winners, BAdam's and LOMO's, were checked one step further out in
 # results/2026-12-02-lr-sweep-peers-edges and lost). Not swept, still at their packages' starting rates:

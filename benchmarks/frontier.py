@@ -1,0 +1,184 @@
+#!/usr/bin/env python
+"""The equal-memory front: held-out loss (and forgetting) against memory for ows's settings and every peer.
+
+Each row trains with ``compare_methods.py``'s runner (one ``ows train`` child per row x seed, the same data,
+steps, schedule and evaluation; main-table settings by default: 150 steps x batch 16). Two memory axes:
+
+- **measured** peak tracked bytes on SmolLM2 (parameters + gradients + optimizer state, from the runs);
+- **estimated** GiB for Llama-3.1-8B's shapes at the same options (bf16, batch 16 x 512, gradient
+  checkpointing, chunked loss: ``bench.front.PLAN_SIZES``), from the project's estimator; peers that the
+  estimator does not model (BAdam, APOLLO, LOMO, galore-torch, DoRA) have none.
+
+Outputs in ``--output-dir`` (default ``benchmarks/results/<date>-front``): what compare_methods writes
+(``table.md``, ``results.json``, plots) plus ``front.md`` (at each budget — QLoRA's, LoRA's and GaLore's
+memory on each axis — the best ows row and the best peer that fit, with paired differences) and
+``front.png`` (both axes, the front marked). ``--reuse DIR`` copies finished runs with identical
+``ows train`` flags from another results folder (the main table's), so they are not trained again.
+
+    python benchmarks/frontier.py --seeds 0 --resume                    # every row, one seed
+    python benchmarks/frontier.py --seeds 0,1,2 --methods ows-lean-g5,lora --resume   # near the front: 3 seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the `bench` package next to this script
+
+from bench.front import BUDGET_METHODS, FRONT, PLAN_MODEL, PLAN_SIZES
+from bench.options import build_parser, finish_args
+from bench.runner import settings_mismatch, shared_profile, start_invocation, train_argv
+from bench.settings import FULL, LABELS
+from bench.stats import paired
+from bench.summary import aggregate
+
+DEFAULT_REUSE = Path(__file__).resolve().parent / "results" / "2026-12-02-main"
+ESTIMATED_FLAGS = {"--num_active_layers": int, "--rank": int, "--lora_r": int, "--fused_step": "bool",
+                   "--train_embeddings": "bool", "--train_lm_head": "bool", "--outside_optimizer": str,
+                   "--svd_method": str, "--frozen_quantization": str}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """compare_methods' options (main-table preset) plus ``--resume``, ``--reuse`` and ``--output-dir``."""
+    p = build_parser(__doc__.split("\n")[0])
+    p.set_defaults(methods=",".join(FRONT))
+    p.add_argument("--output-dir", default=None, help="default benchmarks/results/<date>-front")
+    p.add_argument("--resume", action="store_true", help="reuse the runs already finished in --output-dir")
+    p.add_argument("--report-only", action="store_true", help="run nothing: the front of the finished runs")
+    p.add_argument("--reuse", default=str(DEFAULT_REUSE), help="copy finished runs with the same flags from here")
+    args = p.parse_args(argv)
+    return finish_args(p, args, FULL, folder_suffix="-front")
+
+
+def estimate_8b(argv: list[str]) -> float | None:
+    """Llama-3.1-8B's estimated GiB at ``PLAN_SIZES`` with a run's method and OWS options (None for a peer)."""
+    from ows.memory.estimate import estimate_memory
+    from ows.methods import method_names
+    from ows.model_facts import PRESETS
+
+    pairs = dict(zip(argv[::2], argv[1::2]))
+    method = pairs.get("--method", "ows")
+    if method.startswith("peer-") or method not in method_names():
+        return None
+    options = {}
+    for flag, kind in ESTIMATED_FLAGS.items():
+        if flag in pairs:
+            value = pairs[flag]
+            options[flag[2:]] = value.lower() == "true" if kind == "bool" else kind(value)
+    return estimate_memory(PRESETS[PLAN_MODEL], method, **{**PLAN_SIZES, **options}).total / 2**30
+
+
+def reuse_runs(args: argparse.Namespace, out: Path, profile: Path | None) -> list[str]:
+    """Copy the finished runs of ``--reuse`` whose ``ows train`` flags equal this invocation's; returns their names."""
+    source = Path(args.reuse) / "runs"
+    copied = []
+    for seed in args.seeds:
+        for row in args.methods:
+            name = f"{row}-s{seed}"
+            done, theirs = out / "runs" / f"{name}.bench.json", source / f"{name}.bench.json"
+            if done.is_file() or not theirs.is_file():
+                continue
+            stored = json.loads(theirs.read_text()).get("train_argv")
+            if stored and settings_mismatch(stored, train_argv(args, row, seed, out / "runs" / name, profile)) is None:
+                done.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(theirs, done)
+                copied.append(name)
+    return copied
+
+
+def pareto(points: dict[str, tuple[float, float]]) -> set[str]:
+    """The rows no other row beats on both memory and loss (``{row: (memory, loss)}``)."""
+    return {row for row, (mem, loss) in points.items()
+            if not any(m <= mem and l < loss and other != row for other, (m, l) in points.items())}
+
+
+def front_table(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]], axes: dict[str, dict[str, float]]) -> str:
+    """At each budget (QLoRA's, LoRA's, GaLore's memory on each axis): the best ows row and peer row that fit."""
+    loss = {row: entry["heldout_answer_loss"]["mean"] for row, entry in summary.items()}
+    ppl = {row: entry["forgetting_ppl"]["mean"] for row, entry in summary.items()}
+    lines = ["| memory axis | budget | best ows row | loss | forgetting | best peer row | loss | forgetting | "
+             "paired ows − peer |", "|---|---|---|---:|---:|---|---:|---:|---|"]
+    for axis, memory in axes.items():
+        for budget_row in BUDGET_METHODS:
+            if budget_row not in memory:
+                continue
+            budget = memory[budget_row]
+            fits = [row for row, gib in memory.items() if gib <= budget * 1.0001 and loss.get(row) is not None]
+            ours = [row for row in fits if row.startswith("ows")]
+            theirs = [row for row in fits if not row.startswith("ows")]
+            best = [min(group, key=lambda r: loss[r]) if group else None for group in (ours, theirs)]
+            cells = [f"{LABELS.get(r, r)} | {loss[r]:.3f} | {ppl[r]:.2f}" if r else "– | – | –" for r in best]
+            diff = paired(runs, best[0], best[1], "heldout_answer_loss") if all(best) else None
+            verdict = "–" if diff is None else diff.text("{:+.3f}") + (f" (n={diff.n}" + (", significant)" if
+                                                                                           diff.significant else ")"))
+            lines.append(f"| {axis} | {budget_row}'s {budget:.2f} GiB | {cells[0]} | {cells[1]} | {verdict} |")
+    return "\n".join(lines)
+
+
+def front_plot(summary: dict[str, dict[str, Any]], axes: dict[str, dict[str, float]], out: Path) -> str | None:
+    """``front.png``: held-out loss against each memory axis, the front connected, ows rows in colour."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, panels = plt.subplots(1, len(axes), figsize=(7 * len(axes), 5))
+    for ax, (axis, memory) in zip(list(panels) if len(axes) > 1 else [panels], axes.items()):
+        points = {row: (gib, summary[row]["heldout_answer_loss"]["mean"]) for row, gib in memory.items()
+                  if summary[row]["heldout_answer_loss"]["mean"] is not None}
+        best = sorted((points[row] for row in pareto(points)))
+        ax.plot([m for m, _ in best], [l for _, l in best], "k--", lw=1, label="front")
+        for row, (mem, value) in points.items():
+            ax.scatter(mem, value, color="tab:red" if row.startswith("ows") else "tab:blue", s=25)
+            ax.annotate(row, (mem, value), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(axis)
+        ax.set_ylabel("held-out answer loss (mean over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "front.png", dpi=110)
+    plt.close(fig)
+    return "front.png"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train (or reuse) every row x seed, then write compare_methods' outputs, ``front.md`` and ``front.png``."""
+    import compare_methods as cm
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    args.resume = args.resume or args.report_only
+    args.reference, args.lr, args.child = None, None, None
+    out = Path(args.output_dir)
+    command, date, started = start_invocation("benchmarks/frontier.py", argv, out)
+    profile = None if args.report_only else shared_profile(args, out)
+    copied = [] if args.report_only else reuse_runs(args, out, profile)
+    if copied:
+        print(f"# reused from {args.reuse}: {', '.join(copied)}", flush=True)
+    found = cm.collect_runs(args, out, profile, lambda f: cm.write_outputs(args, out, f, command, date,
+                                                                           time.perf_counter() - started))
+    print(cm.write_outputs(args, out, found, command, date, time.perf_counter() - started))
+    summary = aggregate(found["runs"])
+    measured = {row: entry["peak_tracked_gib"]["mean"] for row, entry in summary.items()
+                if entry["peak_tracked_gib"]["mean"] is not None}
+    argvs = {r["method"]: r.get("train_argv") for r in found["runs"] if r.get("train_argv")}
+    estimated = {row: gib for row, argv_ in argvs.items() if (gib := estimate_8b(argv_)) is not None}
+    axes = {"measured peak tracked GiB, SmolLM2-135M (fp32, batch 16 x 128)": measured,
+            f"estimated GiB, {PLAN_MODEL} (bf16, batch 16 x 512, checkpointing)": estimated}
+    table = front_table(found["runs"], summary, axes)
+    (out / "front.md").write_text(f"Command: `{command}`\nDate: {date}\n\n{table}\n", encoding="utf-8")
+    front_plot(summary, axes, out)
+    print(table)
+    return 1 if found["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
