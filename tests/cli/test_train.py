@@ -217,3 +217,19 @@ def test_flags_without_a_config_file_start_from_the_fields_defaults_not_the_demo
     assert script.max_seq_length == 512 and config.sample_interval == 50 and config.num_active_layers == 5
     script, config, training = parse([])  # neither model nor dataset: the demo
     assert training["max_steps"] == 60 and script.max_seq_length == 128 and config.sample_interval == 10
+
+
+PAPER = dict(method="ows", sampling_strategy="owl", sampling_temperature=1.0, num_active_layers=5, sample_interval=50,
+             outlier_threshold=5.0, use_galore=True, rank=128, update_proj_gap=100, galore_scale=1.0, proj_type="std",
+             train_embeddings=True, train_lm_head=True, train_final_norm=True, outside_optimizer="adamw",
+             fused_step=False, frozen_quantization="none", max_seq_length=512, learning_rate=3e-4,
+             per_device_train_batch_size=16, num_train_epochs=1, gradient_checkpointing=True)
+
+
+def test_the_papers_recipe_is_one_config_file_away_whatever_the_defaults():
+    script, config, training = parse([str(ROOT / "configs" / "paper.yaml"), "--model", "m", "--dataset", "d.jsonl",
+                                      "--output_dir", "o"])
+    values = {**vars(script), **config.to_dict(), **training}
+    assert {k: values[k] for k in PAPER} == PAPER
+    text = (ROOT / "configs" / "paper.yaml").read_text()
+    assert all(f"\n{key}:" in text for key in PAPER if key != "method")  # spelled out, not left to the defaults

@@ -208,6 +208,7 @@ class _Run:
         from ..methods import get_method
         from . import outputs
         from .profiling import measure_profile, profile_table
+        from .tokens import learn_untrained_tokens
         from .trainer import make_trainer, restore_finished
 
         s = self.script
@@ -221,6 +222,8 @@ class _Run:
             self.say(profile_table(profile, self.config))
         before = outputs.heldout_before(model, self.tokenizer, self.datasets, s, self.out, reuse=bool(self.resume)) \
             if heldout_before else {}
+        if get_method(s.method).outside == "config":  # rows never trained in pretraining: learn them
+            self.config = learn_untrained_tokens(model, self.datasets.train, self.config, s.given, self.tokenizer)
         setup, trainer, guards = make_trainer(model, self.tokenizer, s, self.config, profile, self.args, self.datasets,
                                               self.signature, callbacks)
         for callback in callbacks:
