@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reference", default=None,
                    help="comma-separated rows to pair every other row against (default: lisa, else ows, else "
                         "the first row with more than one seed)")
+    p.add_argument("--keep-weights", action="store_true",
+                   help="keep each run's fine-tuned model folder (runs/NAME/), e.g. for benchmarks/forgetting_dial.py")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args = finish_args(p, args, QUICK if args.quick else FULL)

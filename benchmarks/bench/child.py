@@ -4,7 +4,7 @@ Run as ``python benchmarks/bench/child.py SPEC.json`` (``runner.run_child`` does
 adds, without changing training: forgetting perplexity after training, peak RSS, peak tracked tensor
 memory (parameters + gradients + optimizer state), per-step wall times, time and count of GaLore's SVDs
 (the optimizer's own counters) and the loss curve. The run keeps no weights (``keep_weights=False``)
-and, unless the spec asks, skips the base-model metrics (``heldout_before=False``).
+unless the spec asks, and, unless it asks, skips the base-model metrics (``heldout_before=False``).
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def child_main(spec_path: str) -> int:
     callback = _bench_callback(spec, bench)
     setup_logging()
     script, config, training = parse(spec["argv"])
-    result = ows.train(script, config, training, callbacks=[callback], keep_weights=False,
+    result = ows.train(script, config, training, callbacks=[callback], keep_weights=spec.get("keep_weights", False),
                        heldout_before=spec["measure_before"], echo=print)
     if result.exit_code != 0:
         return result.exit_code

@@ -151,9 +151,10 @@ def run_child(args: argparse.Namespace, method: str, seed: int, out: Path, profi
     if run_dir.exists():
         shutil.rmtree(run_dir)
     runs.mkdir(parents=True, exist_ok=True)
+    keep = bool(getattr(args, "keep_weights", False))
     spec = {"argv": train_argv(args, method, seed, run_dir, profile, lr, extra), "measure_before": measure_before,
             "forgetting_samples": args.forgetting_samples, "forgetting_seq_len": args.forgetting_seq_len,
-            "bench_json": str(_bench_path(out, name))}
+            "bench_json": str(_bench_path(out, name)), "keep_weights": keep}
     spec_path = runs / f"{name}.spec.json"
     spec_path.write_text(json.dumps(spec, indent=1))
     started = time.perf_counter()
@@ -169,8 +170,8 @@ def run_child(args: argparse.Namespace, method: str, seed: int, out: Path, profi
     bench["method"] = method  # the benchmark row (a variant runs a product method with extra flags)
     bench["train_argv"] = spec["argv"]  # what --resume checks a later invocation against
     Path(spec["bench_json"]).write_text(json.dumps(bench, indent=1))  # kept for --resume and the time total
-    # Nothing big stays: drop any weights a child may have written (it skips saving them).
-    for pattern in ("*.safetensors", "*.bin", "*.pt", "checkpoint-*"):
+    # Nothing big stays unless asked (--keep-weights): drop any weights a child wrote.
+    for pattern in () if keep else ("*.safetensors", "*.bin", "*.pt", "checkpoint-*"):
         for item in run_dir.glob(pattern):
             shutil.rmtree(item) if item.is_dir() else item.unlink()
     return bench
