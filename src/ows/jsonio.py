@@ -28,9 +28,11 @@ def give_usual_mode(path: str | Path) -> None:
     """Set the mode a file (or folder) gets when created normally under the user's umask (e.g. 0644, 0755).
 
     Temporary files (``tempfile``) are created 0600; a file published from one would be unreadable to
-    other users and to a serving process.
+    other users and to a serving process. A symbolic link is left alone (``chmod`` would change its target).
     """
     target = Path(path)
+    if target.is_symlink():
+        return
     os.chmod(target, (0o777 if target.is_dir() else 0o666) & ~_umask())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from .checkpoint import mark_complete
+from ..jsonio import give_usual_mode
+from .checkpoint import mark_complete, other_run
 from .hf import unwrap_optimizer
 
 logger = logging.getLogger(__name__)
@@ -23,14 +25,33 @@ def nonfinite_gradients(model: torch.nn.Module) -> list[str]:
 
 
 class CheckpointMarker(TrainerCallback):
-    """After the Trainer has written ``checkpoint-N`` completely, mark it complete (see ``ows.checkpoint``)."""
+    """After the Trainer has written ``checkpoint-N`` completely, give its files the usual modes and mark it complete
+    with this run's settings (see :mod:`ows.integrations.checkpoint`); before the Trainer saves into a
+    ``checkpoint-N`` folder that this run did not write (another run's, or a torn one), remove that folder, so
+    that no file of it is mixed into this run's checkpoint. Add it after the callbacks that decide whether to save.
+    """
 
     def __init__(self, run: dict[str, Any]) -> None:
         self.run = run
 
+    def _clear_foreign(self, args: Any, state: Any, control: Any) -> None:
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if control.should_save and state.is_world_process_zero and folder.is_dir() and not folder.is_symlink() \
+                and (why := other_run(folder, self.run)) is not None:
+            logger.info("removing %s before this run saves its own there (%s)", folder, why)
+            shutil.rmtree(folder)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._clear_foreign(args, state, control)
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._clear_foreign(args, state, control)
+
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and folder.is_dir():
+            for path in [folder, *folder.rglob("*")]:  # safetensors and temporary files are written 0600
+                give_usual_mode(path)
             mark_complete(folder, state.global_step, self.run)
 
 
