@@ -91,7 +91,8 @@ class NonFiniteGuard(TrainerCallback):
     """Skips optimizer steps whose gradients hold NaN/inf; stops after ``max_consecutive`` in a row.
 
     ``policy='stop'`` stops at the first one. A stopped run saves no checkpoint, so the last good
-    checkpoint stays the newest. ``failed`` is set when the run was stopped for this reason. With the
+    checkpoint stays the newest. ``failed`` is set when the run was stopped for this reason, or when every
+    step of the run was skipped. With the
     fused step, a decoder-layer parameter with a non-finite gradient was already left out inside
     backward (its name is in ``optimizer.fused.nonfinite``); the rest of the step is skipped here.
     """
@@ -127,3 +128,8 @@ class NonFiniteGuard(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.failed:
             control.should_save = False
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """A run whose every step was skipped trained nothing: it fails too (it must not report a saved model)."""
+        if self.skipped and self.skipped >= state.global_step:
+            self.failed = True

@@ -9,6 +9,7 @@ leaves only a staging folder, removed by the next run.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -67,7 +68,8 @@ class RunLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
         except OSError as err:  # a link created since the check (ELOOP), a folder (EISDIR)
-            raise UsageError(_lock_refusal(self.path, err.strerror or type(err).__name__)) from None
+            why = {errno.ELOOP: "a symbolic link", errno.EISDIR: "a folder"}.get(err.errno, err.strerror)
+            raise UsageError(_lock_refusal(self.path, why or type(err).__name__)) from None
         if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_nlink != 1:
             os.close(fd)
             raise UsageError(_lock_refusal(self.path, "not a plain file of its own"))
