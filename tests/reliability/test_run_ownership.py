@@ -178,3 +178,18 @@ def test_resuming_with_fused_step_switched_is_refused_and_latest_does_not_resume
                                           "fused_step": True}) is None
     assert Path(resolve_resume("latest", out, json.loads((out / "checkpoint-2" / MARKER).read_text())["run"])).name \
         == "checkpoint-2"
+
+
+def test_ows_files_replace_a_link_and_never_write_through_it(tmp_path):
+    from ows.integrations.plots import plot_loss_curve
+    from ows.jsonio import write_json
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    for name in ("results.json", "loss_curve.png"):
+        (tmp_path / name).symlink_to(victim)
+    write_json({"a": 1}, tmp_path / "results.json")
+    written = plot_loss_curve([1, 2], [1.0, 0.5], tmp_path / "loss_curve.png")
+    assert victim.read_text() == "keep\n"
+    assert not (tmp_path / "results.json").is_symlink() and json.loads((tmp_path / "results.json").read_text()) == {"a": 1}
+    assert written is None or not (tmp_path / "loss_curve.png").is_symlink()
