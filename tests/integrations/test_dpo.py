@@ -50,9 +50,9 @@ def test_ows_train_task_dpo(tiny_model_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("rows, message", [
-    ([{"prompt": "a", "chosen": "b"}], "row 0 is missing field 'rejected'"),
-    ([{"prompt": "a", "chosen": "b", "rejected": 3}], "row 0 field 'rejected' is int"),
-    ([{"prompt": "a", "chosen": " ", "rejected": "c"}], "row 0 field 'chosen' is empty"),
+    ([{"prompt": "a", "chosen": "b"}], "row 1 is missing field 'rejected'"),
+    ([{"prompt": "a", "chosen": "b", "rejected": 3}], "row 1 field 'rejected' is int"),
+    ([{"prompt": "a", "chosen": " ", "rejected": "c"}], "row 1 field 'chosen' is empty"),
     ([{"prompt": "a", "chosen": "b", "rejected": "b"}], "every row's chosen equals its rejected"),
     ([{"prompt": [{"role": "user", "content": "a"}], "chosen": "b", "rejected": "c"}], "mixes strings and message lists"),
     ([{"prompt": [{"role": "human", "content": "a"}], "chosen": [{"role": "assistant", "content": "b"}],

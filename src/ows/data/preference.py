@@ -67,7 +67,7 @@ def _prompt_tokens(prompt: Any, tokenizer: Any) -> int:
 def check_preference_rows(rows: list[dict], source: str) -> list[dict]:
     """The rows with their three fields checked (one-line ``ValueError`` naming row and field); same-answer rows dropped."""
     kept = []
-    for index, row in enumerate(rows):
+    for index, row in enumerate(rows, start=1):  # numbered from 1, as the rows of every other format
         where = f"{source} row {index}"
         missing = [name for name in PREFERENCE_FIELDS if row.get(name) is None]
         if missing:

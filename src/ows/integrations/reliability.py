@@ -13,7 +13,7 @@ import torch
 from transformers import TrainerCallback
 
 from ..jsonio import give_usual_mode
-from .checkpoint import mark_complete, other_run
+from .checkpoint import MARKER, mark_complete, other_run
 from .hf import unwrap_optimizer
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,10 @@ class CheckpointMarker(TrainerCallback):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if control.should_save and state.is_world_process_zero and folder.is_dir() and not folder.is_symlink() \
                 and (why := other_run(folder, self.run)) is not None:
+            if getattr(args, "world_size", 1) > 1:  # other ranks may be writing their files into it already
+                logger.info("%s is not this run's (%s): its marker is removed before this run saves there", folder, why)
+                (folder / MARKER).unlink(missing_ok=True)
+                return
             logger.info("removing %s before this run saves its own there (%s)", folder, why)
             shutil.rmtree(folder)
 
