@@ -172,3 +172,21 @@ def test_bad_input_exits_2_with_one_line(case, args, expected, tiny_model_dir, t
     assert len(lines) == 1 and lines[0].startswith("ows eval: error:"), captured.err
     assert expected in lines[0]
     assert not out.exists()
+
+
+def test_mt_bench_answers_replace_only_answers_ows_eval_wrote(tmp_path):
+    from ows.cli.common import UsageError
+    from ows.cli.eval import answers_path, parse
+
+    command = parse(["m", "--tasks", "mt-bench:q.jsonl", "--answers-dir", str(tmp_path)])
+    target = tmp_path / "demo.jsonl"
+    assert answers_path(command, tmp_path / "r.json", "demo") == target  # new
+    target.write_text(json.dumps({"question_id": 81, "answer_id": "a", "model_id": "demo", "choices": []}) + "\n")
+    assert answers_path(command, tmp_path / "r.json", "demo") == target  # written by ows eval
+    target.write_text("my notes\n")
+    with pytest.raises(UsageError, match="is not an answers file written by ows eval"):
+        answers_path(command, tmp_path / "r.json", "demo")
+    target.unlink()
+    target.symlink_to(tmp_path / "r.json")
+    with pytest.raises(UsageError, match="is not an answers file written by ows eval"):
+        answers_path(command, tmp_path / "r.json", "demo")

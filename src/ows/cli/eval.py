@@ -107,7 +107,8 @@ def _answers_file(path: Path) -> bool:
         row = json.loads(first[0]) if first else {}
     except (OSError, ValueError):
         return False
-    return path.is_file() and isinstance(row, dict) and (not first or {"question_id", "model_id", "choices"} <= set(row))
+    fields = {"question_id", "model_id", "choices"}
+    return path.is_file() and isinstance(row, dict) and (not first or fields <= set(row))
 
 
 def settings_from(command: EvalCommand, model_id: str = "ows-model") -> Any:

@@ -70,8 +70,9 @@ def load_results(path: str | Path) -> dict[str, Any]:
     for task, entry in doc["tasks"].items():
         metrics = entry.get("metrics") if isinstance(entry, dict) else None
         if not isinstance(metrics, dict) or not isinstance(entry.get("n_by_category", {}), dict):
-            raise ValueError(f"--compare {str(path)!r}: task {task!r} is {json.dumps(entry, default=str)[:40]}, not an entry with a "
-                             f"'metrics' mapping: it is not an ows eval results file; {fix}")
+            shown = json.dumps(entry, default=str)[:40]
+            raise ValueError(f"--compare {str(path)!r}: task {task!r} is {shown}, not an entry with a 'metrics' "
+                             f"mapping: it is not an ows eval results file; {fix}")
     return doc
 
 
