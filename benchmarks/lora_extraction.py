@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ows.cli.export import run_base
     from ows.recipe.data import load_datasets
-    from ows.lora_extract import extract_lora
+    from ows.export import extract_lora
 
     args = parse_args(argv)
     run = Path(args.run)

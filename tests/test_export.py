@@ -1,4 +1,4 @@
-"""ows.export and ows.lora_extract: the delta of a fine-tune, the merge back (bit for bit), the LoRA extraction."""
+"""ows.export: the delta of a fine-tune, the merge back (bit for bit), the LoRA extraction."""
 
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def test_extracted_lora_reproduces_low_rank_changes_and_reports_the_rest(tiny_mo
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from ows.lora_extract import extract_lora
+    from ows.export import extract_lora
 
     tuned = _tuned_copy(tiny_model_dir, tmp_path / "tuned", _low_rank_change)
     report = extract_lora(tiny_model_dir, tuned, tmp_path / "lora", rank=2)
@@ -138,7 +138,7 @@ def test_extracted_lora_reproduces_low_rank_changes_and_reports_the_rest(tiny_mo
 
 
 def test_lower_rank_captures_less_energy(tiny_model_dir, tmp_path):
-    from ows.lora_extract import extract_lora, low_rank
+    from ows.export import extract_lora, low_rank
 
     tuned = _tuned_copy(tiny_model_dir, tmp_path / "tuned", _low_rank_change)
     one = extract_lora(tiny_model_dir, tuned, tmp_path / "r1", rank=1)
@@ -148,7 +148,7 @@ def test_lower_rank_captures_less_energy(tiny_model_dir, tmp_path):
 
 
 def test_a_rank_larger_than_a_layer_is_refused_before_anything_is_written(tiny_model_dir, tmp_path):
-    from ows.lora_extract import extract_lora
+    from ows.export import extract_lora
 
     tuned = _tuned_copy(tiny_model_dir, tmp_path / "tuned", _low_rank_change)
     with pytest.raises(ValueError, match=r"--rank 64 is larger than .* use a rank <= 16"):

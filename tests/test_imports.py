@@ -6,7 +6,8 @@ CORE = ["ows", "ows.config", "ows.methods", "ows.layers", "ows.outliers", "ows.s
         "ows.optim.sharded", "ows.optim.param_groups", "ows.optim.fused", "ows.optim.lowbit", "ows.memory.measure",
         "ows.memory.estimate",
         "ows.memory.shape", "ows.memory.plan", "ows.memory.state", "ows.memory.weights", "ows.frozen", "ows.export",
-        "ows.lora_extract", "ows.jsonio", "ows.errors", "ows.model_facts", "ows.frozen_embeddings"]
+        "ows.export.weights", "ows.export.folders", "ows.export.delta", "ows.export.merge", "ows.export.lora",
+        "ows.jsonio", "ows.errors", "ows.model_facts", "ows.frozen_embeddings"]
 # Modules that import no torch at all (the memory estimator, the registry, the option fields of every command).
 TORCH_FREE = ["ows.config", "ows.methods", "ows.memory", "ows.memory.estimate", "ows.memory.shape",
               "ows.memory.plan", "ows.memory.state", "ows.memory.weights", "ows.jsonio", "ows.cli.arguments",
@@ -49,7 +50,7 @@ def test_every_core_module_is_listed():
 
     root = Path(ows.__file__).parent
     core_files = [p for p in root.glob("*.py") if p.stem not in ("__init__", "loading")]
-    core_files += list((root / "optim").glob("*.py")) + list((root / "memory").glob("*.py"))
+    core_files += [p for folder in ("optim", "memory", "export") for p in (root / folder).glob("*.py")]
     names = {("ows." + ".".join(p.relative_to(root).with_suffix("").parts)).removesuffix(".__init__")
              for p in core_files}
     assert names <= set(CORE) | {"ows.memory"}, sorted(names - set(CORE))

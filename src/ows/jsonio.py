@@ -1,4 +1,5 @@
-"""JSON files of ows (configs, profiles): written atomically, read from a path or the JSON text."""
+"""Files of ows (JSON configs, profiles, plots): written atomically, never through a link; JSON read from a path or
+the JSON text."""
 
 from __future__ import annotations
 
@@ -28,26 +29,35 @@ def give_usual_mode(path: str | Path) -> None:
     """Set the mode a file (or folder) gets when created normally under the user's umask (e.g. 0644, 0755).
 
     Temporary files (``tempfile``) are created 0600; a file published from one would be unreadable to
-    other users and to a serving process.
+    other users and to a serving process. A symbolic link is left alone (``chmod`` would change its target).
     """
     target = Path(path)
+    if target.is_symlink():
+        return
     os.chmod(target, (0o777 if target.is_dir() else 0o666) & ~_umask())
 
 
+def write_file(content: str | bytes, path: str | Path) -> Path:
+    """Write ``content`` to ``path`` via a temporary file and a rename, with the usual file mode: a reader never sees
+    half a file, and a link at ``path`` is replaced, never written through."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(content.encode("utf-8") if isinstance(content, str) else content)
+        give_usual_mode(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
 def write_json(data: Any, path: str | Path | None = None, **dump_kwargs: Any) -> str:
-    """Serialise ``data``; when ``path`` is given, write it via a temporary file and a rename (usual file mode)."""
+    """Serialise ``data``; when ``path`` is given, write it with :func:`write_file`."""
     text = json.dumps(data, indent=2, **dump_kwargs)
     if path is not None:
-        target = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                file.write(text + "\n")
-            give_usual_mode(tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_file(text + "\n", path)
     return text
 
 

@@ -105,6 +105,27 @@ def test_lm_eval_backend_from_the_command_line(evaluated, tiny_model_dir, tmp_pa
     assert doc["tasks"]["mmlu:mmlu_tiny"]["metrics"]["acc"] == evaluated[2]["tasks"]["mmlu:mmlu_tiny"]["metrics"]["acc"]
 
 
+def test_output_replaces_only_a_results_file_ows_eval_wrote(evaluated, tiny_model_dir, tmp_path, capsys):
+    _, _, doc, path = evaluated
+    cheap = [str(tiny_model_dir), "--tasks", TEXT, "--limit", "2", "--seq-len", "32", "--output"]
+    again = tmp_path / "again.json"
+    shutil.copy(path, again)
+    legacy = tmp_path / "legacy.json"  # written before the format marker
+    legacy.write_text(json.dumps({k: v for k, v in doc.items() if k != "format"}))
+    for target in (again, legacy):
+        assert _run([*cheap, str(target)])[0] == 0
+        assert list(json.loads(target.read_text())["tasks"]) == ["perplexity:text_tiny"]
+    run_results = tmp_path / "results.json"
+    run_results.write_text(json.dumps({"method": "ows", "before": {}, "after": {}}))
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"not json")
+    for target in (run_results, weights):
+        before = target.read_bytes()
+        assert _run([*cheap, str(target)])[0] == 2
+        assert "is not a results file written by ows eval" in capsys.readouterr().err
+        assert target.read_bytes() == before
+
+
 def test_help_exits_zero(capsys):
     assert main(["eval", "--help"]) == 0
     text = capsys.readouterr().out
@@ -151,3 +172,21 @@ def test_bad_input_exits_2_with_one_line(case, args, expected, tiny_model_dir, t
     assert len(lines) == 1 and lines[0].startswith("ows eval: error:"), captured.err
     assert expected in lines[0]
     assert not out.exists()
+
+
+def test_mt_bench_answers_replace_only_answers_ows_eval_wrote(tmp_path):
+    from ows.cli.common import UsageError
+    from ows.cli.eval import answers_path, parse
+
+    command = parse(["m", "--tasks", "mt-bench:q.jsonl", "--answers-dir", str(tmp_path)])
+    target = tmp_path / "demo.jsonl"
+    assert answers_path(command, tmp_path / "r.json", "demo") == target  # new
+    target.write_text(json.dumps({"question_id": 81, "answer_id": "a", "model_id": "demo", "choices": []}) + "\n")
+    assert answers_path(command, tmp_path / "r.json", "demo") == target  # written by ows eval
+    target.write_text("my notes\n")
+    with pytest.raises(UsageError, match="is not an answers file written by ows eval"):
+        answers_path(command, tmp_path / "r.json", "demo")
+    target.unlink()
+    target.symlink_to(tmp_path / "r.json")
+    with pytest.raises(UsageError, match="is not an answers file written by ows eval"):
+        answers_path(command, tmp_path / "r.json", "demo")

@@ -49,6 +49,18 @@ def test_export_delta_of_a_run_folder(run, tmp_path, capsys):
     assert "changed tensors" in capsys.readouterr().out
 
 
+def test_alpha_on_export_and_on_merge_give_the_same_model(run, tiny_model_dir, tmp_path, capsys):
+    assert main(["merge", str(tiny_model_dir), str(run / "delta"), str(tmp_path / "m"), "--alpha", "0.5"]) == 0
+    assert "with alpha 0.5" in capsys.readouterr().out
+    assert main(["export", "delta", str(run), str(tmp_path / "d"), "--alpha", "0.5"]) == 0
+    assert json.loads((tmp_path / "d" / "delta.json").read_text())["alpha"] == 0.5
+    assert main(["merge", str(tiny_model_dir), str(tmp_path / "d"), str(tmp_path / "m2")]) == 0
+    _same(tmp_path / "m", tmp_path / "m2")
+    base, half, tuned = Weights(tiny_model_dir), Weights(tmp_path / "m"), Weights(run)
+    name = "model.embed_tokens.weight"
+    torch.testing.assert_close(half.get(name), (base.get(name) + tuned.get(name)) / 2, rtol=0, atol=1e-6)
+
+
 def test_export_lora_loads_with_peft(run, tiny_model_dir, tmp_path, capsys):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -69,8 +81,14 @@ def test_export_lora_loads_with_peft(run, tiny_model_dir, tmp_path, capsys):
     (["export", "lora", "{run}", "{tmp}/o", "--rank", "999"], "--rank 999 is larger than"),
     (["merge", "{base}", "{run}", "{tmp}/o"], "is not an ows delta folder"),
     (["merge", "{run}", "{run}/delta", "{tmp}/o"], "is not the model the delta was made from"),
+    (["merge", "{base}", "{run}/delta", "{tmp}/o", "--alpha", "3"], "--alpha 3.0 is invalid: give a number in (0, 2]"),
+    (["export", "delta", "{run}", "{tmp}/o", "--alpha", "0"], "--alpha 0.0 is invalid"),
+    (["merge", "{base}", "{run}/delta", "{tmp}/o", "--rank", "4"], "--rank is not used by ows merge: drop it"),
+    (["export", "delta", "{run}", "{tmp}/o", "--rank", "4"], "--rank is not used by ows export delta"),
+    (["merge", "{base}", "{run}/delta", "{tmp}/delta.json/o"], "cannot be created"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(run, tiny_model_dir, tmp_path, capsys, argv, message):
+    (tmp_path / "delta.json").write_text("{}")  # a file where OUT's parent would be
     argv = [a.format(tmp=tmp_path, run=run, base=tiny_model_dir) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

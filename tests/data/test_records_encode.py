@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 
 import pytest
 import torch
@@ -255,3 +256,21 @@ def test_pad_collator(tok):
     assert batch["labels"].shape == batch["input_ids"].shape == (2, max(len(e["input_ids"]) for e in encoded))
     with pytest.raises(ValueError, match="pad_token_id is None"):
         PadCollator(None)
+
+
+@pytest.mark.parametrize("value, shown", [(float("nan"), "float nan"), (float("inf"), "float inf"),
+                                          (["1"], 'list ["1"]'), ({"a": 1}, 'dict {"a": 1}'), (True, "bool true")])
+def test_a_value_that_is_not_text_is_refused_with_its_row_and_field(value, shown):
+    rows = [{"prompt": "a", "completion": " b"}, {"prompt": "c", "completion": value}]
+    with pytest.raises(ValueError, match=rf"d.jsonl row 2 field 'completion' is {re.escape(shown)}, not text"):
+        detect_format(rows, "auto", "d.jsonl")
+
+
+def test_numbers_stay_text_and_an_all_empty_trained_field_is_refused():
+    assert detect_format([{"prompt": 12, "completion": 19}, {"prompt": "x", "completion": 1.5}]) == "prompt_completion"
+    assert to_prompt_completion({"prompt": 12, "completion": 19}, "prompt_completion") == ("12", "19")
+    with pytest.raises(ValueError, match="every row's 'text' is empty, so there is no token to train on"):
+        detect_format([{"text": ""}] * 3, "auto", "d.jsonl")
+    with pytest.raises(ValueError, match="every row's 'output' is empty"):
+        detect_format([{"instruction": "say nothing", "output": ""}], "alpaca", "d.jsonl")
+    detect_format([{"text": ""}, {"text": "one row with text"}])  # some empty rows are fine

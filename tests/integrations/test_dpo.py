@@ -50,9 +50,9 @@ def test_ows_train_task_dpo(tiny_model_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("rows, message", [
-    ([{"prompt": "a", "chosen": "b"}], "row 0 is missing field 'rejected'"),
-    ([{"prompt": "a", "chosen": "b", "rejected": 3}], "row 0 field 'rejected' is int"),
-    ([{"prompt": "a", "chosen": " ", "rejected": "c"}], "row 0 field 'chosen' is empty"),
+    ([{"prompt": "a", "chosen": "b"}], "row 1 is missing field 'rejected'"),
+    ([{"prompt": "a", "chosen": "b", "rejected": 3}], "row 1 field 'rejected' is int"),
+    ([{"prompt": "a", "chosen": " ", "rejected": "c"}], "row 1 field 'chosen' is empty"),
     ([{"prompt": "a", "chosen": "b", "rejected": "b"}], "every row's chosen equals its rejected"),
     ([{"prompt": [{"role": "user", "content": "a"}], "chosen": "b", "rejected": "c"}], "mixes strings and message lists"),
     ([{"prompt": [{"role": "human", "content": "a"}], "chosen": [{"role": "assistant", "content": "b"}],
@@ -77,3 +77,19 @@ def test_bad_preference_rows_are_one_line_errors_before_anything_is_written(tiny
 def test_bad_dpo_settings(tiny_model_dir, tmp_path, capsys, flags, message):
     assert main(["train", *fast(tiny_model_dir, tmp_path / "run", *flags)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_pairs_whose_prompt_fills_max_seq_length_are_counted_before_loading(tiny_model_dir, caplog):
+    from transformers import AutoTokenizer
+
+    from ows.data.preference import check_prompt_lengths
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    long = {"prompt": "The quick brown fox jumps over the lazy dog. " * 8, "chosen": " a", "rejected": " b"}
+    short = {"prompt": "Hi", "chosen": " a", "rejected": " b"}
+    chat = {"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "a"}],
+            "rejected": [{"role": "assistant", "content": "b"}]}
+    check_prompt_lengths([short, chat, long], tokenizer, 32, "d.jsonl")
+    assert "1 of 3 pairs have a prompt of max_seq_length=32 tokens or more" in caplog.text
+    with pytest.raises(ValueError, match="every prompt is at least max_seq_length=32 tokens long"):
+        check_prompt_lengths([long, long], tokenizer, 32, "d.jsonl")

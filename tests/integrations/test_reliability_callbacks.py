@@ -53,6 +53,15 @@ def test_consecutive_nonfinite_steps_stop_without_a_new_checkpoint(tmp_path):
     assert latest_complete_checkpoint(out) == out / "checkpoint-6"
 
 
+def test_a_run_whose_every_step_was_skipped_fails(tmp_path):
+    trainer, _ = make_trainer(tmp_path, max_steps=2)
+    guard = NonFiniteGuard("skip", max_consecutive=5)
+    trainer.add_callback(PoisonGrads({0, 1}))
+    trainer.add_callback(guard)
+    trainer.train()
+    assert guard.skipped == 2 and guard.failed  # nothing was trained: not a finished run
+
+
 def test_stop_policy_stops_at_the_first_bad_step(tmp_path):
     trainer, _ = make_trainer(tmp_path, max_steps=6)
     guard = NonFiniteGuard("stop")

@@ -103,3 +103,71 @@ def test_a_tracker_that_is_not_installed_is_refused_before_loading(tiny_model_di
     err = capsys.readouterr().err
     assert "report_to='wandb' needs the no_such_module_for_ows_tests package" in err
     assert not (tmp_path / "run").exists()
+
+
+# --- checks of each tracker's configuration, before the model loads (offline, fast) -----------------------------------
+def _no_wandb_login(monkeypatch, tmp_path):
+    for key in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+
+
+def test_wandb_needs_credentials_online_and_a_known_mode(monkeypatch, tmp_path):
+    _needs("wandb")
+    from ows.errors import UsageError
+    from ows.recipe.trackers import check_trackers
+
+    _no_wandb_login(monkeypatch, tmp_path)
+    with pytest.raises(UsageError, match="no W&B credentials were found .* set WANDB_MODE=offline"):
+        check_trackers({"report_to": ["wandb"]})
+    if importlib.util.find_spec("wandb"):
+        with pytest.raises(UsageError, match="no W&B credentials"):  # 'all' takes every installed tracker
+            check_trackers({"report_to": "all"})
+    (tmp_path / "netrc").write_text("machine api.wandb.ai login user password " + "0" * 40 + "\n")
+    (tmp_path / "netrc").chmod(0o600)
+    check_trackers({"report_to": ["wandb"]})  # a wandb login
+    (tmp_path / "netrc").unlink()
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    check_trackers({"report_to": ["wandb"]})
+    monkeypatch.delenv("WANDB_API_KEY")
+    for mode in ("offline", "disabled"):
+        monkeypatch.setenv("WANDB_MODE", mode)
+        check_trackers({"report_to": ["wandb"]})
+    monkeypatch.setenv("WANDB_MODE", "ofline")
+    with pytest.raises(UsageError, match="WANDB_MODE='ofline' is invalid"):
+        check_trackers({"report_to": ["wandb"]})
+
+
+def test_mlflow_uri_scheme_and_server_answer(monkeypatch):
+    import socket
+
+    _needs("mlflow")
+    from ows.errors import UsageError
+    from ows.recipe.trackers import ANSWER_SECONDS, check_trackers
+
+    for uri in ("file:///tmp/mlruns", "/tmp/mlruns", "sqlite:///tmp/m.db", ""):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        check_trackers({"report_to": "mlflow"})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "nosuch://x")
+    with pytest.raises(UsageError, match="scheme 'nosuch', which mlflow does not know"):
+        check_trackers({"report_to": "mlflow"})
+    with socket.socket() as server:  # a server that accepts connections passes
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+        check_trackers({"report_to": "mlflow"})
+    started = time.monotonic()
+    with pytest.raises(UsageError, match=f"http://127.0.0.1:{port}' does not answer"):  # closed now
+        check_trackers({"report_to": "mlflow"})
+    assert time.monotonic() - started < ANSWER_SECONDS + 5
+
+
+def test_an_unknown_tracker_name_gets_the_nearest_known_one():
+    from ows.errors import UsageError
+    from ows.recipe.trackers import check_trackers
+
+    with pytest.raises(UsageError, match="report_to='tensorbord' is not a tracker the Trainer knows: did you mean "
+                                         "'tensorboard'"):
+        check_trackers({"report_to": "none,tensorbord"})
+    check_trackers({"report_to": "none"})

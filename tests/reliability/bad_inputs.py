@@ -83,6 +83,9 @@ def cases(model: Path, tmp: Path) -> list[Case]:
     different.mkdir(exist_ok=True)
     (different / "ows_run.json").write_text(json.dumps({"settings": {"learning_rate": 1.0}}))
     new = _reliability_two_cases(model, tmp, base, train, write)
+    from bad_inputs_three import cases_three
+
+    new += cases_three(model, tmp, train, write, _jsonl, Case)
     return [
         Case("config", "YAML with an unknown key", ["train", write("k.yaml", "gamma: 5\n"), *base[:2]], "unknown field 'gamma'"),
         Case("config", "YAML value of the wrong type", ["train", write("t.yaml", "num_active_layers: five\n")], "num_active_layers='five'"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from typing import Any, NoReturn
 
@@ -25,6 +26,13 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+    def _parse_optional(self, arg_string: str) -> Any:
+        """A word starting with a minus and a digit (``-1GiB``, ``-1e-3``) is a value, never a flag: the field's own
+        check then names it (argparse alone takes only plain negative numbers as values)."""
+        if re.match(r"^-\d", arg_string):
+            return None
+        return super()._parse_optional(arg_string)
 
 
 class _StderrHandler(logging.StreamHandler):

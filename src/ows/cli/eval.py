@@ -14,6 +14,7 @@ from typing import Any
 from ..config import DTYPES
 from .arguments import EvalArguments, ScriptArguments
 from .common import ArgumentParser, UsageError
+from ..jsonio import write_json
 from .options import Parsed, FieldSet, in_user_terms, instantiate, parse_command
 
 EPILOG = """tasks (comma-separated in --tasks):
@@ -91,7 +92,23 @@ def answers_path(command: EvalCommand, out: Path, model_id: str) -> Path:
     if "/" in model_id or not model_id.strip():
         raise UsageError(f"{command.parsed.spelling('model_id')} {model_id!r} is invalid: give a name without '/', "
                          "e.g. ows-demo")
-    return folder / f"{model_id}.jsonl"
+    path = folder / f"{model_id}.jsonl"
+    if path.is_symlink() or path.exists() and not _answers_file(path):
+        raise UsageError(f"{str(path)!r} (the MT-Bench answers of {command.parsed.spelling('model_id')} {model_id}) "
+                         "exists and is not an answers file written by ows eval: it is not replaced: give another "
+                         "--model-id or --answers-dir")
+    return path
+
+
+def _answers_file(path: Path) -> bool:
+    """Whether ``path`` is a plain file of FastChat answer lines (what ows eval writes for mt-bench)."""
+    try:
+        first = path.read_text(encoding="utf-8").splitlines()[:1]
+        row = json.loads(first[0]) if first else {}
+    except (OSError, ValueError):
+        return False
+    fields = {"question_id", "model_id", "choices"}
+    return path.is_file() and isinstance(row, dict) and (not first or fields <= set(row))
 
 
 def settings_from(command: EvalCommand, model_id: str = "ows-model") -> Any:
@@ -122,14 +139,30 @@ def task_specs(command: EvalCommand) -> list:
 
 
 def output_path(command: EvalCommand, resolved: str) -> Path:
-    """Where the results JSON goes; an existing folder there is a ``UsageError``."""
+    """Where the results JSON goes: a new file, or a results file ows eval wrote; a folder, a link or any other file
+    there is a ``UsageError`` (nothing ows eval did not write is ever replaced)."""
+    from ..eval.report import is_eval_results
+
     given, spelling = command.options.results_file, command.parsed.spelling("results_file")
     path = Path(given).expanduser() if given else Path(f"ows-eval-{Path(resolved).name or 'model'}.json")
+    if path.is_symlink():
+        raise UsageError(f"{spelling} {str(path)!r} is a symbolic link: ows eval does not write through links: give "
+                         "a new file name")
     if path.is_dir():
         raise UsageError(f"{spelling} {str(path)!r} is a folder: give a file name such as results.json")
-    if not path.parent.exists():
+    if not path.parent.is_dir():
         raise UsageError(f"{spelling} {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    if path.exists() and not is_eval_results(_json_or_none(path)):
+        raise UsageError(f"{spelling} {str(path)!r} exists and is not a results file written by ows eval: it is not "
+                         "replaced: give a new file name")
     return path
+
+
+def _json_or_none(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def compare(paths: list[str], as_json: bool) -> int:
@@ -186,7 +219,7 @@ def evaluate_model(command: EvalCommand) -> int:
         results = run_builtin(model, tokenizer, prepared, settings, o.log_samples)
     results.update(model=model_identity(command.model, resolved), model_path=resolved,
                    device=str(next(model.parameters()).device), dtype=str(next(model.parameters()).dtype))
-    out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(results, out, ensure_ascii=False)  # a new file by rename: never written through a link
     if answers is not None:
         from ..eval.mt_bench import write_answers
 

@@ -1,8 +1,9 @@
 """``ows export delta RUN OUT``, ``ows export lora RUN OUT --rank R`` and ``ows merge BASE DELTA OUT``.
 
 RUN is an ``ows train`` output folder; its base model is the one it was trained from (``ows_run.json``),
-unless ``--base`` names another folder. Every input is checked before anything is written, and OUT
-must be new or empty.
+unless ``--base`` names another folder. ``--alpha A`` (0 < A <= 2) interpolates in weight space: each changed
+tensor becomes base + A * (tuned - base). Every input is checked before anything is written, and OUT must
+be new or empty (see :mod:`ows.export`).
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from .common import ArgumentParser, UsageError
-from .options import FieldSet, instantiate, parse_command
+from .options import FieldSet, instantiate
 
 EPILOG = """examples:
   ows export delta outputs/demo outputs/demo-delta          # only the tensors the run changed (+ the base's hash)
   ows merge smollm2-135m outputs/demo-delta outputs/demo-again   # the fine-tuned model again, tensor for tensor
+  ows merge smollm2-135m outputs/demo-delta outputs/demo-half --alpha 0.5   # half of the fine-tune's change
   ows export lora outputs/demo outputs/demo-lora --rank 16  # a PEFT LoRA adapter of the changed linears
 """
+USES = {"delta": ("base", "alpha"), "lora": ("base", "alpha", "rank"), "merge": ("alpha",)}
 
 
 def _h(text: str, default: Any) -> Any:
@@ -34,6 +37,8 @@ class ExportArguments:
     rank: int = _h("LoRA rank of the extracted adapter (ows export lora).", 16)
     base: str | None = _h("The base model folder (default: the model the run was trained from, from ows_run.json).",
                           None)
+    alpha: float = _h("Weight-space interpolation, 0 < alpha <= 2: each changed tensor becomes base + alpha * (tuned "
+                      "- base); 1 is the fine-tune itself, 0.5 keeps half of its change (forgets less).", 1.0)
 
 
 def _parse(prog: str, usage: str, positionals: list[str], argv: list[str]) -> tuple[list[str], ExportArguments]:
@@ -50,7 +55,20 @@ def _parse(prog: str, usage: str, positionals: list[str], argv: list[str]) -> tu
     values = [getattr(namespace, name) for name in positionals]
     for name in positionals:
         delattr(namespace, name)
-    return values, instantiate(ExportArguments, fields.from_flags(namespace, {}))
+    given = fields.from_flags(namespace, {})
+    command = values[0] if positionals[0] == "kind" else "merge"
+    unused = [name for name in given if name not in USES.get(command, given)]
+    if unused:
+        raise UsageError(f"--{unused[0]} is not used by {prog} {command if prog == 'ows export' else ''}".rstrip()
+                         + f": drop it (it takes {', '.join('--' + n for n in USES[command])})")
+    options = instantiate(ExportArguments, given)
+    try:
+        from ..export.delta import check_alpha
+
+        check_alpha(options.alpha)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return values, options
 
 
 class _Exit(Exception):
@@ -75,11 +93,13 @@ def run_base(run: str, override: str | None) -> tuple[str, str]:
     return resolved, model_identity(model, resolved)
 
 
-def _new_folder(path: str, what: str) -> Path:
-    folder = Path(path)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise UsageError(f"{what} {path!r} exists and is not empty: give a new folder")
-    return folder
+def _new_folder(path: str) -> Path:
+    from ..export import check_new_folder
+
+    try:
+        return check_new_folder(path, "OUT")
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def export(argv: list[str]) -> int:
@@ -87,8 +107,8 @@ def export(argv: list[str]) -> int:
     from ..export import compute_delta, write_delta
 
     try:
-        (kind, run, out), options = _parse("ows export", "ows export {delta,lora} RUN OUT [--rank R] [--base FOLDER]",
-                                           ["kind", "run", "out"], argv)
+        (kind, run, out), options = _parse("ows export", "ows export {delta,lora} RUN OUT [--rank R] [--base FOLDER] "
+                                           "[--alpha A]", ["kind", "run", "out"], argv)
     except _Exit as stop:
         return stop.code
     if kind not in ("delta", "lora"):
@@ -96,17 +116,18 @@ def export(argv: list[str]) -> int:
     if options.rank < 1:
         raise UsageError(f"--rank {options.rank} is invalid: use a rank >= 1")
     base, name = run_base(run, options.base)
-    folder = _new_folder(out, "OUT")
+    folder = _new_folder(out)
     if kind == "delta":
-        delta = compute_delta(base, run)
+        delta = compute_delta(base, run, options.alpha)
         write_delta(delta, base, name, folder, str(Path(run).resolve()))
         print(f"{len(delta.changed)} changed tensors ({sum(v.numel() for v in delta.changed.values()):,} parameters), "
-              f"{delta.unchanged} unchanged: wrote {folder}")
+              f"{delta.unchanged} unchanged" + (f", alpha {options.alpha:g}" if options.alpha != 1 else "")
+              + f": wrote {folder}")
         return 0
-    from ..lora_extract import extract_lora
+    from ..export import extract_lora
 
     model_type = json.loads((Path(base) / "config.json").read_text(encoding="utf-8")).get("model_type")
-    report = extract_lora(base, run, folder, options.rank, model_type=model_type).summary()
+    report = extract_lora(base, run, folder, options.rank, model_type=model_type, alpha=options.alpha).summary()
     print(f"LoRA rank {report['rank']} over {report['matrices']} changed linears: captured energy mean "
           f"{report['mean_energy']:.3f}, min {report['min_energy']:.3f}; left out (not a LoRA's): "
           f"{report['left_out_tensors']} tensors, {report['left_out_params']:,} parameters; wrote {folder}")
@@ -114,19 +135,21 @@ def export(argv: list[str]) -> int:
 
 
 def merge(argv: list[str]) -> int:
-    """``ows merge BASE DELTA OUT``."""
+    """``ows merge BASE DELTA OUT [--alpha A]``."""
     from ..export import merge_delta, read_delta_info
     from ..loading import resolve_model_path
 
     try:
-        (base, delta, out), _ = _parse("ows merge", "ows merge BASE DELTA OUT", ["base", "delta", "out"], argv)
+        (base, delta, out), options = _parse("ows merge", "ows merge BASE DELTA OUT [--alpha A]",
+                                             ["base", "delta", "out"], argv)
     except _Exit as stop:
         return stop.code
     resolved = resolve_model_path(base)
     read_delta_info(delta)
-    folder = _new_folder(out, "OUT")
-    merge_delta(resolved, delta, folder)
-    print(f"merged {delta} into {resolved}: wrote {folder}")
+    folder = _new_folder(out)
+    merge_delta(resolved, delta, folder, alpha=options.alpha)
+    print(f"merged {delta} into {resolved}" + (f" with alpha {options.alpha:g}" if options.alpha != 1 else "")
+          + f": wrote {folder}")
     return 0
 
 

@@ -7,7 +7,9 @@ the functions that need it.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -142,7 +144,30 @@ def detect_format(records: list[dict], requested: str = "auto", source: str = "d
                              "fix the file or set dataset_format")
         if fmt == "messages":
             check_messages(record["messages"], f"{source} row {row}")
+        for name in _TEXT_FIELDS.get(fmt, ()):
+            check_text_value(record.get(name), name, f"{source} row {row}")
+    trained = _TRAINED.get(fmt)
+    if trained is not None and all(_text(r[trained]) == "" for r in records):
+        raise ValueError(f"{source}: every row's {trained!r} is empty, so there is no token to train on: fill the "
+                         "rows or point dataset at another file")
     return fmt
+
+
+_TEXT_FIELDS = {"alpaca": ("instruction", "input", "output"), "prompt_completion": ("prompt", "completion"),
+                "text": ("text",)}
+_TRAINED = {"alpaca": "output", "prompt_completion": "completion", "text": "text"}  # the text a row teaches
+
+
+def check_text_value(value: Any, name: str, where: str) -> None:
+    """A cell that is trained on as text is a string, or a whole or finite number (written as its digits); NaN,
+    infinity, true/false, lists and objects are refused (``ValueError`` naming the row and the field). None is
+    left to the missing-field check."""
+    if value is None or isinstance(value, str):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        shown = json.dumps(value, default=str)[:40] if not isinstance(value, float) else repr(value)
+        raise ValueError(f"{where} field {name!r} is {type(value).__name__} {shown}, not text: write it as a JSON "
+                         "string (a number is read as its digits)")
 
 
 def check_messages(messages: list[dict], where: str) -> None:

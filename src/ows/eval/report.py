@@ -7,6 +7,9 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from .settings import FORMAT as RESULTS_FORMAT  # the marker of a results document ows eval wrote
+
+LEGACY_FIELDS = {"tasks", "backend", "model_path", "device", "dtype"}  # in every one written before the marker
 PERCENT_PREFIXES = ("acc", "exact_match")
 MISSING = "–"
 
@@ -43,17 +46,33 @@ def results_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def is_eval_results(doc: Any) -> bool:
+    """Whether ``doc`` is a results document ``ows eval`` wrote: its format marker, or (written before the marker)
+    the fields every one of them holds."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("tasks"), dict):
+        return False
+    return doc.get("format") == RESULTS_FORMAT or (doc.get("format") is None and LEGACY_FIELDS <= set(doc))
+
+
 def load_results(path: str | Path) -> dict[str, Any]:
-    """A results JSON written by ``ows eval``; anything else is a ``ValueError`` naming the file."""
+    """A results JSON written by ``ows eval``, every task entry checked; anything else is a ``ValueError`` naming the
+    file and what is wrong."""
     path = Path(path).expanduser()
+    fix = "give results files written by ows eval"
     if not path.is_file():
-        raise FileNotFoundError(f"--compare {str(path)!r} does not exist: give results files written by ows eval")
+        raise FileNotFoundError(f"--compare {str(path)!r} does not exist: {fix}")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ValueError(f"--compare {str(path)!r} is not JSON: give results files written by ows eval") from None
+        raise ValueError(f"--compare {str(path)!r} is not JSON: {fix}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("tasks"), dict):
         raise ValueError(f"--compare {str(path)!r} has no 'tasks' mapping: it is not an ows eval results file")
+    for task, entry in doc["tasks"].items():
+        metrics = entry.get("metrics") if isinstance(entry, dict) else None
+        if not isinstance(metrics, dict) or not isinstance(entry.get("n_by_category", {}), dict):
+            shown = json.dumps(entry, default=str)[:40]
+            raise ValueError(f"--compare {str(path)!r}: task {task!r} is {shown}, not an entry with a 'metrics' "
+                             f"mapping: it is not an ows eval results file; {fix}")
     return doc
 
 

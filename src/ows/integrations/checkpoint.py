@@ -66,32 +66,58 @@ def damaged_file(checkpoint_dir: str | Path) -> Path | None:
     return None
 
 
-def latest_complete_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete, readable checkpoint; newer incomplete or damaged ones are skipped with a warning."""
-    for step, path in reversed(list_checkpoints(output_dir)):
-        damaged = damaged_file(path)
-        if is_complete(path) and damaged is None:
-            return path
-        if damaged is not None and is_complete(path):
-            logger.warning("skipping %s: %s is not valid JSON (the checkpoint is damaged)", path, damaged.name)
-        else:
-            logger.warning("skipping %s: it is incomplete (the run was interrupted while saving it)", path)
+def other_run(checkpoint_dir: str | Path, run: dict[str, Any]) -> str | None:
+    """None when ``checkpoint_dir``'s marker records the settings ``run`` (this run wrote it), else the first setting
+    that differs, as ``key=saved (this run: value)``; a checkpoint without a readable marker is no run's."""
+    try:
+        saved = json.loads((Path(checkpoint_dir) / MARKER).read_text(encoding="utf-8")).get("run")
+    except (OSError, ValueError, AttributeError):
+        return "its completeness marker cannot be read"
+    if not isinstance(saved, dict):
+        return "its marker records no settings"
+    for key in sorted(set(saved) | set(run)):
+        if _canonical(saved.get(key)) != _canonical(run.get(key)):
+            return f"{key}={saved.get(key)!r} (this run: {run.get(key)!r})"
     return None
 
 
-def resolve_resume(value: Any, output_dir: str | Path) -> str | None:
+def _canonical(value: Any) -> str:
+    return json.dumps(json.loads(json.dumps(value, default=str)), sort_keys=True)
+
+
+def latest_complete_checkpoint(output_dir: str | Path, run: dict[str, Any] | None = None) -> Path | None:
+    """The newest complete, readable checkpoint (of the run with settings ``run``, when given); newer incomplete or
+    damaged ones, and those another run wrote, are skipped with a warning."""
+    for step, path in reversed(list_checkpoints(output_dir)):
+        damaged = damaged_file(path)
+        if not is_complete(path):
+            logger.warning("skipping %s: it is incomplete (the run was interrupted while saving it)", path)
+        elif damaged is not None:
+            logger.warning("skipping %s: %s is not valid JSON (the checkpoint is damaged)", path, damaged.name)
+        elif run is not None and (differs := other_run(path, run)) is not None:
+            logger.warning("skipping %s: another run wrote it (%s); 'latest' resumes only this run's checkpoints "
+                           "(give its path to resume from it anyway)", path, differs)
+        else:
+            return path
+    return None
+
+
+def resolve_resume(value: Any, output_dir: str | Path, run: dict[str, Any] | None = None) -> str | None:
     """The checkpoint folder to resume from, for ``resume_from_checkpoint`` = None / 'latest' / a path.
 
-    'latest' (or true) with no complete checkpoint starts from scratch, with a log line. A given path
-    must be a complete, readable checkpoint folder: a folder that is not a checkpoint at all, one whose
-    writing was interrupted and one with a damaged JSON file are each refused with their own message.
+    'latest' (or true) picks the newest complete checkpoint that this run (settings ``run``) wrote: one written
+    by another run of the same folder (e.g. before ``overwrite_output_dir``) is never resumed this way; with
+    none, the run starts from scratch, with a log line. A given path must be a complete, readable checkpoint
+    folder (of any run whose method settings match, see :func:`check_compatible`): a folder that is not a
+    checkpoint at all, one whose writing was interrupted and one with a damaged JSON file are each refused
+    with their own message.
     """
     if value in (None, False, "", "false", "none"):
         return None
     if value is True or str(value).lower() in ("latest", "true"):
-        latest = latest_complete_checkpoint(output_dir)
+        latest = latest_complete_checkpoint(output_dir, run)
         if latest is None:
-            logger.info("no complete checkpoint in %s: starting from the beginning", output_dir)
+            logger.info("no complete checkpoint of this run in %s: starting from the beginning", output_dir)
         return str(latest) if latest else None
     path = Path(str(value))
     if not path.is_dir():

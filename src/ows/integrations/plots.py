@@ -33,9 +33,15 @@ def _new_figure(width: float, height: float, rows: int = 1) -> tuple[Any, Any] |
 
 
 def _save(fig: Any, path: str | Path) -> Path:
+    import io
+
+    from ..jsonio import write_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    write_file(buffer.getvalue(), path)  # atomic, never through a link
     logger.debug("wrote %s", path)
     return path
 

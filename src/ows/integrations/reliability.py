@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from .checkpoint import mark_complete
+from ..jsonio import give_usual_mode
+from .checkpoint import MARKER, mark_complete, other_run
 from .hf import unwrap_optimizer
 
 logger = logging.getLogger(__name__)
@@ -23,14 +25,37 @@ def nonfinite_gradients(model: torch.nn.Module) -> list[str]:
 
 
 class CheckpointMarker(TrainerCallback):
-    """After the Trainer has written ``checkpoint-N`` completely, mark it complete (see ``ows.checkpoint``)."""
+    """After the Trainer has written ``checkpoint-N`` completely, give its files the usual modes and mark it complete
+    with this run's settings (see :mod:`ows.integrations.checkpoint`); before the Trainer saves into a
+    ``checkpoint-N`` folder that this run did not write (another run's, or a torn one), remove that folder, so
+    that no file of it is mixed into this run's checkpoint. Add it after the callbacks that decide whether to save.
+    """
 
     def __init__(self, run: dict[str, Any]) -> None:
         self.run = run
 
+    def _clear_foreign(self, args: Any, state: Any, control: Any) -> None:
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if control.should_save and state.is_world_process_zero and folder.is_dir() and not folder.is_symlink() \
+                and (why := other_run(folder, self.run)) is not None:
+            if getattr(args, "world_size", 1) > 1:  # other ranks may be writing their files into it already
+                logger.info("%s is not this run's (%s): its marker is removed before this run saves there", folder, why)
+                (folder / MARKER).unlink(missing_ok=True)
+                return
+            logger.info("removing %s before this run saves its own there (%s)", folder, why)
+            shutil.rmtree(folder)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._clear_foreign(args, state, control)
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._clear_foreign(args, state, control)
+
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and folder.is_dir():
+            for path in [folder, *folder.rglob("*")]:  # safetensors and temporary files are written 0600
+                give_usual_mode(path)
             mark_complete(folder, state.global_step, self.run)
 
 
@@ -70,7 +95,8 @@ class NonFiniteGuard(TrainerCallback):
     """Skips optimizer steps whose gradients hold NaN/inf; stops after ``max_consecutive`` in a row.
 
     ``policy='stop'`` stops at the first one. A stopped run saves no checkpoint, so the last good
-    checkpoint stays the newest. ``failed`` is set when the run was stopped for this reason. With the
+    checkpoint stays the newest. ``failed`` is set when the run was stopped for this reason, or when every
+    step of the run was skipped. With the
     fused step, a decoder-layer parameter with a non-finite gradient was already left out inside
     backward (its name is in ``optimizer.fused.nonfinite``); the rest of the step is skipped here.
     """
@@ -106,3 +132,8 @@ class NonFiniteGuard(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.failed:
             control.should_save = False
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """A run whose every step was skipped trained nothing: it fails too (it must not report a saved model)."""
+        if self.skipped and self.skipped >= state.global_step:
+            self.failed = True

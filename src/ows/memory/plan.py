@@ -35,7 +35,7 @@ def parse_budget(text: str, field_name: str = "max_memory") -> int:
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
     unit = match.group(2).lower() if match else None
     if match is None or unit not in UNITS or float(match.group(1)) <= 0:
-        raise ValueError(f"{field_name}={text!r} is invalid: give a size such as 16GiB, 15.5GB or 12000MiB")
+        raise ValueError(f"{field_name}={text!r} is invalid: give a positive size such as 16GiB, 15.5GB or 12000MiB")
     return int(float(match.group(1)) * UNITS[unit])
 
 

@@ -15,6 +15,7 @@ from ..methods import get_method
 from ..model_facts import num_layers, position_limit
 from .arguments import ScriptArguments
 from ..errors import UsageError
+from .trackers import TRACKER_MODULES, check_trackers, prepare_trackers, trackers  # noqa: F401 (checks of a run)
 
 CONV1D_MODELS = ("gpt2", "gpt_bigcode", "imagegpt", "decision_transformer")  # weights stored (in, out)
 SEED_LIMIT = 2**32  # numpy's and the Trainer's seeds are 32-bit
@@ -58,47 +59,6 @@ def check_training_fields(training: dict[str, Any]) -> None:
                              "arguments, e.g. {\"num_cycles\": 2}, or leave it out")
 
 
-# report_to names whose package is not the name itself; the others import as named
-TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio",
-                   "comet_ml": "comet_ml", "clearml": "clearml", "neptune": "neptune", "dvclive": "dvclive",
-                   "swanlab": "swanlab", "codecarbon": "codecarbon", "azure_ml": "azureml", "flyte": "flytekit",
-                   "dagshub": "dagshub"}
-
-
-def trackers(training: dict[str, Any]) -> list[str]:
-    """The tracker names of ``report_to`` (a string, comma-separated or not, or a list; none: [])."""
-    value = training.get("report_to")
-    parts = [value] if isinstance(value, str) else list(value or [])
-    names = [name.strip() for part in parts for name in str(part).split(",") if name.strip()]
-    return [n for n in names if n != "none"]
-
-
-def check_trackers(training: dict[str, Any]) -> None:
-    """Each tracker of ``report_to`` must be installed (``all`` takes what is)."""
-    import importlib.util
-
-    for name in trackers(training):
-        module = TRACKER_MODULES.get(name)
-        if module is not None and importlib.util.find_spec(module) is None:
-            package = "mlflow-skinny" if name == "mlflow" else module
-            raise UsageError(f"report_to={name!r} needs the {module} package, which is not installed: pip install "
-                             f"{package}, or leave {name} out of report_to")
-
-
-def prepare_trackers(training: dict[str, Any], out: Path) -> str | None:
-    """mlflow without a tracking URI logs to a local store in ``out/mlruns`` (mlflow 3 refuses a file store unless
-    allowed, and the default ./mlruns is wherever the run was started); returns a line saying so, else None."""
-    import os
-
-    if "mlflow" not in trackers(training) or os.environ.get("MLFLOW_TRACKING_URI"):
-        return None
-    store = (out / "mlruns").resolve()
-    os.environ["MLFLOW_TRACKING_URI"] = store.as_uri()
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    return (f"mlflow: MLFLOW_TRACKING_URI is not set: logging to the local store {store} (view it with "
-            f"`mlflow ui --backend-store-uri {store.as_uri()}`)")
-
-
 def check_method_options(script: ScriptArguments, config: OWSConfig, training: dict[str, Any]) -> None:
     """Refuse OWS options that the method or the launch cannot serve (before any model loads)."""
     import os
@@ -121,6 +81,38 @@ def check_method_options(script: ScriptArguments, config: OWSConfig, training: d
         if training.get("deepspeed") or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("true", "1"):
             raise UsageError("fused_step=true is not supported with DeepSpeed (it runs its own optimizer step): set "
                              "fused_step false")
+
+
+DPO_ONLY = ("dpo_beta",)  # ScriptArguments fields that only task dpo reads
+
+
+def check_script_fields(script: ScriptArguments) -> None:
+    """``max_memory`` is a size when given (an empty one is not ignored); a dpo-only field is not set for task sft."""
+    if script.max_memory is not None:
+        from ..memory.plan import parse_budget
+
+        try:
+            parse_budget(script.max_memory)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+    if script.task != "dpo":
+        for name in DPO_ONLY:
+            if name in (script.given or ()):
+                raise UsageError(f"{name}={getattr(script, name)!r} is set but task={script.task!r} does not use it: "
+                                 f"set task dpo, or leave {name} out")
+
+
+def check_not_base_folder(out: Path, model_path: str, model: str | None) -> None:
+    """Refuse an ``output_dir`` that is the base model's folder by any path, or the folder its files resolve into
+    (links included): the run would replace the weights it starts from."""
+    base = Path(model_path)
+    if not base.is_dir():
+        return
+    target = out.resolve()
+    files = [f for f in base.iterdir() if f.is_file()]
+    if base.resolve() == target or any(f.resolve().parent == target for f in files):
+        raise UsageError(f"output_dir={str(out)!r} holds the base model (model={model!r}): the run would replace the "
+                         "weights it starts from: give another --output_dir")
 
 
 def check_save_delta(script: ScriptArguments, model_path: str) -> None:

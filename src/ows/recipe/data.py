@@ -37,9 +37,10 @@ def load_profile(script: ScriptArguments, out: Path) -> tuple[OutlierProfile | N
 def load_datasets(script: ScriptArguments, tokenizer: Any) -> Datasets:
     """Generate or read the rows, check the format, encode, split; before any model is loaded."""
     from ..data import encode as encoding, records as data
+    from ..losses import IGNORE_INDEX
 
     if script.task == "dpo":
-        return _preference_datasets(script)
+        return _preference_datasets(script, tokenizer)
     tasks = reasoning.parse_spec(script.dataset)
     if tasks:
         records = reasoning.make_records(tasks, script.num_train_examples, script.dataset_seed)
@@ -57,17 +58,21 @@ def load_datasets(script: ScriptArguments, tokenizer: Any) -> Datasets:
         heldout = [_as_prompt_completion(r, fmt) for r in eval_records] if fmt in ("alpaca", "prompt_completion") else []
     encode = dict(tokenizer=tokenizer, max_seq_length=script.max_seq_length, completion_only_loss=script.completion_only_loss)
     train, stats = encoding.encode_dataset(records, fmt, packing=script.packing, **encode)
+    if not any(label != IGNORE_INDEX for example in train for label in example["labels"][1:]):
+        raise ValueError(f"dataset={script.dataset!r}: no example has a token to learn after its first (each is a "
+                         "single labelled token, e.g. an empty text and its end token): add text to the rows")
     evaluation = encoding.encode_dataset(eval_records, fmt, **encode)[0] if eval_records else []
     logger.info("data: %d training examples (%s), %d evaluation, %d held-out", len(train), fmt, len(evaluation), len(heldout))
     return Datasets(train, evaluation, heldout, reasoning=bool(tasks))
 
 
-def _preference_datasets(script: ScriptArguments) -> Datasets:
+def _preference_datasets(script: ScriptArguments, tokenizer: Any) -> Datasets:
     """task dpo: checked prompt/chosen/rejected rows (TRL tokenizes them), an evaluation split if asked."""
     from ..data import records as data
-    from ..data.preference import load_preference_rows
+    from ..data.preference import check_prompt_lengths, load_preference_rows
 
     rows = load_preference_rows(script.dataset, script.dataset_split)
+    check_prompt_lengths(rows, tokenizer, script.max_seq_length, f"dataset={script.dataset!r}")
     if script.eval_dataset:
         evaluation = load_preference_rows(script.eval_dataset, script.dataset_split)
     else:

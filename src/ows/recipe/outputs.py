@@ -101,7 +101,7 @@ def save_delta(script: ScriptArguments, out: Path) -> str:
 
     base = resolve_model_path(script.model)
     delta = compute_delta(base, out)
-    folder = write_delta(delta, base, model_identity(script.model, base), out / "delta", str(out))
+    folder = write_delta(delta, base, model_identity(script.model, base), out / "delta", str(out), replace=True)
     return (f"saved the delta ({len(delta.changed)} changed tensors, {sum(v.numel() for v in delta.changed.values()):,} "
             f"parameters) to {folder}: `ows merge {script.model} {folder} FOLDER` rebuilds the model")
 

@@ -55,7 +55,7 @@ def prepare(script: ScriptArguments, config: OWSConfig,
     """Check a run's settings (no model, no file yet); returns copies ready for :func:`train`.
 
     Raises ``UsageError`` naming the field, the value and the fix."""
-    from .checks import check_method_options, check_trackers, check_training_fields
+    from .checks import check_method_options, check_script_fields, check_trackers, check_training_fields
 
     given = script.given if script.given is not None else _given(script, config, training)
     script, training = dataclasses.replace(script), dict(training)
@@ -69,6 +69,7 @@ def prepare(script: ScriptArguments, config: OWSConfig,
         script.validate()
     except ValueError as err:
         raise UsageError(str(err)) from None
+    check_script_fields(script)
     check_training_fields(training)
     check_trackers(training)
     check_method_options(script, config, training)
@@ -104,11 +105,13 @@ def train(script: ScriptArguments, config: OWSConfig | None = None, training: Ma
     if script.max_memory:
         script, config, training = _fit_budget(script, config, training, model_config, say)
     signature = files.settings_signature(script, config, training)
+    checks.check_not_base_folder(out, model_path, script.model)
     files.check_output_dir(out, signature, script.overwrite_output_dir)
+    files.check_lock_file(out)
     identity = model_identity(script.model, model_path)
     if uses_profile:
         checks.check_profile_model(profile, profile_source, identity, script.allow_other_profile)
-    resume = resolve_resume(training.pop("resume_from_checkpoint", None), out)
+    resume = resolve_resume(training.pop("resume_from_checkpoint", None), out, signature)
     if resume:
         check_compatible(resume, model_config, signature, files.RUN_KEYS)
         check_tensor_files(resume)

@@ -9,10 +9,12 @@ leaves only a staging folder, removed by the next run.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +32,11 @@ SCHEDULE = "schedule.json"  # the active layers of every period, visits per laye
 RESULTS = "results.json"  # held-out metrics before and after, train time, steps, peak memory
 LOSS_CURVE = "loss_curve.png"
 # Settings that shape the optimizer state: a checkpoint written with other values cannot be resumed.
+# The memory options change the arithmetic of a step (fused: clipping by the previous step's norm; frozen layers
+# quantized; 8-bit moments; fp32 masters): a run resumed with another value would not continue the same run.
 RUN_KEYS = ("method", "use_galore", "rank", "proj_type", "target_modules", "num_active_layers", "train_embeddings",
-            "train_lm_head", "train_final_norm", "lora_r", "layers_attr")
+            "train_lm_head", "train_final_norm", "lora_r", "layers_attr", "fused_step", "frozen_quantization",
+            "outside_optimizer", "master_weights")
 # Not part of a run's identity: how it is launched and logged, where its folder is (a moved or copied run folder
 # can be resumed), and the chunked loss (it equals the standard one: resuming may change it).
 NOT_IN_SIGNATURE = ("overwrite_output_dir", "resume_from_checkpoint", "logging_steps", "report_to", "disable_tqdm",
@@ -43,42 +48,48 @@ class RunLock:
     """An exclusive lock on ``folder`` held for the whole run (``flock`` on ``folder/.ows.lock``).
 
     The operating system releases it when the process ends, however it ends, so a lock left by a
-    killed run is never in the way; a live one refuses a second run into the same folder. Where
-    ``fcntl`` is missing (Windows) no lock is taken, with a warning.
+    killed run is never in the way; a live one refuses a second run into the same folder. The lock file
+    is opened without following a link (``O_NOFOLLOW``) and must be a plain file of its own: a link, a
+    folder or a file linked elsewhere is refused (ows never writes through one). Where ``fcntl`` is
+    missing (Windows) no lock is taken, with a warning.
     """
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / LOCK_NAME
-        self._file: Any = None
+        self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock or raise ``UsageError`` naming the process that holds it."""
+        """Take the lock or raise ``UsageError`` naming the process that holds it (or what is wrong with the file)."""
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows
             logger.warning("no file locking on this platform: make sure no other run writes into %s", self.path.parent)
             return
-        handle = open(self.path, "a+", encoding="utf-8")
+        check_lock_file(self.path.parent)
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        except OSError as err:  # a link created since the check (ELOOP), a folder (EISDIR)
+            why = {errno.ELOOP: "a symbolic link", errno.EISDIR: "a folder"}.get(err.errno, err.strerror)
+            raise UsageError(_lock_refusal(self.path, why or type(err).__name__)) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_nlink != 1:
+            os.close(fd)
+            raise UsageError(_lock_refusal(self.path, "not a plain file of its own"))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
             raise UsageError(f"output_dir={str(self.path.parent)!r} is in use by another ows train (pid {holder}): "
                              "wait for it to finish, or use another --output_dir") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        give_usual_mode(self.path)
-        self._file = handle
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
 
     def release(self) -> None:
         """Release the lock (closing the file releases the flock)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> "RunLock":
         self.acquire()
@@ -86,6 +97,30 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _lock_refusal(path: Path, why: str) -> str:
+    return (f"output_dir={str(path.parent)!r}: its lock file {LOCK_NAME} is {why}; ows never writes through a link or "
+            f"into a file it did not create: remove {str(path)!r} and run again")
+
+
+def check_lock_file(folder: Path) -> None:
+    """Refuse (``UsageError``) a ``.ows.lock`` in ``folder`` that is a link, a folder or not a plain file of its own;
+    run before any work, and again when the lock is taken."""
+    path = Path(folder) / LOCK_NAME
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as err:  # e.g. a parent that is a file: check_output_dir names that
+        logger.debug("cannot inspect %s: %s", path, err)
+        return
+    if stat.S_ISLNK(info.st_mode):
+        raise UsageError(_lock_refusal(path, f"a symbolic link (to {os.readlink(path)!r})"))
+    if stat.S_ISDIR(info.st_mode):
+        raise UsageError(_lock_refusal(path, "a folder"))
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        raise UsageError(_lock_refusal(path, "not a plain file of its own (a device, a pipe or a hard link)"))
 
 
 def remove_staging_leftovers(folder: Path) -> int:
@@ -101,7 +136,9 @@ def publish_folder(staging: Path, out: Path) -> None:
     """Move every file of ``staging`` into ``out`` (replacing what is there) with the usual file modes."""
     for item in staging.iterdir():
         target = out / item.name
-        if target.is_dir():
+        if target.is_symlink():  # replaced, never written through
+            target.unlink()
+        elif target.is_dir():
             shutil.rmtree(target)
         give_usual_mode(item)
         item.replace(target)

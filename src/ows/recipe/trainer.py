@@ -90,7 +90,7 @@ def make_trainer(model: Any, tokenizer: Any, script: ScriptArguments, config: OW
     attach_trainer(trainer)  # a no-op unless fused_step
     trainer.remove_callback(PrinterCallback)
     guards = (GracefulStop(), NonFiniteGuard(script.nan_policy, script.max_bad_steps))
-    for callback in (CheckpointMarker(run), *guards, *extra_callbacks):
+    for callback in (*guards, CheckpointMarker(run), *extra_callbacks):  # the marker sees the guards' save decision
         trainer.add_callback(callback)
     return setup, trainer, guards
 

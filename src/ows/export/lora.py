@@ -4,7 +4,9 @@ For every changed 2-D weight of a decoder layer, ΔW = W_tuned - W_base ≈ B A 
 (out x r) and A = V_r^T (r x in): the best rank-r approximation. The adapter uses ``lora_alpha = r``
 (scaling 1) and ``target_modules`` = the full paths of the changed linears, so ``PeftModel.from_pretrained``
 rebuilds exactly B A on top of the base, on those linears only. The captured energy of a matrix is Σ_{i<r} s_i² / Σ s_i². Tensors a
-LoRA cannot hold (norms, biases, embeddings, the head) are listed in the report.
+LoRA cannot hold (norms, biases, embeddings, the head) are listed in the report. With ``alpha`` the adapter holds
+``alpha`` times each change (the interpolated model's). The folder is written through a staging folder: a
+failure (a full disk) leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from typing import Any
 
 import torch
 
-from .export import Weights, compute_delta
-from .jsonio import write_json
+from ..jsonio import write_json
+from .delta import compute_delta
+from .folders import check_new_folder, staged
+from .weights import Weights, save_tensors
 
 _LAYER = re.compile(r"^(?P<path>.*\.(?:layers|h|blocks)\.(?P<index>\d+)\..+)\.weight$")
 ADAPTER_FILE, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"
@@ -58,17 +62,18 @@ def check_rank(rank: int, shapes: dict[str, tuple[int, ...]]) -> None:
 
 
 def extract_lora(base: str | Path, tuned: str | Path, out: str | Path, rank: int, dtype: torch.dtype | None = None,
-                 model_type: str | None = None) -> LoraReport:
-    """Write a PEFT LoRA adapter (rank ``rank``) for ``tuned`` over ``base`` into ``out``; returns the report."""
+                 model_type: str | None = None, alpha: float = 1.0) -> LoraReport:
+    """Write a PEFT LoRA adapter (rank ``rank``) for ``tuned`` over ``base`` into ``out`` (new or empty); returns the
+    report. ``alpha``: the adapter of ``base + alpha * (tuned - base)``."""
     from peft import LoraConfig
-    from safetensors.torch import save_file
 
     if model_type in ("gpt2", "gpt_bigcode"):
         raise ValueError(f"LoRA extraction needs nn.Linear weights; {model_type} stores Conv1D (in, out): not supported")
+    folder = check_new_folder(out)
     base_weights = Weights(base)
     shapes = {n: base_weights.shape(n) for n in base_weights.names if _LAYER.match(n)}
     check_rank(rank, {n: shape for n, shape in shapes.items() if len(shape) == 2})  # before reading any tensor
-    delta = compute_delta(base, tuned)
+    delta = compute_delta(base, tuned, alpha)
     report, weights, modules = LoraReport(rank), {}, set()
     linears = {n: _LAYER.match(n) for n, t in delta.changed.items() if t.dim() == 2 and _LAYER.match(n)}
     for name, tensor in sorted(delta.changed.items()):
@@ -85,13 +90,13 @@ def extract_lora(base: str | Path, tuned: str | Path, out: str | Path, rank: int
     if not weights:
         raise ValueError(f"{str(tuned)!r} changed no linear weight of a decoder layer: there is nothing for a LoRA "
                          "adapter to hold")
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
     # target_modules: the full path of each changed linear (PEFT matches a name by its end), so that exactly
     # those carry an adapter
     config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=sorted(modules),
                         base_model_name_or_path=str(base), task_type="CAUSAL_LM")
-    config.save_pretrained(str(folder))
-    save_file(weights, str(folder / ADAPTER_FILE))
-    write_json(report.summary() | {"energy": report.energy, "left_out": report.left_out}, folder / "lora_report.json")
+    with staged(folder) as staging:
+        config.save_pretrained(str(staging))
+        save_tensors(weights, staging / ADAPTER_FILE)
+        write_json(report.summary() | {"energy": report.energy, "left_out": report.left_out},
+                   staging / "lora_report.json")
     return report
