@@ -6,11 +6,11 @@ CORE = ["ows", "ows.config", "ows.methods", "ows.layers", "ows.outliers", "ows.s
         "ows.optim.sharded", "ows.optim.param_groups", "ows.optim.fused", "ows.optim.lowbit", "ows.memory.measure",
         "ows.memory.estimate",
         "ows.memory.shape", "ows.memory.plan", "ows.memory.state", "ows.memory.weights", "ows.frozen", "ows.export",
-        "ows.lora_extract", "ows.jsonio", "ows.errors", "ows.model_facts"]
+        "ows.lora_extract", "ows.jsonio", "ows.errors", "ows.model_facts", "ows.granularity", "ows.importance"]
 # Modules that import no torch at all (the memory estimator, the registry, the option fields of every command).
 TORCH_FREE = ["ows.config", "ows.methods", "ows.memory", "ows.memory.estimate", "ows.memory.shape",
               "ows.memory.plan", "ows.memory.state", "ows.memory.weights", "ows.jsonio", "ows.cli.arguments",
-              "ows.errors", "ows.model_facts", "ows.recipe.arguments", "ows.recipe.budget"]
+              "ows.errors", "ows.model_facts", "ows.recipe.arguments", "ows.recipe.budget", "ows.granularity"]
 
 
 def test_core_does_not_import_transformers():

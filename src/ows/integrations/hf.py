@@ -28,8 +28,10 @@ class OWSCallback(TrainerCallback):
     """Forwards the optimizer-step boundaries of a ``Trainer`` run to the controller's ``begin_step``.
 
     ``on_step_begin`` fires once per optimizer step (not per micro-batch), with
-    ``state.global_step`` = optimizer steps done, so resumed runs continue the same schedule. The
-    schedule that ran is the controller's (``callback.controller.schedule``). The callback also
+    ``state.global_step`` = optimizer steps done, so resumed runs continue the same schedule (the
+    ``gradient`` sampler's state travels in the optimizer's state dict, which the Trainer saves with every
+    checkpoint and loads before training resumes). The schedule that ran is the controller's
+    (``callback.controller.schedule``). The callback also
     prepares the model for DDP when the Trainer is built and checks the input gradients under
     gradient checkpointing.
     """
@@ -40,6 +42,11 @@ class OWSCallback(TrainerCallback):
 
     def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         # TrainingArguments start torch.distributed; the Trainer wraps the model in DDP only in train().
+        stateful = getattr(self.controller.sampler, "stateful", False)
+        if fsdp_requested(args) and (stateful or self.controller.granularity == "module"):
+            option = "sampling_strategy='gradient'" if stateful else "sampling_granularity='module'"
+            raise ValueError(f"{option} is not supported with FSDP: use DDP or one process, or sample whole layers "
+                             "with a static strategy")
         if not fsdp_requested(args):
             distributed.setup_ddp(self.controller.model, self.controller.layers, self.controller.optimizer.fused)
 
