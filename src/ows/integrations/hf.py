@@ -112,6 +112,24 @@ def _ensure_input_grads(model: nn.Module, reentrant: bool = True) -> None:
         logger.info("gradient checkpointing with frozen embeddings: enabled input gradients")
 
 
+def restore_sampler_state(trainer: Any, checkpoint: str) -> bool:
+    """Load a stateful sampler's state (``gradient`` sampling) from a checkpoint's ``optimizer.pt`` without the rest of
+    the optimizer (a run whose final checkpoint is restored instead of trained records its schedule from it); True
+    when one was loaded."""
+    from pathlib import Path
+
+    from ..importance import STATE_KEY
+
+    owned = [c for c in trainer.callback_handler.callbacks if isinstance(c, OWSCallback)]
+    path = Path(checkpoint) / "optimizer.pt"
+    if not owned or not getattr(owned[0].controller.sampler, "stateful", False) or not path.is_file():
+        return False
+    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(STATE_KEY)
+    if saved is not None:
+        owned[0].controller.sampler.load_state_dict(saved)
+    return saved is not None
+
+
 def fsdp_requested(args: Any | None = None) -> bool:
     """Whether the run shards with FSDP (``accelerate launch`` with an FSDP config, or ``TrainingArguments.fsdp``)."""
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("true", "1"):
