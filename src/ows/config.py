@@ -199,7 +199,8 @@ class OWSConfig:
         budget = self.sample_budget_params
         if budget is not None:
             if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-                raise ValueError(f"OWSConfig.sample_budget_params={budget!r} is invalid: must be an integer >= 1 or None")
+                raise ValueError(f"OWSConfig.sample_budget_params={budget!r} is invalid: must be an integer >= 1 "
+                                 "or None")
             if self.sampling_granularity != "module":
                 raise ValueError(f"OWSConfig.sample_budget_params={budget!r} only applies to sampling_granularity="
                                  "'module': remove it, or set sampling_granularity module")

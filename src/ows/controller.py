@@ -256,13 +256,13 @@ def build_sampler(config: OWSConfig, num_layers: int, profile: Any | None = None
     if module:
         probs = block_probabilities(config, probs, blocks, profile)  # type: ignore[arg-type]
         sizes = [b.size for b in blocks]  # type: ignore[union-attr]
-        budget = resolve_budget(config.sample_budget_params, config.num_active_layers, layer_sizes)[0]  # type: ignore[arg-type]
+        budget, _ = resolve_budget(config.sample_budget_params, config.num_active_layers,
+                                   layer_sizes)  # type: ignore[arg-type]
     else:
         sizes, budget = [1] * num_layers, config.num_active_layers
     if gradient:
-        names = [b.name for b in blocks] if blocks is not None else None
         return GradientSampler(probs, sizes, budget, config.sample_interval, config.seed, ema=config.sampling_ema,
-                               temperature=config.sampling_temperature, names=names)
+                               temperature=config.sampling_temperature)
     if module:
         return BudgetSampler(probs, sizes, budget, config.sample_interval, config.seed)
     return LayerSampler(probs, config.num_active_layers, config.sample_interval, config.seed)

@@ -58,13 +58,13 @@ class GradientSampler(_PeriodSampler):
     """The ``gradient`` strategy's sampler: its draws depend on the scores measured so far (see the module).
 
     ``prior``: the order of first visits (probabilities); ``sizes`` and ``budget``: block sizes and the budget of
-    a draw (layers: sizes 1 and budget gamma); ``names``: the blocks' names, for the logs.
+    a draw (layers: sizes 1 and budget gamma); ``ema``: beta of the scores; ``temperature``: tau of p ~ score**tau.
     """
 
     stateful = True
 
     def __init__(self, prior: Sequence[float], sizes: Sequence[int], budget: int, interval: int, seed: int = 0, *,
-                 ema: float = 0.5, temperature: float = 1.0, names: Sequence[str] | None = None) -> None:
+                 ema: float = 0.5, temperature: float = 1.0) -> None:
         self.prior = _normalise(prior, "prior probabilities")
         self.sizes = [int(s) for s in sizes]
         self.num_blocks = len(self.sizes)
@@ -77,7 +77,6 @@ class GradientSampler(_PeriodSampler):
         if not 0 <= ema < 1:
             raise ValueError(f"sampling_ema={ema!r} is invalid: must be >= 0 and < 1")
         self.budget, self.ema, self.temperature = int(budget), float(ema), float(temperature)
-        self.names = list(names) if names is not None else [str(i) for i in range(self.num_blocks)]
         self._set_interval(interval, seed)
         self.reset()
 
@@ -125,13 +124,13 @@ class GradientSampler(_PeriodSampler):
             self.last_visit[block] = period
         return blocks
 
-    def probabilities(self) -> list[float]:
+    def current_probabilities(self) -> list[float]:
         """The probabilities of the visited blocks now (what the draw uses once every block was visited)."""
         return score_probabilities(self.scores, self.temperature)
 
     def _draw(self, period: int) -> tuple[int, ...]:
         fresh = [v == 0 for v in self.visits]
-        scored = self.probabilities()
+        scored = self.current_probabilities()
         weights = [self.prior[b] if fresh[b] else scored[b] for b in range(self.num_blocks)]
         order = draw_order(weights, self.seed, period, groups=[0 if f else 1 for f in fresh], include_zero=True)
         blocks = fill_budget(order, self.sizes, self.budget)

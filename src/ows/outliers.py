@@ -22,7 +22,8 @@ from .layers import eval_mode, linear_modules, locate_decoder_layers, weight_in_
 logger = logging.getLogger(__name__)
 
 
-def _outlier_counts(weights: Sequence[torch.Tensor], input_sq_norms: Sequence[torch.Tensor], threshold: float) -> list[int]:
+def _outlier_counts(weights: Sequence[torch.Tensor], input_sq_norms: Sequence[torch.Tensor],
+                    threshold: float) -> list[int]:
     """Per weight, its scores ``A_ij = |W_ij| * ||X_j||_2`` above ``threshold`` times the mean score of all weights."""
     if len(weights) != len(input_sq_norms) or not weights:
         raise ValueError("layer_outlier_ratio needs one input-norm vector per weight and at least one weight")

@@ -206,7 +206,8 @@ class BudgetSampler(_PeriodSampler):
                  seed: int = 0) -> None:
         self.probabilities = _normalise(probabilities, "sampling probabilities")
         if len(sizes) != len(self.probabilities):
-            raise ValueError(f"{len(sizes)} block sizes for {len(self.probabilities)} probabilities: give one per block")
+            raise ValueError(f"{len(sizes)} block sizes for {len(self.probabilities)} probabilities: give one size "
+                             "per block")
         self.sizes = [int(s) for s in sizes]
         self.num_blocks = len(self.sizes)
         check_budget(budget, self.sizes, sum(s for s, p in zip(self.sizes, self.probabilities) if p > 0))

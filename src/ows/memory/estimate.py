@@ -214,7 +214,8 @@ def estimate_memory(
     parts = optimizer_parts(shape, spec, k, rank, lora_rank, nbytes, outside, master_weights, outside_optimizer,
                             svd_method, touched)
     head_trains = spec.outside != "none" and (train_lm_head or spec.outside == "all" or (shape.tied and train_embeddings))
-    act_t, act_f, acts, recompute = _activations(shape, spec.layers == "adapters", touched, tokens, seq_len, nbytes, attention,
+    act_t, act_f, acts, recompute = _activations(shape, spec.layers == "adapters", touched, tokens, seq_len, nbytes,
+                                                 attention,
                                                  gradient_checkpointing, lora_rank, head_trains,
                                                  1 if device == "cuda" else nbytes)
     loss = _loss_bytes(shape, tokens, nbytes, chunked_loss, loss_chunk_size or 1, head_trains)
@@ -248,9 +249,11 @@ def estimate_memory(
     weights = held.device
     total = weights + int(parts.state + parts.projectors) + phases[peak_phase]
     layer_trained = budget + touched * shape.layer_vectors if budget is not None else int(k) * shape.layer_params
-    trainable = (parts.extra_weights // 4 if spec.layers == "adapters" else layer_trained + sum(r * c for r, c in outside))
+    trainable = (parts.extra_weights // 4 if spec.layers == "adapters"
+                 else layer_trained + sum(r * c for r, c in outside))
     settings = dict(dtype=dtype, per_device_train_batch_size=per_device_train_batch_size, max_seq_length=seq_len,
-                    num_active_layers=num_active_layers if module else int(k), rank=rank, lora_r=lora_r, gradient_checkpointing=gradient_checkpointing,
+                    num_active_layers=num_active_layers if module else int(k), rank=rank, lora_r=lora_r,
+                    gradient_checkpointing=gradient_checkpointing,
                     loss_chunk_size=loss_chunk_size, attn_implementation=attention, train_embeddings=train_embeddings,
                     train_lm_head=train_lm_head, device=device, fused_step=fused_step, master_weights=master_weights,
                     outside_optimizer=outside_optimizer, svd_method=svd_method,

@@ -130,7 +130,8 @@ def optimizer_parts(shape: ModelShape, method: Method, k: float, rank: int, lora
     parts.largest_grad = max([r * c * nbytes for r, c in shape.layer_matrices] * bool(k) + grads, default=0)
     state_bytes = 4 if master and nbytes != 4 else nbytes  # fp32 masters come with fp32 moments
     if state_bytes != nbytes:
-        parts.state += 4 * ((shape.layer_params - shape.layer_vectors) * k + shape.layer_vectors * vector_layers)  # masters
+        masters = (shape.layer_params - shape.layer_vectors) * k + shape.layer_vectors * vector_layers
+        parts.state += 4 * masters  # the master copies
     for rows, cols in shape.layer_matrices:
         if method.galore:
             moments, projector = galore_sizes(rows, cols, rank)
