@@ -7,11 +7,12 @@ CORE = ["ows", "ows.config", "ows.methods", "ows.layers", "ows.outliers", "ows.s
         "ows.memory.estimate",
         "ows.memory.shape", "ows.memory.plan", "ows.memory.state", "ows.memory.weights", "ows.frozen", "ows.export",
         "ows.export.weights", "ows.export.folders", "ows.export.delta", "ows.export.merge", "ows.export.lora",
-        "ows.jsonio", "ows.errors", "ows.model_facts", "ows.frozen_embeddings"]
+        "ows.jsonio", "ows.errors", "ows.model_facts", "ows.frozen_embeddings",
+        "ows.granularity", "ows.importance"]
 # Modules that import no torch at all (the memory estimator, the registry, the option fields of every command).
 TORCH_FREE = ["ows.config", "ows.methods", "ows.memory", "ows.memory.estimate", "ows.memory.shape",
               "ows.memory.plan", "ows.memory.state", "ows.memory.weights", "ows.jsonio", "ows.cli.arguments",
-              "ows.errors", "ows.model_facts", "ows.recipe.arguments", "ows.recipe.budget"]
+              "ows.errors", "ows.model_facts", "ows.recipe.arguments", "ows.recipe.budget", "ows.granularity"]
 
 
 def test_core_does_not_import_transformers():

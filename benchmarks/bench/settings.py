@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Sequence
+
 from ows.config import OWSConfig
 from ows.methods import get_method, method_names
 
 from .front import FRONT_ROWS
 from .peers import PEERS
 
+BENCHMARKS_DIR = Path(__file__).resolve().parents[1]
 # Benchmark rows that run a product method with extra `ows train` flags: name -> (method, flags, label).
 VARIANTS = {
     "ows-lean": ("ows", ("--train_embeddings", "false"), "OWS, input embeddings not trained"),
@@ -24,6 +28,32 @@ VARIANTS = {
 VARIANTS["ows-nf4"] = ("ows", ("--frozen_quantization", "nf4"), "OWS, frozen layers in NF4")
 
 
+def resample_by_depth(values: Sequence[float], count: int) -> list[float]:
+    """``values`` (one per layer of one model) at the relative depths of a model with ``count`` layers: layer j of
+    ``count`` sits at depth j / (count - 1), read between the two nearest source layers by linear interpolation
+    (the first and last layers map onto the first and last)."""
+    if count < 1 or not values:
+        raise ValueError(f"resample_by_depth needs values and count >= 1, got {len(values)} values, count={count}")
+    if count == 1 or len(values) == 1:
+        return [float(values[0])] * count
+    last = len(values) - 1
+    out = []
+    for j in range(count):
+        x = j * last / (count - 1)
+        i = min(int(x), last - 1)
+        out.append(values[i] + (x - i) * (values[i + 1] - values[i]))
+    return out
+
+
+# The paper code's Llama-2-7B OWL ratios (percent; llama2_7b_owl_ratios.json here, with its source) mapped onto
+# SmolLM2-135M's 30 layers by resample_by_depth, to 6 significant digits (tests/benchmarks checks the mapping):
+# a 15x spread with 27 % of the weight on layers 0-1, where SmolLM2's own ratios span 5x and favour the top.
+LLAMA2_7B_ON_30 = (0.267809, 0.283703, 0.125647, 0.111203, 0.0958882, 0.0881866, 0.086158, 0.082019, 0.075747,
+                   0.0712329, 0.0699612, 0.0645743, 0.0597484, 0.0556208, 0.053767, 0.0465655, 0.0386475, 0.0336525,
+                   0.0334, 0.0304386, 0.0278646, 0.0256459, 0.0242257, 0.0227864, 0.023077, 0.019844, 0.0183358,
+                   0.0205104, 0.0238464, 0.0824612)
+
+
 def _ablations() -> dict[str, tuple[str, tuple[str, ...], str]]:
     """One idea at a time around the ablation base (owl, GaLore, tau 1, the run's gamma and K)."""
     rows = {}
@@ -38,6 +68,14 @@ def _ablations() -> dict[str, tuple[str, tuple[str, ...], str]]:
         rows[f"abl-gamma{gamma}"] = ("ows", ("--num_active_layers", gamma), f"owl, GaLore, γ={gamma}")
     for interval in ("5", "20", "50"):
         rows[f"abl-K{interval}"] = ("ows", ("--sample_interval", interval), f"owl, GaLore, K={interval}")
+    for strategy in ("owl", "uniform", "gradient"):  # what to sample x how fine (issue 24)
+        for granularity in ("layer", "module"):
+            rows[f"abl-{strategy}-{granularity}"] = (
+                "ows", ("--sampling_strategy", strategy, "--sampling_granularity", granularity),
+                f"{strategy}, {'whole layers' if granularity == 'layer' else 'single weights'}, GaLore")
+    rows["abl-llama7b-skew"] = ("ows", ("--sampling_strategy", "weights", "--sampling_weights",
+                                        ",".join(f"{w:g}" for w in LLAMA2_7B_ON_30)),
+                                "Llama-2-7B's OWL ratios by depth, GaLore")
     return rows
 
 

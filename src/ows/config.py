@@ -7,11 +7,14 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
+from .granularity import check_budget, resolve_budget
 from .jsonio import read_json, write_json
 
 # The choice lists of ows, defined here once (this module imports no torch) and imported everywhere else.
-SAMPLING_STRATEGIES = ("owl", "uniform", "owl_reverse", "increase", "decrease", "weights")
+SAMPLING_STRATEGIES = ("owl", "uniform", "owl_reverse", "increase", "decrease", "weights", "gradient")
 PROFILE_STRATEGIES = ("owl", "owl_reverse")  # the strategies that need an outlier profile
+SAMPLING_GRANULARITIES = ("layer", "module")  # what one draw picks: whole decoder layers or single 2-D weights
+SAMPLING_PRIORS = ("uniform", "owl")  # the order in which 'gradient' visits blocks it has not measured yet
 PROJ_TYPES = ("std", "reverse_std", "left", "right")
 SVD_METHODS = ("exact", "randomized", "gram")
 OUTSIDE_OPTIMIZERS = ("adamw", "adamw8bit", "galore")
@@ -67,11 +70,30 @@ class OWSConfig:
         "weights (sampling_weights).",
         "owl",
     )
+    sampling_granularity: str = _help(
+        "What one draw picks: layer (whole decoder layers, num_active_layers of them) or module (single 2-D weights "
+        "such as q_proj or down_proj, from all decoder layers, until sample_budget_params parameters are drawn; a "
+        "layer's norms and biases train while any of its weights trains).", "layer"
+    )
+    sample_budget_params: int | None = _help(
+        "With sampling_granularity module: parameters in the weights drawn per period (never exceeded); None = "
+        "num_active_layers times the mean decoder layer's 2-D parameter count.", None
+    )
     sampling_weights: list[float] | None = _help(
         "One non-negative weight per decoder layer; required when sampling_strategy='weights'.", None
     )
     sampling_temperature: float = _help(
-        "tau in p proportional to D**tau for 'owl' (0 = uniform, 1 = the paper).", 1.0
+        "tau in p proportional to D**tau for 'owl' (0 = uniform, 1 = the paper), and in p proportional to "
+        "score**tau for 'gradient'.", 1.0
+    )
+    sampling_prior: str = _help(
+        "With sampling_strategy gradient: the order in which blocks not yet visited are drawn before the signal is "
+        "trusted: uniform, or owl (proportional to the outlier ratio, needs a profile).", "uniform"
+    )
+    sampling_ema: float = _help(
+        "With sampling_strategy gradient: beta of the moving average of each block's gradient score over the periods "
+        "it is drawn in (score = beta * score + (1 - beta) * the period's mean RMS gradient); a block not drawn keeps "
+        "its score. In [0, 1).", 0.5
     )
     outlier_threshold: float = _help(
         "M: a weight score counts as an outlier when above M times the mean score of its layer.", 5.0
@@ -124,7 +146,8 @@ class OWSConfig:
         "Dotted path to the nn.ModuleList of decoder layers (e.g. 'model.layers'); None = found automatically.",
         None,
     )
-    seed: int = _help("Seed of the layer schedule; the active set depends only on (seed, period).", 0)
+    seed: int = _help("Seed of the sampling schedule; the active set depends only on (seed, period), and with "
+                      "sampling_strategy gradient also on the scores measured so far.", 0)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -135,6 +158,7 @@ class OWSConfig:
         _check_int(self, "sample_interval", minimum=1)
         _check_choice(self, "sampling_strategy", SAMPLING_STRATEGIES)
         _check_float(self, "sampling_temperature", minimum=0.0)
+        self._validate_sampling()
         _check_float(self, "outlier_threshold", minimum=0.0, strict=True)
         _check_bool(self, "use_galore")
         _check_int(self, "rank", minimum=1)
@@ -162,6 +186,30 @@ class OWSConfig:
             )
         self._validate_weights()
 
+    def _validate_sampling(self) -> None:
+        _check_choice(self, "sampling_granularity", SAMPLING_GRANULARITIES)
+        _check_choice(self, "sampling_prior", SAMPLING_PRIORS)
+        _check_float(self, "sampling_ema", minimum=0.0)
+        if self.sampling_ema >= 1:
+            raise ValueError(f"OWSConfig.sampling_ema={self.sampling_ema!r} is invalid: must be >= 0 and < 1 (0.5: "
+                             "a new period's measurement counts half)")
+        if self.sampling_prior != "uniform" and self.sampling_strategy != "gradient":
+            raise ValueError(f"OWSConfig.sampling_prior={self.sampling_prior!r} only applies to sampling_strategy="
+                             f"'gradient' (this run uses {self.sampling_strategy!r}): remove it or set uniform")
+        budget = self.sample_budget_params
+        if budget is not None:
+            if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+                raise ValueError(f"OWSConfig.sample_budget_params={budget!r} is invalid: must be an integer >= 1 "
+                                 "or None")
+            if self.sampling_granularity != "module":
+                raise ValueError(f"OWSConfig.sample_budget_params={budget!r} only applies to sampling_granularity="
+                                 "'module': remove it, or set sampling_granularity module")
+
+    def needs_profile(self) -> bool:
+        """Whether these settings sample by an outlier profile (the owl strategies, or gradient with the owl prior)."""
+        return self.sampling_strategy in PROFILE_STRATEGIES or (
+            self.sampling_strategy == "gradient" and self.sampling_prior == "owl")
+
     def _validate_weights(self) -> None:
         weights = self.sampling_weights
         if self.sampling_strategy == "weights" and weights is None:
@@ -177,32 +225,53 @@ class OWSConfig:
                 f"OWSConfig.sampling_weights={weights!r} is invalid: give a list of finite non-negative numbers"
             )
 
-    def check_for(self, num_layers: int, ratios: Sequence[float] | None = None) -> None:
+    def check_for(self, num_layers: int, ratios: Sequence[float] | None = None,
+                  matrix_sizes: Sequence[Sequence[int]] | None = None) -> None:
         """Raise ``ValueError`` if these settings cannot run on a model with ``num_layers`` decoder layers.
 
         Checks gamma against the layer count, ``sampling_weights`` (one per layer), and that at least
         gamma layers can be drawn: non-zero weights, or non-zero outlier ``ratios`` (a profile) for the
-        ``owl`` strategies at a temperature above 0. Needs no model and no torch.
+        ``owl`` strategies at a temperature above 0. With ``sampling_granularity: module`` and
+        ``matrix_sizes`` (the 2-D weight sizes of each layer), the parameter budget instead: at least the
+        largest weight, at most all of them, and no more than the weights that can be drawn hold. Needs no
+        model and no torch.
         """
-        check_active_layers(self.num_active_layers, num_layers)
-        nonzero = None
-        if self.sampling_strategy == "weights" and self.sampling_weights is not None:
-            if len(self.sampling_weights) != num_layers:
-                raise ValueError(f"sampling_weights has {len(self.sampling_weights)} values but the model has "
+        explicit_budget = self.sampling_granularity == "module" and self.sample_budget_params is not None
+        if not explicit_budget:
+            check_active_layers(self.num_active_layers, num_layers)
+        drawable = self._drawable_layers(num_layers, ratios)
+        if self.sampling_granularity == "layer":
+            check_active_layers(self.num_active_layers, num_layers, None if drawable is None else len(drawable))
+        elif matrix_sizes is not None:
+            if len(matrix_sizes) != num_layers:
+                raise ValueError(f"matrix_sizes has {len(matrix_sizes)} layers but the model has {num_layers}")
+            budget, name = resolve_budget(self.sample_budget_params, self.num_active_layers, matrix_sizes)
+            sizes = [size for layer in matrix_sizes for size in layer]
+            reachable = None if drawable is None else sum(sum(matrix_sizes[i]) for i in drawable)
+            check_budget(budget, sizes, reachable, name)
+
+    def _drawable_layers(self, num_layers: int, ratios: Sequence[float] | None) -> list[int] | None:
+        """The layers with a non-zero probability when some have none (weights or profile), else None."""
+        weights = self.sampling_weights
+        if self.sampling_strategy == "weights" and weights is not None:
+            if len(weights) != num_layers:
+                raise ValueError(f"sampling_weights has {len(weights)} values but the model has "
                                  f"{num_layers} decoder layers: give one weight per layer")
-            nonzero = sum(w > 0 for w in self.sampling_weights)
-            if nonzero == 0:
+            if not any(w > 0 for w in weights):
                 raise ValueError("sampling_weights are all zero: no layer can be sampled; give positive weights or "
                                  "use sampling_strategy='uniform'")
-        elif self.sampling_strategy in PROFILE_STRATEGIES and ratios is not None:
+            return [i for i, w in enumerate(weights) if w > 0]
+        if self.needs_profile() and ratios is not None:
             if len(ratios) != num_layers:
                 raise ValueError(f"the outlier profile has {len(ratios)} layers but the model has {num_layers} decoder "
                                  "layers: profile this model (`ows analyze`) or drop the profile")
-            nonzero = num_layers if self.sampling_temperature == 0 else sum(r > 0 for r in ratios)
-            if nonzero == 0:
+            if self.sampling_strategy == "gradient":  # the prior only orders the first visits: every layer is drawn
+                return None
+            if not any(r > 0 for r in ratios):
                 raise ValueError("the outlier profile's ratios are all zero: no layer can be sampled; use "
                                  "sampling_strategy='uniform' or a lower outlier_threshold")
-        check_active_layers(self.num_active_layers, num_layers, nonzero)
+            return None if self.sampling_temperature == 0 else [i for i, r in enumerate(ratios) if r > 0]
+        return None
 
     # --- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -1,10 +1,12 @@
-"""OWSController: applies the layer schedule to a model and its optimizer.
+"""OWSController: applies the block schedule to a model and its optimizer.
 
-At every period boundary it unfreezes the newly sampled decoder layers, freezes the others and
-releases everything the optimizer held for layers that left the active set (moments, projector,
-step count) together with their gradients. A layer sampled again later starts afresh: new moments
-and a projector computed from its first new gradient. A layer that stays active across a boundary
-keeps its state.
+A block is a decoder layer, or one 2-D weight with ``sampling_granularity: module`` (a layer's norms and
+biases then train while any of its weights does). At every period boundary the controller unfreezes the
+newly sampled blocks, freezes the others and releases everything the optimizer held for parameters that
+left the active set (moments, projector, step count) together with their gradients. A block sampled
+again later starts afresh: new moments and a projector computed from its first new gradient. A block
+that stays active across a boundary keeps its state. Frozen-layer quantization follows the layers: a
+layer holds its exact weights while any of its blocks trains.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from torch import nn
 from torch.optim import Optimizer
 
 from .config import OWSConfig
-from .distributed import check_same_active, is_distributed, is_main_process
-from .layers import DecoderLayers, locate_decoder_layers, set_trainable
+from .distributed import check_same_active, is_distributed, is_main_process, is_sharded
+from .granularity import resolve_budget
+from .importance import GradientMeter, GradientSampler, attach_state
+from .layers import Block, DecoderLayers, layer_rest, locate_decoder_layers, sampling_blocks
 from .memory.measure import tensor_bytes
 from .optim.fused import enable_fused_step
 from .optim.galore_adamw import GaLoreAdamW
 from .optim.param_groups import build_param_groups
-from .sampling import LayerSampler, sampling_probabilities
+from .sampling import BudgetSampler, LayerSampler, sampling_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -40,44 +44,60 @@ def release_optimizer_state(optimizer: Optimizer, params: list[nn.Parameter]) ->
 
 
 class OWSController:
-    """Keeps the trainable decoder layers of ``model`` in sync with ``sampler``, and records the schedule it ran.
+    """Keeps the trainable blocks of ``model`` (decoder layers, or single weights) in sync with ``sampler``.
 
     Call :meth:`begin_step` with the 0-based optimizer step before each optimizer step's forward
-    passes (once per step, not per micro-batch under gradient accumulation). ``schedule`` holds
-    ``(step, active layers)`` of every resample, ``visits`` how many periods each layer was active.
-    ``layers`` (from :func:`ows.locate_decoder_layers`) saves locating the decoder layers again.
+    passes (once per step, not per micro-batch under gradient accumulation). ``active`` holds the decoder
+    layers training now (with any block), ``active_blocks`` the blocks drawn; ``schedule`` holds ``(step,
+    blocks)`` of every resample and ``visits`` how many periods each block was drawn. ``layers`` (from
+    :func:`ows.locate_decoder_layers`) saves locating the decoder layers again; ``blocks`` (from
+    :func:`ows.layers.sampling_blocks`, default: one per layer) must match the sampler. A stateful sampler
+    (``sampling_strategy: gradient``) gets its measurements from a :class:`ows.importance.GradientMeter` and
+    its state saved in ``optimizer.state_dict()``.
     """
 
     def __init__(
         self,
         model: nn.Module,
         optimizer: Optimizer,
-        sampler: LayerSampler,
+        sampler: Any,
         layers_attr: str | None = None,
         on_resample: Callable[[int, tuple[int, ...]], None] | None = None,
         *,
         layers: DecoderLayers | None = None,
         residency: Any = None,
+        blocks: list[Block] | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
         self.sampler = sampler
         found = layers if layers is not None else locate_decoder_layers(model, layers_attr)
         self.layers = found.modules
-        if len(self.layers) != sampler.num_layers:
+        self.blocks = blocks if blocks is not None else sampling_blocks(self.layers, "layer")
+        self.granularity = "layer" if all(b.name == str(b.layer) for b in self.blocks) else "module"
+        if len(self.blocks) != sampler.num_blocks:
+            kind = "layers" if self.granularity == "layer" else "weights"
             raise ValueError(
-                f"the sampler has probabilities for {sampler.num_layers} layers but {found.path} has "
-                f"{len(self.layers)}: build the profile/weights for this model"
+                f"the sampler has probabilities for {sampler.num_blocks} {kind} but {found.path} has "
+                f"{len(self.blocks)}: build the profile/weights for this model"
             )
+        self._rest = layer_rest(self.layers, self.blocks)
         self._check_optimizer_covers_layers()
         self.on_resample = on_resample
         self.active: tuple[int, ...] | None = None
+        self.active_blocks: tuple[int, ...] | None = None
         self.period: int | None = None
         self.visits: Counter[int] = Counter()
         self.schedule: list[tuple[int, tuple[int, ...]]] = []
         self.released_bytes = 0
         self.residency = residency  # ows.frozen.FrozenLayers when frozen layers are held quantized
         self.swaps: list[tuple[int, float]] = []  # (step, seconds spent moving weights) per resample
+        self._trainable: dict[int, nn.Parameter] = {}
+        self.meter = None
+        if getattr(sampler, "stateful", False):
+            attach_state(optimizer, sampler)
+            self.meter = GradientMeter(optimizer, [b.matrices for b in self.blocks], sampler,
+                                       lambda: self.active_blocks or ())
 
     def _check_optimizer_covers_layers(self) -> None:
         in_optimizer = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
@@ -90,87 +110,162 @@ class OWSController:
             )
 
     def begin_step(self, step: int) -> tuple[int, ...]:
-        """Apply the active set of optimizer step ``step``; resamples only at period changes."""
+        """Apply the active set of optimizer step ``step``; resamples only at period changes. Returns the
+        decoder layers that train (with any block)."""
         period = self.sampler.period(step)
         if period == self.period and self.active is not None:
             return self.active
-        new_active = self.sampler.active_layers(step)
-        check_same_active(new_active, len(self.layers), period)
-        if self.active is None:  # sharding (FSDP2) after the optimizer was built replaces the parameters
-            self._check_optimizer_covers_layers()
-            if self.residency is not None:  # a resumed run: the layers of earlier periods hold trained weights
-                self.residency.trained.update(i for k in range(period) for i in self.sampler.active_layers(
-                    k * self.sampler.interval))
+        if self.active is None:
+            self._first_step(step, period)
+        new_blocks = self.sampler.active_blocks(step)
+        check_same_active(new_blocks, len(self.blocks), period)
         swapped = self.residency.swap_seconds if self.residency is not None else 0.0
-        self._apply(new_active)
+        self._apply(new_blocks)
         self.period = period
-        self.visits.update(new_active)
-        self.schedule.append((step, tuple(new_active)))
+        self.visits.update(new_blocks)
+        self.schedule.append((step, tuple(new_blocks)))
         swap = ""
         if self.residency is not None:
             self.swaps.append((step, self.residency.swap_seconds - swapped))
             swap = f"; weights moved in {self.swaps[-1][1]:.2f} s"
         if is_main_process():
-            logger.info("step %d: active decoder layers %s%s", step, list(new_active), swap)
+            drawn = "" if self.granularity == "layer" else f" ({len(new_blocks)} weights, {self._size(new_blocks):,} " \
+                                                          "parameters)"
+            logger.info("step %d: active decoder layers %s%s%s", step, list(self.active), drawn, swap)
         if self.on_resample is not None:
-            self.on_resample(step, new_active)
-        return new_active
+            self.on_resample(step, self.active)
+        return self.active
 
-    def _apply(self, new_active: tuple[int, ...]) -> None:
-        previous = set(self.active) if self.active is not None else None
-        keep = set(new_active)
-        # On the first call every non-active layer is frozen and stale state (e.g. from a loaded
-        # checkpoint of an earlier period) dropped; later only the layers that left are touched.
-        leaving = [i for i in range(len(self.layers)) if i not in keep and (previous is None or i in previous)]
-        released = 0
-        for i in leaving:
-            params = list(self.layers[i].parameters())
-            set_trainable([self.layers[i]], False)
-            released += release_optimizer_state(self.optimizer, params)
-            if self.residency is not None:
+    def _first_step(self, step: int, period: int) -> None:
+        """Checks of the first call (sharding after the optimizer was built replaces the parameters), and the
+        layers a resumed run trained before (their weights differ from the model's files)."""
+        self._check_optimizer_covers_layers()
+        stateful = getattr(self.sampler, "stateful", False)
+        if (stateful or self.granularity == "module") and is_sharded(self.model):
+            option = "sampling_strategy='gradient'" if stateful else "sampling_granularity='module'"
+            raise ValueError(f"{option} is not supported with FSDP2 (sharded parameters): use DDP or one process, "
+                             "or sample whole layers with a static strategy")
+        if stateful and step > 0 and self.sampler.current is None:
+            raise RuntimeError(f"resuming at step {step} with sampling_strategy='gradient' needs the sampler state "
+                               "saved in the optimizer's state dict ('ows_sampler'): load the checkpoint's optimizer "
+                               "state before training, or start from step 0")
+        if self.residency is not None:
+            self.residency.trained.update(self.blocks[b].layer for _, blocks in self.sampler.ran(
+                period * self.sampler.interval) for b in blocks)
+
+    def _size(self, blocks: tuple[int, ...]) -> int:
+        return sum(self.blocks[b].size for b in blocks)
+
+    def _apply(self, new_blocks: tuple[int, ...]) -> None:
+        layers_now = tuple(sorted({self.blocks[b].layer for b in new_blocks}))
+        wanted = {id(p): p for b in new_blocks for p in self.blocks[b].params}
+        wanted.update({id(p): p for i in layers_now for p in self._rest[i]})
+        first = self.active is None
+        # On the first call every parameter outside the set is frozen and stale state (e.g. from a loaded
+        # checkpoint of an earlier period) dropped; later only the parameters that left are touched.
+        before = {id(p): p for layer in self.layers for p in layer.parameters()} if first else self._trainable
+        leaving = [p for key, p in before.items() if key not in wanted]
+        for p in leaving:
+            p.requires_grad_(False)
+        released = release_optimizer_state(self.optimizer, leaving)
+        if self.residency is not None:
+            previous = set(range(len(self.layers))) if first else set(self.active)
+            for i in sorted(previous - set(layers_now)):
                 self.residency.leave(i)
-        # Entering layers need no release: their state was dropped when they left, and state present
-        # now can only come from a checkpoint of this very period.
-        for i in new_active:
-            if self.residency is not None:
+            # Entering blocks need no release: their state was dropped when they left, and state present
+            # now can only come from a checkpoint of this very period.
+            for i in layers_now:
                 self.residency.enter(i)
-        set_trainable([self.layers[i] for i in new_active], True)
+        for p in wanted.values():
+            p.requires_grad_(True)
+        self._trainable = wanted
         self.released_bytes += released
-        self.active = tuple(new_active)
-        logger.debug("active layers %s; released %d optimizer-state bytes", self.active, released)
+        self.active, self.active_blocks = layers_now, tuple(new_blocks)
+        logger.debug("active blocks %s; released %d optimizer-state bytes", self.active_blocks, released)
 
     def schedule_record(self, num_steps: int | None = None) -> dict[str, Any]:
-        """The schedule as JSON-ready data: ``schedule`` [[step, layers], ...] and ``visits`` per layer.
+        """The schedule as JSON-ready data: ``schedule`` [[step, blocks], ...] and ``visits`` per block (with
+        ``sampling_granularity: module`` also ``blocks``: the weights' names, in index order).
 
-        ``num_steps`` given: the whole run's schedule over steps 0 .. num_steps-1, recomputed from the
-        sampler (a pure function of seed and period), so a resumed run records its periods before the
-        resume too. None: the resamples this controller applied.
+        ``num_steps`` given: the whole run's schedule over steps 0 .. num_steps-1 from the sampler (recomputed
+        from seed and period; for ``gradient`` the draws that ran, saved with its state), so a resumed run
+        records its periods before the resume too. None: the resamples this controller applied.
         """
         if num_steps is None:
             schedule, visits = self.schedule, self.visits
         else:
-            interval = self.sampler.interval
-            schedule = [(k * interval, active) for k, active in enumerate(self.sampler.schedule(num_steps))]
+            schedule = [(k * self.sampler.interval, blocks) for k, blocks in self.sampler.ran(num_steps)]
             visits = Counter(i for _, active in schedule for i in active)
-        return {"schedule": [[step, list(active)] for step, active in schedule],
-                "visits": {str(k): v for k, v in sorted(visits.items())}}
+        record: dict[str, Any] = {"schedule": [[step, list(active)] for step, active in schedule],
+                                  "visits": {str(k): v for k, v in sorted(visits.items())}}
+        if self.granularity == "module":
+            record["blocks"] = [b.name for b in self.blocks]
+        return record
+
+    def layer_visits(self, num_steps: int) -> dict[int, int]:
+        """Periods in which each decoder layer trained (with any block) over steps 0 .. num_steps-1."""
+        return dict(Counter(i for _, blocks in self.sampler.ran(num_steps)
+                            for i in {self.blocks[b].layer for b in blocks}))
 
     def trainable_parameter_count(self) -> int:
         """Number of parameters with ``requires_grad`` in the model right now."""
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
 
-def build_sampler(config: OWSConfig, num_layers: int, profile: Any | None = None) -> LayerSampler:
-    """The :class:`LayerSampler` that ``config`` asks for; ``profile`` (an ``OutlierProfile``) for 'owl' strategies."""
-    config.check_for(num_layers, profile.ratios if profile is not None else None)
-    probabilities = sampling_probabilities(
-        profile.ratios if profile is not None else None,
-        config.sampling_strategy,
-        num_layers=num_layers,
-        weights=config.sampling_weights,
-        temperature=config.sampling_temperature,
-    )
-    return LayerSampler(probabilities, config.num_active_layers, config.sample_interval, config.seed)
+def _matrix_ratios(profile: Any, blocks: list[Block]) -> list[float] | None:
+    """Each weight's own outlier ratio from the profile (``extra["matrix_ratios"]``: per layer, weight name ->
+    ratio), or None when the profile has none for some weight."""
+    table = (getattr(profile, "extra", None) or {}).get("matrix_ratios")
+    try:
+        return [float(table[b.layer][b.name.split(".", 1)[1]]) for b in blocks]
+    except (TypeError, KeyError, IndexError):
+        logger.info("the outlier profile has no per-weight ratios: each weight is drawn by its layer's ratio")
+        return None
+
+
+def block_probabilities(config: OWSConfig, layer_probs: list[float], blocks: list[Block],
+                        profile: Any | None = None) -> list[float]:
+    """Probabilities of single weights: from their own outlier ratios for the owl strategies (and the gradient
+    strategy's owl prior) when the profile has them, else their layer's probability (normalised)."""
+    ratios = _matrix_ratios(profile, blocks) if config.needs_profile() and profile is not None else None
+    if ratios is not None:
+        strategy = "owl" if config.sampling_strategy == "gradient" else config.sampling_strategy
+        return sampling_probabilities(ratios, strategy, temperature=config.sampling_temperature)
+    return sampling_probabilities(None, "weights", weights=[layer_probs[b.layer] for b in blocks])
+
+
+def build_sampler(config: OWSConfig, num_layers: int, profile: Any | None = None, *,
+                  blocks: list[Block] | None = None) -> Any:
+    """The sampler ``config`` asks for: a :class:`LayerSampler`, a :class:`BudgetSampler` (``sampling_granularity:
+    module``) or a :class:`ows.importance.GradientSampler` (``sampling_strategy: gradient``). ``profile`` (an
+    ``OutlierProfile``) for the owl strategies and prior; ``blocks`` (``ows.layers.sampling_blocks``) for module."""
+    module = config.sampling_granularity == "module"
+    if module and blocks is None:
+        raise ValueError("sampling_granularity='module' needs the model's weights: use ows.create_ows, or pass "
+                         "blocks=ows.layers.sampling_blocks(layers, 'module')")
+    ratios = profile.ratios if profile is not None else None
+    layer_sizes = [[b.size for b in blocks if b.layer == i] for i in range(num_layers)] if module else None
+    config.check_for(num_layers, ratios, layer_sizes)
+    gradient = config.sampling_strategy == "gradient"
+    if gradient and config.sampling_prior == "owl" and ratios is None:
+        raise ValueError("sampling_prior='owl' needs an outlier profile: run ows.profile_outliers(model, batches) or "
+                         "use sampling_prior='uniform'")
+    probs = sampling_probabilities(ratios if config.needs_profile() or not gradient else None,
+                                   config.sampling_strategy, num_layers=num_layers, weights=config.sampling_weights,
+                                   temperature=config.sampling_temperature)
+    if module:
+        probs = block_probabilities(config, probs, blocks, profile)  # type: ignore[arg-type]
+        sizes = [b.size for b in blocks]  # type: ignore[union-attr]
+        budget, _ = resolve_budget(config.sample_budget_params, config.num_active_layers,
+                                   layer_sizes)  # type: ignore[arg-type]
+    else:
+        sizes, budget = [1] * num_layers, config.num_active_layers
+    if gradient:
+        return GradientSampler(probs, sizes, budget, config.sample_interval, config.seed, ema=config.sampling_ema,
+                               temperature=config.sampling_temperature)
+    if module:
+        return BudgetSampler(probs, sizes, budget, config.sample_interval, config.seed)
+    return LayerSampler(probs, config.num_active_layers, config.sample_interval, config.seed)
 
 
 def create_ows(
@@ -196,7 +291,8 @@ def create_ows(
     trained, so that no host copy of them is needed.
     """
     found = locate_decoder_layers(model, config.layers_attr)
-    sampler = build_sampler(config, len(found.modules), profile)
+    blocks = sampling_blocks(found.modules, config.sampling_granularity)
+    sampler = build_sampler(config, len(found.modules), profile, blocks=blocks)
     optimizer = GaLoreAdamW(build_param_groups(model, config, weight_decay, layers=found), lr=lr, betas=betas, eps=eps)
     if config.fused_step:
         enable_fused_step(optimizer, model, max_grad_norm)
@@ -213,5 +309,6 @@ def create_ows(
             from .frozen_embeddings import quantize_frozen_embedding
 
             residency.embedding = quantize_frozen_embedding(model, config.frozen_quantization, source)
-    controller = OWSController(model, optimizer, sampler, on_resample=on_resample, layers=found, residency=residency)
+    controller = OWSController(model, optimizer, sampler, on_resample=on_resample, layers=found, residency=residency,
+                               blocks=blocks)
     return optimizer, controller

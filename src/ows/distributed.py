@@ -94,8 +94,18 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return holder[0]
 
 
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of ``tensor`` over every rank, on the CPU (``tensor`` itself in one process)."""
+    if not is_distributed():
+        return tensor
+    buffer = tensor.to(_collective_device())
+    torch.distributed.all_reduce(buffer)
+    return buffer.cpu()
+
+
 def check_same_active(active: Sequence[int], num_layers: int, period: int) -> None:
-    """Raise ``RuntimeError`` unless every rank passes the same ``active`` layer set.
+    """Raise ``RuntimeError`` unless every rank passes the same ``active`` set (of layers, or of weights with
+    ``sampling_granularity: module``; ``num_layers`` is then the number of weights).
 
     One all-reduce (MAX) of a ``2 * num_layers`` int tensor holding the set's indicator and its
     negation: the sets agree iff the maximum and the minimum indicator are equal everywhere.

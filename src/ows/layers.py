@@ -103,6 +103,65 @@ def linear_modules(layer: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in layer.named_modules() if weight_in_out(m) is not None]
 
 
+class Block(NamedTuple):
+    """What one draw can pick: a whole decoder layer, or one 2-D weight of a layer (``sampling_granularity``).
+
+    ``layer``: its layer's index; ``name``: the layer index (``"3"``) or the weight's name in the model's layers
+    (``"3.self_attn.q_proj.weight"``); ``params``: what trains while it is drawn (all the layer's parameters, or
+    the weight); ``matrices``: its 2-D weights (the ``gradient`` strategy measures their gradients).
+    """
+
+    layer: int
+    name: str
+    params: tuple[nn.Parameter, ...]
+    matrices: tuple[nn.Parameter, ...]
+
+    @property
+    def size(self) -> int:
+        """Parameters in the block's 2-D weights."""
+        return sum(p.numel() for p in self.matrices)
+
+
+def _unique(named: Iterable[tuple[str, nn.Parameter]], seen: set[int]) -> list[tuple[str, nn.Parameter]]:
+    out = []
+    for name, param in named:
+        if id(param) not in seen:
+            seen.add(id(param))
+            out.append((name, param))
+    return out
+
+
+def sampling_blocks(layers: nn.ModuleList, granularity: str = "layer") -> list[Block]:
+    """The blocks of ``layers`` in layer order: one per layer (``layer``) or one per 2-D weight (``module``).
+
+    A module block is any 2-D parameter of a layer (the weights of ``nn.Linear``, GPT-2's ``Conv1D``, ...); the
+    layer's other parameters (norms, biases) train while any of its weights does (see ``layer_rest``).
+    """
+    if granularity not in ("layer", "module"):
+        raise ValueError(f"sampling_granularity={granularity!r} is unknown: use layer or module")
+    blocks, seen = [], set()
+    for index, layer in enumerate(layers):
+        named = _unique(layer.named_parameters(), seen)
+        matrices = [(n, p) for n, p in named if p.dim() == 2]
+        if not matrices:
+            raise ValueError(f"decoder layer {index} has no 2-D weight: check layers_attr")
+        if granularity == "layer":
+            blocks.append(Block(index, str(index), tuple(p for _, p in named), tuple(p for _, p in matrices)))
+        else:
+            blocks.extend(Block(index, f"{index}.{n}", (p,), (p,)) for n, p in matrices)
+    return blocks
+
+
+def layer_rest(layers: nn.ModuleList, blocks: list[Block]) -> list[list[nn.Parameter]]:
+    """Per layer, its parameters in no block (empty for layer blocks): they train while any block of the layer does."""
+    in_blocks = {id(p) for block in blocks for p in block.params}
+    rest: list[list[nn.Parameter]] = []
+    seen: set[int] = set()
+    for layer in layers:
+        rest.append([p for _, p in _unique(layer.named_parameters(), seen) if id(p) not in in_blocks])
+    return rest
+
+
 def set_trainable(layers: Iterable[nn.Module], active: bool) -> None:
     """Set ``requires_grad`` of every parameter of ``layers``; freezing also drops their gradients."""
     for layer in layers:

@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .config import PROFILE_STRATEGIES, OWSConfig
+from .config import OWSConfig
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class Method:
 
     def needs_profile(self, config: OWSConfig) -> bool:
         """Whether the method's sampling needs an outlier profile."""
-        return self.samples_layers and self.config_for(config).sampling_strategy in PROFILE_STRATEGIES
+        return self.samples_layers and self.config_for(config).needs_profile()
 
 
 _REGISTRY: dict[str, Method] = {}

@@ -22,6 +22,23 @@ from .layers import eval_mode, linear_modules, locate_decoder_layers, weight_in_
 logger = logging.getLogger(__name__)
 
 
+def _outlier_counts(weights: Sequence[torch.Tensor], input_sq_norms: Sequence[torch.Tensor],
+                    threshold: float) -> list[int]:
+    """Per weight, its scores ``A_ij = |W_ij| * ||X_j||_2`` above ``threshold`` times the mean score of all weights."""
+    if len(weights) != len(input_sq_norms) or not weights:
+        raise ValueError("layer_outlier_ratio needs one input-norm vector per weight and at least one weight")
+    norms = [n.double().clamp_min(0).sqrt() for n in input_sq_norms]
+    total = sum(float((w.detach().abs().double() @ n).sum()) for w, n in zip(weights, norms))
+    count = sum(w.numel() for w in weights)
+    cut = threshold * total / count
+    above = []
+    for w, n in zip(weights, norms):
+        scores = w.detach().abs().float() * n.float().unsqueeze(0)
+        above.append(int((scores > cut).sum()))
+        del scores
+    return above
+
+
 def layer_outlier_ratio(
     weights: Sequence[torch.Tensor], input_sq_norms: Sequence[torch.Tensor], threshold: float
 ) -> float:
@@ -30,18 +47,16 @@ def layer_outlier_ratio(
     ``weights[k]``: (out, in) weight of linear k; ``input_sq_norms[k]``: (in,) sum over calibration
     tokens of the squared input feature values. All linears of the layer share one mean.
     """
-    if len(weights) != len(input_sq_norms) or not weights:
-        raise ValueError("layer_outlier_ratio needs one input-norm vector per weight and at least one weight")
-    norms = [n.double().clamp_min(0).sqrt() for n in input_sq_norms]
-    total = sum(float((w.detach().abs().double() @ n).sum()) for w, n in zip(weights, norms))
-    count = sum(w.numel() for w in weights)
-    cut = threshold * total / count
-    above = 0
-    for w, n in zip(weights, norms):
-        scores = w.detach().abs().float() * n.float().unsqueeze(0)
-        above += int((scores > cut).sum())
-        del scores
-    return above / count
+    return sum(_outlier_counts(weights, input_sq_norms, threshold)) / sum(w.numel() for w in weights)
+
+
+def matrix_outlier_ratios(
+    weights: Sequence[torch.Tensor], input_sq_norms: Sequence[torch.Tensor], threshold: float
+) -> list[float]:
+    """Each weight's own outlier ratio, against its layer's cut (``threshold`` times the mean over the layer, as in
+    :func:`layer_outlier_ratio`, whose value is their mean weighted by size): what ``sampling_granularity: module``
+    draws single weights by."""
+    return [c / w.numel() for c, w in zip(_outlier_counts(weights, input_sq_norms, threshold), weights)]
 
 
 class _NormAccumulator:
@@ -79,8 +94,9 @@ class _NormAccumulator:
         key = id(module)
         self.sums[key] = self.sums[key] + sq if key in self.sums else sq
 
-    def ratios(self, threshold: float) -> list[float]:
-        out = []
+    def ratios(self, threshold: float) -> tuple[list[float], list[dict[str, float]]]:
+        """Per layer its outlier ratio, and per layer each weight's own ratio by the weight's name in the layer."""
+        out, per_weight = [], []
         for index, per_layer in enumerate(self.modules):
             if not per_layer:
                 raise ValueError(f"decoder layer {index} has no linear modules: check layers_attr")
@@ -92,13 +108,16 @@ class _NormAccumulator:
                 )
             weights = [weight_in_out(m) for _, m in per_layer]
             norms = [self.sums[id(m)] for _, m in per_layer]
-            out.append(layer_outlier_ratio(weights, norms, threshold))  # type: ignore[arg-type]
-        return out
+            counts = _outlier_counts(weights, norms, threshold)  # type: ignore[arg-type]
+            out.append(sum(counts) / sum(w.numel() for w in weights))  # type: ignore[union-attr]
+            per_weight.append({f"{name}.weight": c / m.weight.numel() for (name, m), c in zip(per_layer, counts)})
+        return out, per_weight
 
 
 @dataclass
 class OutlierProfile:
-    """Per-layer outlier ratios of one model, with how they were measured."""
+    """Per-layer outlier ratios of one model, with how they were measured; ``extra["matrix_ratios"]`` holds each
+    weight's own ratio (per layer, by its name in the layer), for ``sampling_granularity: module``."""
 
     ratios: list[float]
     threshold: float = 5.0
@@ -172,10 +191,11 @@ def profile_outliers(
             logger.debug("calibration batch %d done (%d tokens so far)", index + 1, tokens)
         if tokens == 0:
             raise ValueError("calibration batches contain no tokens: give at least one non-empty batch")
-        ratios = acc.ratios(float(threshold))
+        ratios, matrix_ratios = acc.ratios(float(threshold))
     name = model_name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
     logger.info("outlier profile of %s: %d layers, %d calibration tokens", name, len(ratios), tokens)
-    return OutlierProfile(ratios, float(threshold), tokens, str(name), found.path)
+    return OutlierProfile(ratios, float(threshold), tokens, str(name), found.path,
+                          extra={"matrix_ratios": matrix_ratios})
 
 
 def _accepts_use_cache(model: nn.Module) -> bool:

@@ -1,4 +1,10 @@
-"""Layer sampling: probabilities from outlier ratios, and a reproducible schedule of active layers."""
+"""Block sampling: probabilities from outlier ratios, and a reproducible schedule of active blocks.
+
+A block is a whole decoder layer (``sampling_granularity: layer``) or one 2-D weight of a layer
+(``module``). :class:`LayerSampler` draws gamma layers, :class:`BudgetSampler` draws weights until a
+parameter budget is filled; both are pure functions of (seed, period). The ``gradient`` strategy's
+sampler keeps state (:mod:`ows.importance`) and draws with the same keys.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from typing import Sequence
 import torch
 
 from .config import SAMPLING_STRATEGIES, check_active_layers
+from .granularity import check_budget, fill_budget
 
 
 def _normalise(weights: Sequence[float], what: str) -> list[float]:
@@ -41,7 +48,8 @@ def sampling_probabilities(
     ``owl``: p_l proportional to ratio_l ** temperature (temperature 1 is the OWS paper, 0 uniform).
     ``uniform``: LISA. ``owl_reverse``: the ``owl`` probabilities handed out in reverse rank order, so the
     layer with the most outliers gets the smallest probability. ``increase`` / ``decrease``: proportional
-    to depth (l + 1) or to (L - l). ``weights``: the user's ``weights``, normalised.
+    to depth (l + 1) or to (L - l). ``weights``: the user's ``weights``, normalised. ``gradient``: the
+    order of its first visits (its prior): ``owl``'s probabilities when ``ratios`` are given, else uniform.
     """
     if strategy not in SAMPLING_STRATEGIES:
         raise ValueError(f"sampling_strategy={strategy!r} is unknown: use one of {', '.join(SAMPLING_STRATEGIES)}")
@@ -56,7 +64,7 @@ def sampling_probabilities(
         _check_count(len(ratios), num_layers, "outlier profile")
     if count is None or count < 1:
         raise ValueError(f"sampling_strategy={strategy!r} needs the number of layers or an outlier profile")
-    if strategy == "uniform":
+    if strategy == "uniform" or (strategy == "gradient" and ratios is None):
         return [1.0 / count] * count
     if strategy == "increase":
         return _normalise([l + 1 for l in range(count)], "increase weights")
@@ -95,33 +103,50 @@ def _period_generator(seed: int, period: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
+def _keys(probabilities: Sequence[float], seed: int, period: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exponential keys log(u)/p of a period (-inf where p = 0) and the log-uniforms log(u) they come from."""
+    probs = torch.tensor(list(probabilities), dtype=torch.float64)
+    uniforms = torch.rand(len(probs), generator=_period_generator(seed, period), dtype=torch.float64)
+    logs = uniforms.clamp_min(1e-300).log()
+    return torch.where(probs > 0, logs / probs, torch.tensor(-math.inf, dtype=torch.float64)), logs
+
+
 def draw_layers(probabilities: Sequence[float], num_active: int, seed: int, period: int) -> tuple[int, ...]:
     """Draw ``num_active`` distinct layers without replacement, a pure function of its arguments.
 
     Uses exponential keys (Efraimidis-Spirakis): key_l = log(u_l) / p_l, keep the largest. This is
     the same distribution as drawing one layer at a time proportional to p and removing it.
     """
-    probs = torch.tensor(list(probabilities), dtype=torch.float64)
-    uniforms = torch.rand(len(probs), generator=_period_generator(seed, period), dtype=torch.float64)
-    keys = torch.where(probs > 0, uniforms.clamp_min(1e-300).log() / probs, torch.tensor(-math.inf, dtype=torch.float64))
+    keys, _ = _keys(probabilities, seed, period)
     chosen = torch.topk(keys, num_active).indices.tolist()
     return tuple(sorted(chosen))
 
 
-class LayerSampler:
-    """Which decoder layers are active at an optimizer step.
+def draw_order(probabilities: Sequence[float], seed: int, period: int, groups: Sequence[int] | None = None,
+               include_zero: bool = False) -> list[int]:
+    """Every block in the order a draw of period ``period`` offers them, a pure function of its arguments.
 
-    The active set for period ``k = step // interval`` depends only on (seed, k, probabilities), so it is
-    the same after a resume and on every rank, and no sampler state needs saving.
+    By ``groups`` first (lower first; None: one group), then blocks with p > 0 by descending exponential
+    key (the order of drawing one at a time proportional to p, without replacement), then, with
+    ``include_zero``, the blocks with p = 0 in uniform random order (else they are left out).
     """
+    keys, logs = (t.tolist() for t in _keys(probabilities, seed, period))
+    groups = list(groups) if groups is not None else [0] * len(keys)
+    positive = [float(p) > 0 for p in probabilities]
+    blocks = [b for b in range(len(keys)) if positive[b] or include_zero]
+    return sorted(blocks, key=lambda b: (groups[b], not positive[b], -(keys[b] if positive[b] else logs[b]), b))
 
-    def __init__(self, probabilities: Sequence[float], num_active: int, interval: int, seed: int = 0) -> None:
-        self.probabilities = _normalise(probabilities, "sampling probabilities")
-        self.num_layers = len(self.probabilities)
-        check_active_layers(num_active, self.num_layers, sum(p > 0 for p in self.probabilities))
+
+class _PeriodSampler:
+    """Steps to periods, and a schedule from ``period_blocks``; subclasses draw the blocks of a period."""
+
+    stateful = False  # True: the draw depends on state measured during the run (saved with checkpoints)
+    interval: int
+    seed: int
+
+    def _set_interval(self, interval: int, seed: int) -> None:
         if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
             raise ValueError(f"sample_interval={interval!r} is invalid: must be an integer >= 1")
-        self.num_active = num_active
         self.interval = interval
         self.seed = int(seed)
 
@@ -131,11 +156,63 @@ class LayerSampler:
             raise ValueError(f"step={step} is invalid: optimizer steps count from 0")
         return step // self.interval
 
-    def active_layers(self, step: int) -> tuple[int, ...]:
-        """Sorted indices of the layers trained at optimizer step ``step``."""
-        return draw_layers(self.probabilities, self.num_active, self.seed, self.period(step))
+    def period_blocks(self, period: int) -> tuple[int, ...]:
+        """Sorted indices of the blocks trained in ``period``."""
+        raise NotImplementedError
+
+    def active_blocks(self, step: int) -> tuple[int, ...]:
+        """Sorted indices of the blocks trained at optimizer step ``step``."""
+        return self.period_blocks(self.period(step))
+
+    def ran(self, num_steps: int) -> list[tuple[int, tuple[int, ...]]]:
+        """(period, blocks) of every period that starts before ``num_steps``."""
+        return [(k, self.period_blocks(k)) for k in range(max(0, math.ceil(num_steps / self.interval)))]
 
     def schedule(self, num_steps: int) -> list[tuple[int, ...]]:
-        """Active layers of every period that starts before ``num_steps``."""
-        periods = max(0, math.ceil(num_steps / self.interval))
-        return [draw_layers(self.probabilities, self.num_active, self.seed, k) for k in range(periods)]
+        """Active blocks of every period that starts before ``num_steps``."""
+        return [blocks for _, blocks in self.ran(num_steps)]
+
+
+class LayerSampler(_PeriodSampler):
+    """Which decoder layers are active at an optimizer step.
+
+    The active set for period ``k = step // interval`` depends only on (seed, k, probabilities), so it is
+    the same after a resume and on every rank, and no sampler state needs saving.
+    """
+
+    def __init__(self, probabilities: Sequence[float], num_active: int, interval: int, seed: int = 0) -> None:
+        self.probabilities = _normalise(probabilities, "sampling probabilities")
+        self.num_layers = self.num_blocks = len(self.probabilities)
+        check_active_layers(num_active, self.num_layers, sum(p > 0 for p in self.probabilities))
+        self._set_interval(interval, seed)
+        self.num_active = num_active
+
+    def period_blocks(self, period: int) -> tuple[int, ...]:
+        return draw_layers(self.probabilities, self.num_active, self.seed, period)
+
+    def active_layers(self, step: int) -> tuple[int, ...]:
+        """Sorted indices of the layers trained at optimizer step ``step``."""
+        return self.active_blocks(step)
+
+
+class BudgetSampler(_PeriodSampler):
+    """Which blocks (single weights) are active at an optimizer step, drawn until ``budget`` parameters are filled.
+
+    Each period walks the blocks with p > 0 in :func:`draw_order` and keeps every block that still fits
+    (:func:`ows.granularity.fill_budget`): a pure function of (seed, period, probabilities, sizes, budget).
+    """
+
+    def __init__(self, probabilities: Sequence[float], sizes: Sequence[int], budget: int, interval: int,
+                 seed: int = 0) -> None:
+        self.probabilities = _normalise(probabilities, "sampling probabilities")
+        if len(sizes) != len(self.probabilities):
+            raise ValueError(f"{len(sizes)} block sizes for {len(self.probabilities)} probabilities: give one size "
+                             "per block")
+        self.sizes = [int(s) for s in sizes]
+        self.num_blocks = len(self.sizes)
+        check_budget(budget, self.sizes, sum(s for s, p in zip(self.sizes, self.probabilities) if p > 0))
+        self.budget = int(budget)
+        self._set_interval(interval, seed)
+
+    def period_blocks(self, period: int) -> tuple[int, ...]:
+        return fill_budget(draw_order(self.probabilities, self.seed, period), self.sizes, self.budget)

@@ -201,3 +201,37 @@ def test_resume_checks_settings_first_and_tables_the_runs_so_far(tmp_path, monke
     assert [r["method"] for r in result["runs"]] == ["lisa"] and result["failures"][0]["method"] == "full"
     assert settings_mismatch(["--seed", "0"], ["--seed", "0", "--rank", "4"]) == \
         "--rank (not given) (this invocation: 4)"
+
+
+def test_depth_mapping_of_the_llama2_7b_ratios_is_the_committed_row():
+    _load()
+    from bench.settings import BENCHMARKS_DIR, LLAMA2_7B_ON_30, resample_by_depth
+
+    assert resample_by_depth([1.0, 3.0], 5) == pytest.approx([1.0, 1.5, 2.0, 2.5, 3.0])
+    assert resample_by_depth([0.0, 4.0, 8.0], 3) == [0.0, 4.0, 8.0] and resample_by_depth([2.0, 5.0], 1) == [2.0]
+    source = json.loads((BENCHMARKS_DIR / "bench" / "llama2_7b_owl_ratios.json").read_text())
+    assert source["num_layers"] == len(source["ratios"]) == 32
+    assert resample_by_depth(source["ratios"], 30) == pytest.approx(list(LLAMA2_7B_ON_30), rel=1e-5)
+
+
+@pytest.mark.parametrize("row", ["abl-owl-layer", "abl-uniform-module", "abl-gradient-layer", "abl-gradient-module",
+                                 "abl-llama7b-skew"])
+def test_the_sampling_rows_are_valid_ows_train_runs_on_smollm2(row, tmp_path):
+    cm = _load()
+    from bench.runner import train_argv
+
+    from ows.cli.train import parse
+    from ows.memory.estimate import layer_matrix_sizes
+
+    args = cm.parse_args(["--steps", "150", "--batch-size", "16", "--methods", row, "--output-dir", str(tmp_path)])
+    argv = train_argv(args, row, 0, tmp_path / "run", tmp_path / "profile.json")
+    script, config, _ = parse(argv)
+    assert script.method == "ows" and config.num_active_layers == 2 and config.sample_interval == 10
+    smollm2 = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+               "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152, "tie_word_embeddings": True}
+    sizes = layer_matrix_sizes(smollm2) if config.sampling_granularity == "module" else None
+    config.check_for(30, [0.01] * 30, sizes)
+    assert (config.sampling_strategy, config.sampling_granularity) == {
+        "abl-owl-layer": ("owl", "layer"), "abl-uniform-module": ("uniform", "module"),
+        "abl-gradient-layer": ("gradient", "layer"), "abl-gradient-module": ("gradient", "module"),
+        "abl-llama7b-skew": ("weights", "layer")}[row]

@@ -28,8 +28,10 @@ class OWSCallback(TrainerCallback):
     """Forwards the optimizer-step boundaries of a ``Trainer`` run to the controller's ``begin_step``.
 
     ``on_step_begin`` fires once per optimizer step (not per micro-batch), with
-    ``state.global_step`` = optimizer steps done, so resumed runs continue the same schedule. The
-    schedule that ran is the controller's (``callback.controller.schedule``). The callback also
+    ``state.global_step`` = optimizer steps done, so resumed runs continue the same schedule (the
+    ``gradient`` sampler's state travels in the optimizer's state dict, which the Trainer saves with every
+    checkpoint and loads before training resumes). The schedule that ran is the controller's
+    (``callback.controller.schedule``). The callback also
     prepares the model for DDP when the Trainer is built and checks the input gradients under
     gradient checkpointing.
     """
@@ -40,6 +42,11 @@ class OWSCallback(TrainerCallback):
 
     def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         # TrainingArguments start torch.distributed; the Trainer wraps the model in DDP only in train().
+        stateful = getattr(self.controller.sampler, "stateful", False)
+        if fsdp_requested(args) and (stateful or self.controller.granularity == "module"):
+            option = "sampling_strategy='gradient'" if stateful else "sampling_granularity='module'"
+            raise ValueError(f"{option} is not supported with FSDP: use DDP or one process, or sample whole layers "
+                             "with a static strategy")
         if not fsdp_requested(args):
             distributed.setup_ddp(self.controller.model, self.controller.layers, self.controller.optimizer.fused)
 
@@ -103,6 +110,24 @@ def _ensure_input_grads(model: nn.Module, reentrant: bool = True) -> None:
             and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
         logger.info("gradient checkpointing with frozen embeddings: enabled input gradients")
+
+
+def restore_sampler_state(trainer: Any, checkpoint: str) -> bool:
+    """Load a stateful sampler's state (``gradient`` sampling) from a checkpoint's ``optimizer.pt`` without the rest of
+    the optimizer (a run whose final checkpoint is restored instead of trained records its schedule from it); True
+    when one was loaded."""
+    from pathlib import Path
+
+    from ..importance import STATE_KEY
+
+    owned = [c for c in trainer.callback_handler.callbacks if isinstance(c, OWSCallback)]
+    path = Path(checkpoint) / "optimizer.pt"
+    if not owned or not getattr(owned[0].controller.sampler, "stateful", False) or not path.is_file():
+        return False
+    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(STATE_KEY)
+    if saved is not None:
+        owned[0].controller.sampler.load_state_dict(saved)
+    return saved is not None
 
 
 def fsdp_requested(args: Any | None = None) -> bool:

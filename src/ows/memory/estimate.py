@@ -12,7 +12,11 @@ has every formula and the validation against measurements). Main assumptions:
   r' = min(r, m, n)): 2 moments of max(m, n) x r' plus a projector of min(m, n) x r'.
 - LISA / OWS: gradients and state only for ``num_active_layers`` layers plus the parts outside the
   layers that train (embeddings, head, final norm); the controller frees a leaving layer's state
-  before new state is created, so two sets never coexist.
+  before new state is created, so two sets never coexist. ``sampling_granularity: module``: the drawn
+  weights hold ``sample_budget_params`` parameters (the most a draw holds), counted as that many layers'
+  worth of weights in a layer's proportions; the layers holding a drawn weight (at most as many as the
+  smallest weights that fit in the budget) train their norms and biases, save a trained layer's
+  activations and keep exact weights under ``frozen_quantization``.
 - Activations are the tensors autograd saves in a Hugging Face Llama-style block (sdpa or eager
   attention, dropout off), per token: see :func:`layer_activation_elements`. A frozen layer still
   saves what its input gradient needs when anything below it trains (the worst case is assumed:
@@ -32,7 +36,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..config import DTYPE_BYTES, FROZEN_QUANTIZATIONS, OUTSIDE_OPTIMIZERS, SVD_METHODS, check_active_layers
+from ..config import DTYPE_BYTES, FROZEN_QUANTIZATIONS, OUTSIDE_OPTIMIZERS, SAMPLING_GRANULARITIES, SVD_METHODS, \
+    check_active_layers
+from ..granularity import check_budget, most_blocks, resolve_budget
 from ..methods import get_method
 from .shape import ModelShape, model_shape
 from .state import optimizer_parts, outside_shapes
@@ -119,6 +125,25 @@ def _loss_bytes(shape: ModelShape, tokens: int, nbytes: int, chunked: bool, chun
     return LOSS_BYTES_PER_LOGIT * min(chunk, tokens) * shape.vocab + tokens * shape.hidden * nbytes + head
 
 
+def layer_matrix_sizes(model_config: dict[str, Any]) -> list[list[int]] | None:
+    """The 2-D weight sizes of every decoder layer from a ``config.json`` dict, for checking a module-granularity
+    budget before the model loads; None for a model whose shape is not known here (the sampler checks it then)."""
+    try:
+        shape = model_shape(model_config)
+    except (ValueError, TypeError, KeyError):
+        return None
+    return [[rows * cols for rows, cols in shape.layer_matrices]] * shape.layers
+
+
+def module_layers(shape: ModelShape, num_active: int, budget: int | None) -> tuple[float, int, int]:
+    """``sampling_granularity: module``: (the budget in layers' worth of 2-D weights, the most layers a draw
+    touches, the budget in parameters); a budget that cannot serve the model is a ``ValueError``."""
+    sizes = [rows * cols for rows, cols in shape.layer_matrices]
+    params, name = resolve_budget(budget, num_active, [sizes] * shape.layers)
+    check_budget(params, sizes * shape.layers, None, name)
+    return params / sum(sizes), min(shape.layers, most_blocks(sizes * shape.layers, params)), params
+
+
 def estimate_memory(
     model_config: dict[str, Any],
     method: str,
@@ -140,6 +165,8 @@ def estimate_memory(
     outside_optimizer: str = "adamw",
     svd_method: str = "exact",
     frozen_quantization: str = "none",
+    sampling_granularity: str = "layer",
+    sample_budget_params: int | None = None,
 ) -> MemoryEstimate:
     """Estimated peak bytes of one training step of ``method`` on the model of ``model_config``.
 
@@ -152,7 +179,8 @@ def estimate_memory(
     trains everything, ``lora`` only its adapters). ``device`` ("cuda" or "cpu") only changes the size
     of LoRA's dropout masks. ``fused_step``, ``master_weights`` and ``outside_optimizer`` are the
     ``OWSConfig`` fields (see :mod:`ows.memory.state` and docs/MEMORY.md), as is
-    ``frozen_quantization`` (:mod:`ows.memory.weights`). All figures are bytes.
+    ``frozen_quantization`` (:mod:`ows.memory.weights`), ``sampling_granularity`` and
+    ``sample_budget_params`` (single weights up to a parameter budget, see above). All figures are bytes.
     """
     _check(device in ("cuda", "cpu"), "device", device, "use cuda or cpu")
     _check(outside_optimizer in OUTSIDE_OPTIMIZERS, "outside_optimizer", outside_optimizer,
@@ -160,6 +188,8 @@ def estimate_memory(
     _check(svd_method in SVD_METHODS, "svd_method", svd_method, f"use one of {', '.join(SVD_METHODS)}")
     _check(frozen_quantization in FROZEN_QUANTIZATIONS, "frozen_quantization", frozen_quantization,
            f"use one of {', '.join(FROZEN_QUANTIZATIONS)}")
+    _check(sampling_granularity in SAMPLING_GRANULARITIES, "sampling_granularity", sampling_granularity,
+           f"use one of {', '.join(SAMPLING_GRANULARITIES)}")
     spec = get_method(method)
     _validate(dtype, attn_implementation, dict(per_device_train_batch_size=per_device_train_batch_size,
                                                max_seq_length=max_seq_length, rank=rank, lora_r=lora_r,
@@ -168,60 +198,71 @@ def estimate_memory(
            "loss_chunk_size", loss_chunk_size, "use 0 (the standard loss) or a positive number of tokens")
     chunked_loss, seq_len, lora_rank, attention = loss_chunk_size > 0, max_seq_length, lora_r, attn_implementation
     shape = model_shape(model_config)
-    if spec.samples_layers:
+    module = spec.samples_layers and sampling_granularity == "module"
+    if spec.samples_layers and not (module and sample_budget_params is not None):
         check_active_layers(num_active_layers, shape.layers)
     nbytes, tokens = DTYPE_BYTES[dtype], per_device_train_batch_size * seq_len
-    k = {"adapters": 0, "all": shape.layers}.get(spec.layers, num_active_layers)
+    k: float = {"adapters": 0, "all": shape.layers}.get(spec.layers, num_active_layers)
+    touched, budget = int(k), None  # layers holding trained weights; module: the budget in parameters
+    if module:
+        k, touched, budget = module_layers(shape, num_active_layers, sample_budget_params)
     outside = outside_shapes(shape, spec, train_embeddings, train_lm_head)
     master_weights = master_weights and spec.serves("master_weights")  # each option where the method serves it
     outside_optimizer = outside_optimizer if spec.serves("outside_optimizer") else "adamw"
     fused_step = fused_step and spec.serves("fused_step")
     frozen_quantization = frozen_quantization if spec.serves("frozen_quantization") else "none"
     parts = optimizer_parts(shape, spec, k, rank, lora_rank, nbytes, outside, master_weights, outside_optimizer,
-                            svd_method)
+                            svd_method, touched)
     head_trains = spec.outside != "none" and (train_lm_head or spec.outside == "all" or (shape.tied and train_embeddings))
-    act_t, act_f, acts, recompute = _activations(shape, spec.layers == "adapters", k, tokens, seq_len, nbytes, attention,
+    act_t, act_f, acts, recompute = _activations(shape, spec.layers == "adapters", touched, tokens, seq_len, nbytes,
+                                                 attention,
                                                  gradient_checkpointing, lora_rank, head_trains,
                                                  1 if device == "cuda" else nbytes)
     loss = _loss_bytes(shape, tokens, nbytes, chunked_loss, loss_chunk_size or 1, head_trains)
-    gradients = k * parts.grad_layer + sum(parts.grads_outside)
+    vectors = shape.layer_vectors * nbytes
+    grad_layers = int(k * (parts.grad_layer - vectors) + touched * vectors)  # the trained layers' gradients
+    gradients = grad_layers + sum(parts.grads_outside)
     head_grad = max(parts.grads_outside, default=0) if head_trains else 0
     # A tied matrix trained in both roles gets a dense input-embedding gradient at the end of backward,
     # summed with its head gradient into a new tensor: three copies of it for a moment.
     tied_sum = 3 * shape.vocab * shape.hidden * nbytes if shape.tied and spec.outside != "none" and (
         train_embeddings or spec.outside == "all") else 0
-    held = weight_bytes(shape, nbytes, parts.extra_weights, shape.layers - k, frozen_quantization,
+    held = weight_bytes(shape, nbytes, parts.extra_weights, shape.layers - touched, frozen_quantization,
                         qlora=spec.base_quantization is not None,
                         embedding=embedding_held(shape, frozen_quantization, train_embeddings))
     if fused_step:  # each gradient is applied and freed in its hook: one at a time, with its update's temporaries
         gradients = parts.largest_grad
         phases = {
             "backward start": acts + loss + held.dequant,
-            "inside backward": (shape.layers - k) * act_f + k * act_t + recompute + parts.largest_grad
+            "inside backward": (shape.layers - touched) * act_f + touched * act_t + recompute + parts.largest_grad
                                + parts.temporaries + held.dequant,
             "end of backward": tied_sum,
         }
     else:
         phases = {
             "backward start": acts + loss + held.dequant,
-            "inside backward": head_grad + (shape.layers - k) * act_f + k * max(act_t, parts.grad_layer) + recompute
-                               + held.dequant,
-            "end of backward": k * parts.grad_layer + tied_sum,
+            "inside backward": head_grad + (shape.layers - touched) * act_f + max(touched * act_t, grad_layers)
+                               + recompute + held.dequant,
+            "end of backward": grad_layers + tied_sum,
             "optimizer step": gradients + parts.temporaries,
         }
     peak_phase = max(phases, key=phases.__getitem__)
     weights = held.device
-    total = weights + parts.state + parts.projectors + phases[peak_phase]
+    total = weights + int(parts.state + parts.projectors) + phases[peak_phase]
+    layer_trained = budget + touched * shape.layer_vectors if budget is not None else int(k) * shape.layer_params
     trainable = (parts.extra_weights // 4 if spec.layers == "adapters"
-                 else k * shape.layer_params + sum(r * c for r, c in outside))
+                 else layer_trained + sum(r * c for r, c in outside))
     settings = dict(dtype=dtype, per_device_train_batch_size=per_device_train_batch_size, max_seq_length=seq_len,
-                    num_active_layers=k, rank=rank, lora_r=lora_r, gradient_checkpointing=gradient_checkpointing,
+                    num_active_layers=num_active_layers if module else int(k), rank=rank, lora_r=lora_r,
+                    gradient_checkpointing=gradient_checkpointing,
                     loss_chunk_size=loss_chunk_size, attn_implementation=attention, train_embeddings=train_embeddings,
                     train_lm_head=train_lm_head, device=device, fused_step=fused_step, master_weights=master_weights,
                     outside_optimizer=outside_optimizer, svd_method=svd_method,
                     frozen_quantization=frozen_quantization, host_bytes=held.host, peak_phase=peak_phase)
-    return MemoryEstimate(method, weights, gradients, parts.state, parts.projectors, acts, loss, parts.temporaries,
-                          total, trainable, shape.total_params, settings)
+    if module:
+        settings.update(sampling_granularity="module", sample_budget_params=budget, layers_touched=touched)
+    return MemoryEstimate(method, weights, gradients, int(parts.state), int(parts.projectors), acts, loss,
+                          parts.temporaries, total, trainable, shape.total_params, settings)
 
 
 def _activations(shape: ModelShape, adapters: bool, k: int, tokens: int, seq_len: int, nbytes: int, attention: str,

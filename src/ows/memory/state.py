@@ -113,10 +113,16 @@ def _outside_terms(parts: Parts, outside: list[tuple[int, int]], rank: int, nbyt
             parts.temporaries = max(parts.temporaries, adam_temporaries(rows * cols, nbytes))
 
 
-def optimizer_parts(shape: ModelShape, method: Method, k: int, rank: int, lora_rank: int, nbytes: int,
+def optimizer_parts(shape: ModelShape, method: Method, k: float, rank: int, lora_rank: int, nbytes: int,
                     outside: list[tuple[int, int]], master: bool = False, outside_optimizer: str = "adamw",
-                    svd: str = "exact") -> Parts:
-    """Gradients, moments, projectors and step temporaries for ``k`` trained layers plus ``outside``."""
+                    svd: str = "exact", vector_layers: int | None = None) -> Parts:
+    """Gradients, moments, projectors and step temporaries for ``k`` trained layers plus ``outside``.
+
+    ``sampling_granularity: module`` trains single weights: ``k`` is then the budget in layers' worth of 2-D
+    weights (a fraction allowed; the weights in a layer's proportions) and ``vector_layers`` the layers whose
+    norms and biases train (those holding a drawn weight); None: ``k``.
+    """
+    vector_layers = k if vector_layers is None else vector_layers
     if method.layers == "adapters":
         return _lora_parts(shape, lora_rank)
     grads = [rows * cols * nbytes for rows, cols in outside]
@@ -124,7 +130,8 @@ def optimizer_parts(shape: ModelShape, method: Method, k: int, rank: int, lora_r
     parts.largest_grad = max([r * c * nbytes for r, c in shape.layer_matrices] * bool(k) + grads, default=0)
     state_bytes = 4 if master and nbytes != 4 else nbytes  # fp32 masters come with fp32 moments
     if state_bytes != nbytes:
-        parts.state += 4 * shape.layer_params * k  # the master copies
+        masters = (shape.layer_params - shape.layer_vectors) * k + shape.layer_vectors * vector_layers
+        parts.state += 4 * masters  # the master copies
     for rows, cols in shape.layer_matrices:
         if method.galore:
             moments, projector = galore_sizes(rows, cols, rank)
@@ -134,6 +141,6 @@ def optimizer_parts(shape: ModelShape, method: Method, k: int, rank: int, lora_r
         else:
             parts.state += 2 * rows * cols * state_bytes * k
             parts.temporaries = max(parts.temporaries, adam_temporaries(rows * cols, state_bytes))
-    parts.state += 2 * shape.layer_vectors * k * state_bytes
+    parts.state += 2 * shape.layer_vectors * vector_layers * state_bytes
     _outside_terms(parts, outside, rank, nbytes, outside_optimizer, svd)
     return parts

@@ -38,6 +38,9 @@ class FusedStep:
         self.max_grad_norm = max_grad_norm
         self.is_final_micro_batch: Callable[[], bool] = lambda: True
         self.reduce: Callable[[torch.Tensor], None] | None = None
+        # Called with (parameter, squared norm of the gradient it is updated with) before each update (the
+        # gradient sampler's measurement: the gradient is freed right after).
+        self.observe: Callable[[torch.Tensor, torch.Tensor], None] | None = None
         self.clip_coef = 1.0
         self.grad_norm: float | None = None
         self.nonfinite: list[str] = []
@@ -66,6 +69,8 @@ class FusedStep:
         else:
             if self.clip_coef < 1.0:
                 p.grad.mul_(self.clip_coef)
+            if self.observe is not None:
+                self.observe(p, square * self.clip_coef**2 if self.clip_coef < 1.0 else square)
             self.optimizer.update_parameter(p, self._group_of(p))
         p.grad = None
 

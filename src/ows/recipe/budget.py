@@ -17,7 +17,7 @@ from .arguments import ScriptArguments
 
 # The fields of each kind that the estimate reads (and a plan may change).
 OWS_FIELDS = ("num_active_layers", "rank", "train_embeddings", "train_lm_head", "fused_step", "master_weights",
-              "outside_optimizer", "svd_method", "frozen_quantization")
+              "outside_optimizer", "svd_method", "frozen_quantization", "sampling_granularity", "sample_budget_params")
 SCRIPT_FIELDS = ("dtype", "max_seq_length", "lora_r", "loss_chunk_size")
 TRAINING_FIELDS = {"per_device_train_batch_size": 8, "gradient_checkpointing": False, "gradient_accumulation_steps": 1}
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import OWSConfig
+from ..memory.estimate import layer_matrix_sizes
 from ..methods import get_method
 from ..model_facts import num_layers, position_limit
 from .arguments import ScriptArguments
@@ -168,7 +169,8 @@ def check_model_config(model_path: str, script: ScriptArguments, config: OWSConf
     method = get_method(script.method)
     if layers is not None and method.samples_layers:
         try:
-            method.config_for(config).check_for(layers, ratios)
+            sizes = layer_matrix_sizes(facts) if config.sampling_granularity == "module" else None
+            method.config_for(config).check_for(layers, ratios, sizes)
         except ValueError as err:
             raise UsageError(str(err)) from None
     if config.frozen_quantization != "none" and text.model_type in CONV1D_MODELS:

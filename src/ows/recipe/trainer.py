@@ -107,6 +107,9 @@ def restore_finished(trainer: Any, checkpoint: str) -> None:
     best = trainer.state.best_model_checkpoint
     use_best = trainer.args.load_best_model_at_end and best and Path(best).is_dir()
     trainer._load_from_checkpoint(best if use_best else checkpoint)
+    from ..integrations.hf import restore_sampler_state
+
+    restore_sampler_state(trainer, checkpoint)  # gradient sampling: the schedule that ran is in its state
     logger.info("%s is the run's final checkpoint (step %d): nothing left to train", checkpoint,
                 trainer.state.global_step)
 
