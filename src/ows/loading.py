@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -94,6 +94,15 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+DEMO_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model the demo's GGUF was made from
+
+
+def shared_name(name_or_path: str) -> str:
+    """The model as another machine can name it (an adapter's ``base_model_name_or_path``): what the user gave,
+    the hub id for the demo alias."""
+    return DEMO_HUB_ID if name_or_path in DEMO_ALIASES else name_or_path
+
+
 def model_identity(name_or_path: str, resolved: str | None = None) -> str:
     """A stable name of a model for records and comparisons: a local folder's name, the demo folder's
     name for its alias, else the hub id."""
@@ -136,6 +145,38 @@ def torch_dtype(dtype: str | torch.dtype, device: str = "cpu") -> torch.dtype:
     return getattr(torch, dtype)
 
 
+HALF = ("bfloat16", "float16")
+
+
+def checkpoint_dtype(model_config: Mapping[str, Any] | None) -> str | None:
+    """The dtype a checkpoint's ``config.json`` names (``dtype``, or ``torch_dtype`` before transformers 5), else None."""
+    value = (model_config or {}).get("dtype") or (model_config or {}).get("torch_dtype")
+    name = str(value).replace("torch.", "") if value else None
+    return name if name in DTYPES else None
+
+
+def resolve_dtype(requested: str, model_config: Mapping[str, Any] | None = None,
+                  gpu: bool | None = None, gpu_bf16: bool | None = None) -> tuple[str, str]:
+    """``(dtype, why)``: the concrete dtype of a run's weights for ``dtype: requested``.
+
+    ``auto``: on a GPU the checkpoint's own dtype when it is bfloat16 (or float16, trained as bfloat16, which
+    has float32's range), provided the GPU has bfloat16; float32 otherwise, and always on the CPU. ``gpu`` and
+    ``gpu_bf16`` default to what torch sees. Another name is returned as it is."""
+    if requested != "auto":
+        return requested, "dtype set"
+    gpu = torch.cuda.is_available() if gpu is None else gpu
+    if not gpu:
+        return "float32", "auto: no GPU, so float32"
+    stored = checkpoint_dtype(model_config)
+    if stored not in HALF:
+        named = f"is {stored}" if stored else "is not named in its config.json"
+        return "float32", f"auto: the checkpoint's dtype {named}, so float32"
+    gpu_bf16 = torch.cuda.is_bf16_supported() if gpu_bf16 is None else gpu_bf16
+    if not gpu_bf16:
+        return "float32", f"auto: the checkpoint is {stored} but this GPU has no bfloat16, so float32 (fp16 mixed precision)"
+    return "bfloat16", f"auto: the checkpoint's dtype is {stored} and this GPU has bfloat16"
+
+
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
     """The tokenizer of the model at ``path``, its pad token set to eos when it has none.
 
@@ -154,11 +195,12 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
 
 
 def load_model(path: str, dtype: str | torch.dtype = "float32", trust_remote_code: bool = False, device: str = "cpu",
-               quantization: str | None = None) -> Any:
+               quantization: str | None = None, attn_implementation: str | None = None) -> Any:
     """The causal LM at ``path`` in ``dtype`` (a name from ``ows.config.DTYPES`` or ``auto``) on ``device``.
 
     ``quantization="nf4"``: every linear in 4-bit NF4 with double quantization, computing in ``dtype``
-    (bitsandbytes through transformers' ``BitsAndBytesConfig``, the QLoRA base).
+    (bitsandbytes through transformers' ``BitsAndBytesConfig``, the QLoRA base). ``attn_implementation``:
+    ``sdpa``, ``eager`` or ``flash_attention_2`` (None: transformers' choice).
     """
     from transformers import AutoModelForCausalLM
 
@@ -166,6 +208,8 @@ def load_model(path: str, dtype: str | torch.dtype = "float32", trust_remote_cod
     logger.info("loading %s (%s, %s%s)", path, device, str(resolved_dtype).replace("torch.", ""),
                 f", {quantization}" if quantization else "")
     kwargs: dict[str, Any] = {"device_map": device} if device != "cpu" or quantization else {}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
     if quantization == "nf4":
         from transformers import BitsAndBytesConfig
 

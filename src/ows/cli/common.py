@@ -25,11 +25,17 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         if message.startswith("unrecognized arguments:"):  # name the closest flag of each unknown one
-            from .options import did_you_mean
-
             flags = [w for w in message.split()[2:] if w.startswith("--")]
             message += "".join(did_you_mean(f.split("=")[0], self._option_string_actions) for f in flags)
         raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def did_you_mean(name: str, candidates: Any) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``candidates`` (difflib), or ``''``."""
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class _StderrHandler(logging.StreamHandler):
