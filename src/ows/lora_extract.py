@@ -58,8 +58,9 @@ def check_rank(rank: int, shapes: dict[str, tuple[int, ...]]) -> None:
 
 
 def extract_lora(base: str | Path, tuned: str | Path, out: str | Path, rank: int, dtype: torch.dtype | None = None,
-                 model_type: str | None = None) -> LoraReport:
-    """Write a PEFT LoRA adapter (rank ``rank``) for ``tuned`` over ``base`` into ``out``; returns the report."""
+                 model_type: str | None = None, base_name: str | None = None) -> LoraReport:
+    """Write a PEFT LoRA adapter (rank ``rank``) for ``tuned`` over ``base`` into ``out``; returns the report.
+    ``base_name``: the adapter's ``base_model_name_or_path`` (the base as its user names it; default ``base``)."""
     from peft import LoraConfig
     from safetensors.torch import save_file
 
@@ -90,7 +91,7 @@ def extract_lora(base: str | Path, tuned: str | Path, out: str | Path, rank: int
     # target_modules: the full path of each changed linear (PEFT matches a name by its end), so that exactly
     # those carry an adapter
     config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=sorted(modules),
-                        base_model_name_or_path=str(base), task_type="CAUSAL_LM")
+                        base_model_name_or_path=base_name or str(base), task_type="CAUSAL_LM")
     config.save_pretrained(str(folder))
     save_file(weights, str(folder / ADAPTER_FILE))
     write_json(report.summary() | {"energy": report.energy, "left_out": report.left_out}, folder / "lora_report.json")
