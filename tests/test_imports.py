@@ -114,3 +114,15 @@ def test_no_import_circle_in_src():
 def test_the_method_registry_imports_no_framework_integration():
     graph = _import_graph()
     assert not {t for t in graph["ows.methods"] if t.startswith(("ows.integrations", "ows.recipe", "ows.cli"))}
+
+
+def test_the_examples_name_only_functions_that_exist():
+    import re
+    from pathlib import Path
+
+    import ows
+
+    root = Path(__file__).resolve().parents[1]
+    for path in (root / "examples").glob("*.py"):
+        for name in re.findall(r"\bows\.([a-z_][a-z0-9_]*)\(", path.read_text()):
+            assert hasattr(ows, name), f"{path.name}: ows.{name} does not exist"

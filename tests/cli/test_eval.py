@@ -151,3 +151,22 @@ def test_bad_input_exits_2_with_one_line(case, args, expected, tiny_model_dir, t
     assert len(lines) == 1 and lines[0].startswith("ows eval: error:"), captured.err
     assert expected in lines[0]
     assert not out.exists()
+
+
+def test_eval_on_the_yaml_that_trained_a_run_evaluates_the_run(tiny_model_dir, tmp_path, caplog):
+    import logging
+
+    from test_train import fast
+
+    out = tmp_path / "run"
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {tiny_model_dir}\noutput_dir: {out}\n")
+    assert main(["eval", str(config), "--tasks", TEXT, "--output", str(tmp_path / "base.json")]) == 0  # no run yet
+    assert json.loads((tmp_path / "base.json").read_text())["model_path"] == str(tiny_model_dir)
+    assert main(["train", *fast(tiny_model_dir, out, "--max_steps", "1", "--heldout_generate", "0")]) == 0
+    with caplog.at_level(logging.INFO, logger="ows"):
+        assert main(["eval", str(config), "--tasks", TEXT, "--output", str(tmp_path / "run.json")]) == 0
+    assert json.loads((tmp_path / "run.json").read_text())["model_path"] == str(out)
+    assert f"evaluating the run in {out} (output_dir of {config}), not its base model" in caplog.text
+    assert main(["eval", str(config), str(tiny_model_dir), "--tasks", TEXT, "--output", str(tmp_path / "b2.json")]) == 0
+    assert json.loads((tmp_path / "b2.json").read_text())["model_path"] == str(tiny_model_dir)  # a model given: as given

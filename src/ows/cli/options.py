@@ -268,8 +268,8 @@ def parse_command(parser: ArgumentParser, fields: FieldSet, argv: list[str], *, 
             logger.info("config file %s: fields of other ows commands, not used by %s: %s", config_file, parser.prog,
                         ", ".join(other))
     flags = fields.from_flags(namespace, spelled)
-    if model is not None:
-        flags.setdefault("model", model)
+    if model is not None and "model" not in flags:
+        flags["model"], spelled["model"] = model, "MODEL"
     if config_file is None and defaults_without_file is not None:
         values.update({k: v for k, v in defaults_without_file(flags).items() if k in fields.fields})
     values.update(flags)

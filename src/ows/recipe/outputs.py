@@ -137,6 +137,21 @@ def training_figures(trainer: Any, setup: Any) -> dict[str, Any]:
             "swap_seconds": round(float(residency.swap_seconds if residency is not None else 0.0), 3)}
 
 
+def run_of_config(config_file: str, model: str | None) -> str | None:
+    """What ``ows eval CONFIG.yaml`` evaluates: the config's ``output_dir`` when it holds a finished run (a model
+    folder with results.json and ows_run.json; the log says so), else ``model``."""
+    import yaml
+
+    out = (yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}).get("output_dir")
+    done = out is not None and all((Path(out) / name).is_file() for name in ("config.json", files.RESULTS,
+                                                                              files.RUN_RECORD))
+    if not done:
+        return model
+    logger.info("evaluating the run in %s (output_dir of %s), not its base model %s: pass --model %s to evaluate the "
+                "base", out, config_file, model, model)
+    return str(out)
+
+
 def save_delta(script: ScriptArguments, out: Path) -> str:
     """Write ``out/delta`` (the tensors the run changed, with the base's identity); returns a line saying so."""
     from ..export import compute_delta, write_delta
