@@ -126,3 +126,14 @@ def test_the_examples_name_only_functions_that_exist():
     for path in (root / "examples").glob("*.py"):
         for name in re.findall(r"\bows\.([a-z_][a-z0-9_]*)\(", path.read_text()):
             assert hasattr(ows, name), f"{path.name}: ows.{name} does not exist"
+
+
+def test_the_demo_time_in_ows_help_is_the_readmes():
+    import re
+    from pathlib import Path
+
+    from ows.cli import EPILOG
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()[3]
+    minutes = re.search(r"~(\d+) min", readme).group(1)
+    assert f"CPU, ~{minutes} min" in EPILOG

@@ -164,11 +164,13 @@ def test_lora_runs_write_their_adapter_beside_the_model(demo_alias, tiny_model_d
         shutil.rmtree(tmp_path / "cache" / "models" / DEMO_FOLDER)
         shutil.copytree(tiny_model_dir_64, tmp_path / "cache" / "models" / DEMO_FOLDER)
     out = tmp_path / "run"
-    argv = fast(demo_alias, out, "--method", method, "--lora_r", "4", "--heldout_generate", "0", "--max_steps", "2")
+    argv = fast(demo_alias, out, "--method", method, "--lora_r", "4", "--heldout_generate", "0", "--max_steps", "2",
+                "--lora_target_modules", "q_proj,v_proj")
     assert main(["train", *argv]) == 0
     adapter = out / "adapter"
     assert (adapter / "adapter_model.safetensors").is_file()
-    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == DEMO_HUB_ID
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == DEMO_HUB_ID and sorted(config["target_modules"]) == ["q_proj", "v_proj"]
     base = tmp_path / "cache" / "models" / DEMO_FOLDER
     adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter)
     assert any("lora_A" in name for name, _ in adapted.named_parameters())

@@ -40,6 +40,7 @@ def test_callbacks_hear_setup_training_and_the_end_and_keep_weights_false_writes
     class Listener(ows.RunCallback):
         def on_setup(self, setup, trainer, tokenizer):
             heard.append(("setup", setup.name, setup.controller is not None))
+            assert setup.model.config._attn_implementation == "eager"  # attn_implementation reaches the loader
 
         def on_step_end(self, args, state, control, **kwargs):
             heard.append(("step", state.global_step))
@@ -47,7 +48,7 @@ def test_callbacks_hear_setup_training_and_the_end_and_keep_weights_false_writes
         def on_trained(self, setup, trainer, tokenizer):
             heard.append(("trained", trainer.state.global_step))
 
-    result = ows.train(ows.ScriptArguments(model=str(tiny_model_dir), method="lisa", **FAST),
+    result = ows.train(ows.ScriptArguments(model=str(tiny_model_dir), method="lisa", attn_implementation="eager", **FAST),
                        ows.OWSConfig(num_active_layers=1, sample_interval=2),
                        dict(TRAINING, output_dir=str(tmp_path / "out")), callbacks=[Listener()],
                        keep_weights=False, heldout_before=False)
