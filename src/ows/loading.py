@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -143,38 +143,6 @@ def torch_dtype(dtype: str | torch.dtype, device: str = "cpu") -> torch.dtype:
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is unknown: use one of auto, {', '.join(DTYPES)}")
     return getattr(torch, dtype)
-
-
-HALF = ("bfloat16", "float16")
-
-
-def checkpoint_dtype(model_config: Mapping[str, Any] | None) -> str | None:
-    """The dtype a checkpoint's ``config.json`` names (``dtype``, or ``torch_dtype`` before transformers 5), else None."""
-    value = (model_config or {}).get("dtype") or (model_config or {}).get("torch_dtype")
-    name = str(value).replace("torch.", "") if value else None
-    return name if name in DTYPES else None
-
-
-def resolve_dtype(requested: str, model_config: Mapping[str, Any] | None = None,
-                  gpu: bool | None = None, gpu_bf16: bool | None = None) -> tuple[str, str]:
-    """``(dtype, why)``: the concrete dtype of a run's weights for ``dtype: requested``.
-
-    ``auto``: on a GPU the checkpoint's own dtype when it is bfloat16 (or float16, trained as bfloat16, which
-    has float32's range), provided the GPU has bfloat16; float32 otherwise, and always on the CPU. ``gpu`` and
-    ``gpu_bf16`` default to what torch sees. Another name is returned as it is."""
-    if requested != "auto":
-        return requested, "dtype set"
-    gpu = torch.cuda.is_available() if gpu is None else gpu
-    if not gpu:
-        return "float32", "auto: no GPU, so float32"
-    stored = checkpoint_dtype(model_config)
-    if stored not in HALF:
-        named = f"is {stored}" if stored else "is not named in its config.json"
-        return "float32", f"auto: the checkpoint's dtype {named}, so float32"
-    gpu_bf16 = torch.cuda.is_bf16_supported() if gpu_bf16 is None else gpu_bf16
-    if not gpu_bf16:
-        return "float32", f"auto: the checkpoint is {stored} but this GPU has no bfloat16, so float32 (fp16 mixed precision)"
-    return "bfloat16", f"auto: the checkpoint's dtype is {stored} and this GPU has bfloat16"
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:

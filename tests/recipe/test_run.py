@@ -83,12 +83,12 @@ def test_fields_a_python_caller_set_are_kept_by_the_memory_plan():
     ("bfloat16", False, False, "float32"), ("bfloat16", True, True, "bfloat16"), ("float16", True, True, "bfloat16"),
     ("float16", True, False, "float32"), ("float32", True, True, "float32"), (None, True, True, "float32")])
 def test_dtype_auto_is_the_checkpoints_own_on_a_gpu_and_float32_on_the_cpu(stored, gpu, bf16, expected):
-    from ows.loading import resolve_dtype
+    from ows.recipe.arguments import resolve_dtype
 
     config = {"model_type": "llama", **({"dtype": stored} if stored else {})}
     dtype, why = resolve_dtype("auto", config, gpu=gpu, gpu_bf16=bf16)
     assert dtype == expected and why.startswith("auto: ") and (("no GPU" in why) == (not gpu))
-    assert resolve_dtype("float16", config, gpu=gpu) == ("float16", "dtype set")
+    assert resolve_dtype("float16", config, gpu, bf16) == ("float16", "dtype set")
     assert resolve_dtype("auto", {"torch_dtype": "bfloat16"}, gpu=True, gpu_bf16=True)[0] == "bfloat16"  # transformers 4
 
 

@@ -170,6 +170,36 @@ TEMPLATES = ("auto", "alpaca", "none")  # or the path of a Jinja chat template f
 TEMPLATE_SUFFIXES = (".jinja", ".jinja2", ".j2", ".tmpl", ".txt")
 
 
+HALF = ("bfloat16", "float16")
+
+
+def checkpoint_dtype(model_config: dict[str, Any] | None) -> str | None:
+    """The dtype a checkpoint's ``config.json`` names (``dtype``, or ``torch_dtype`` before transformers 5), else None."""
+    value = (model_config or {}).get("dtype") or (model_config or {}).get("torch_dtype")
+    name = str(value).replace("torch.", "") if value else None
+    return name if name in DTYPES else None
+
+
+def resolve_dtype(requested: str, model_config: dict[str, Any] | None, gpu: bool, gpu_bf16: bool) -> tuple[str, str]:
+    """``(dtype, why)``: the concrete dtype of a run's weights for ``dtype: requested`` (torch-free: ``gpu`` and
+    ``gpu_bf16`` say whether a GPU is used and has bfloat16; ``ows memory`` can pass what it assumes).
+
+    ``auto``: on a GPU the checkpoint's own dtype when it is bfloat16 (or float16, trained as bfloat16, which
+    has float32's range), provided the GPU has bfloat16; float32 otherwise, and always on the CPU. Another name
+    is returned as it is."""
+    if requested != "auto":
+        return requested, "dtype set"
+    if not gpu:
+        return "float32", "auto: no GPU, so float32"
+    stored = checkpoint_dtype(model_config)
+    if stored not in HALF:
+        named = f"is {stored}" if stored else "is not named in its config.json"
+        return "float32", f"auto: the checkpoint's dtype {named}, so float32"
+    if not gpu_bf16:
+        return "float32", f"auto: the checkpoint is {stored} but this GPU has no bfloat16, so float32 (fp16 mixed precision)"
+    return "bfloat16", f"auto: the checkpoint's dtype is {stored} and this GPU has bfloat16"
+
+
 def check_template(template: str) -> None:
     """``template`` is one of ``TEMPLATES`` or an existing file; else a ``ValueError`` naming the fix."""
     from pathlib import Path

@@ -41,15 +41,15 @@ def training_arguments(training: dict[str, Any], has_eval: bool, script: ScriptA
 
 def resolve_precision(script: ScriptArguments, training: dict[str, Any],
                       model_config: dict[str, Any]) -> tuple[ScriptArguments, dict[str, Any], str]:
-    """The run with a concrete ``dtype`` (:func:`ows.loading.resolve_dtype`) and, on a GPU, the mixed-precision flag
-    that matches it (``bf16`` for bfloat16 weights; ``fp16`` for a half checkpoint on a GPU without bfloat16)
-    unless ``bf16`` or ``fp16`` is given; and the line that says what was chosen and why."""
+    """The run with a concrete ``dtype`` (:func:`ows.recipe.arguments.resolve_dtype`) and, on a GPU, the
+    mixed-precision flag that matches it (``bf16`` for bfloat16 weights; ``fp16`` for a half checkpoint on a GPU
+    without bfloat16) unless ``bf16`` or ``fp16`` is given; and the line that says what was chosen and why."""
     import dataclasses
 
-    from ..loading import HALF, checkpoint_dtype, resolve_dtype
+    from .arguments import HALF, checkpoint_dtype, resolve_dtype
 
     gpu = torch.cuda.is_available()
-    dtype, why = resolve_dtype(script.dtype, model_config, gpu)
+    dtype, why = resolve_dtype(script.dtype, model_config, gpu, gpu and torch.cuda.is_bf16_supported())
     flags: dict[str, Any] = {}
     if gpu and not {"bf16", "fp16"} & set(training):
         if dtype == "bfloat16":
