@@ -79,8 +79,12 @@ def parse(argv: list[str]) -> EvalCommand | int:
         raise UsageError(f"{parsed.spelling('backend')} {options.backend!r} is invalid: use one of {', '.join(BACKENDS)}")
     if options.dtype not in ("auto", *DTYPES):
         raise UsageError(f"{parsed.spelling('dtype')} {options.dtype!r} is invalid: use one of auto, {', '.join(DTYPES)}")
-    return EvalCommand(script.get("model"), script.get("trust_remote_code", False), script.get("heldout_seed", 100000),
-                       options, parsed)
+    model = script.get("model")
+    if parsed.config_file and parsed.spelling("model").startswith(parsed.config_file):  # the YAML that trained a run
+        from ..recipe.outputs import run_of_config
+
+        model = run_of_config(parsed.config_file, model)
+    return EvalCommand(model, script.get("trust_remote_code", False), script.get("heldout_seed", 100000), options, parsed)
 
 
 def answers_path(command: EvalCommand, out: Path, model_id: str) -> Path:

@@ -105,6 +105,7 @@ def _new_folder(path: str) -> Path:
 def export(argv: list[str]) -> int:
     """``ows export delta|lora RUN OUT``."""
     from ..export import compute_delta, write_delta
+    from ..recipe.run_folder import read_run_record
 
     try:
         (kind, run, out), options = _parse("ows export", "ows export {delta,lora} RUN OUT [--rank R] [--base FOLDER] "
@@ -127,10 +128,15 @@ def export(argv: list[str]) -> int:
     from ..export import extract_lora
 
     model_type = json.loads((Path(base) / "config.json").read_text(encoding="utf-8")).get("model_type")
-    report = extract_lora(base, run, folder, options.rank, model_type=model_type, alpha=options.alpha).summary()
+    from ..loading import shared_name
+
+    named = shared_name(options.base or read_run_record(Path(run)).get("model"))  # as the user named it, not the cache
+    report = extract_lora(base, run, folder, options.rank, model_type=model_type, alpha=options.alpha,
+                          base_name=named).summary()
     print(f"LoRA rank {report['rank']} over {report['matrices']} changed linears: captured energy mean "
           f"{report['mean_energy']:.3f}, min {report['min_energy']:.3f}; left out (not a LoRA's): "
-          f"{report['left_out_tensors']} tensors, {report['left_out_params']:,} parameters; wrote {folder}")
+          f"{report['left_out_tensors']} tensors, {report['left_out_params']:,} parameters; wrote {folder} "
+          f"(base_model_name_or_path {named}; on this machine {base})")
     return 0
 
 
