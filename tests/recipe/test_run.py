@@ -115,7 +115,7 @@ def test_on_a_bf16_gpu_the_run_and_its_memory_plan_get_bfloat16_with_bf16_mixed_
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     seen = {}
 
-    def plan(model_config, method, budget_text, settings, given):
+    def plan(model_config, method, budget_text, settings, given, headroom):
         seen.update(settings)
         raise ows.UsageError("stop here: the plan was made")
 

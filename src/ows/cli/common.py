@@ -9,9 +9,9 @@ import re
 import sys
 from typing import Any, NoReturn
 
-from ..errors import UsageError
+from ..errors import UsageError, did_you_mean
 
-__all__ = ["ArgumentParser", "UsageError", "setup_logging"]
+__all__ = ["ArgumentParser", "UsageError", "did_you_mean", "setup_logging"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -36,14 +36,6 @@ class ArgumentParser(argparse.ArgumentParser):
         if re.match(r"^-\d", arg_string):
             return None
         return super()._parse_optional(arg_string)
-
-
-def did_you_mean(name: str, candidates: Any) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``candidates`` (difflib), or ``''``."""
-    import difflib
-
-    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -238,3 +238,19 @@ def read_run_record(folder: Path) -> dict[str, Any] | None:
         return json.loads((Path(folder) / RUN_RECORD).read_text(encoding="utf-8")).get("settings", {})
     except (OSError, UnicodeDecodeError, ValueError, AttributeError):
         return None
+
+
+def run_base(run: str, override: str | None = None) -> tuple[str, str]:
+    """(base folder, base name) of an ``ows train`` output folder (the model it was trained from, or ``override``);
+    a missing or foreign folder, or a base that is not a local folder, is a ``UsageError``."""
+    from ..loading import model_identity, resolve_model_path
+
+    settings = read_run_record(Path(run))
+    if not (Path(run) / "config.json").is_file() or settings is None:
+        raise UsageError(f"RUN {run!r} is not an ows train output folder (config.json and {RUN_RECORD}): give the "
+                         "output_dir of a finished run")
+    model = override or settings.get("model")
+    resolved = resolve_model_path(model)
+    if not Path(resolved).is_dir():
+        raise UsageError(f"base model {model!r} is not a local folder: pass --base <folder of the base model>")
+    return resolved, model_identity(model, resolved)
