@@ -45,7 +45,7 @@ def plan(model_config: dict[str, Any], method: str, budget_text: str, settings: 
         raise UsageError(str(err)) from None
     if headroom >= budget:
         raise UsageError(f"memory_headroom={headroom_text!r} leaves nothing of max_memory={budget_text!r}: give a "
-                         "smaller headroom (e.g. 1GiB, or 0) or a larger budget")
+                         "smaller memory_headroom (e.g. 0) or a larger max_memory")
     return plan_for_budget(model_config, method, budget, settings, frozenset(settings) & given, headroom)
 
 
