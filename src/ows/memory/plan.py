@@ -170,6 +170,7 @@ def plan_for_budget(model_config: dict[str, Any], method: str, budget: int, sett
     ``num_active_layers``, ...) plus ``gradient_accumulation_steps``; ``fixed`` the fields the user set,
     never changed. The plan may not fit: check :attr:`Plan.fits`."""
     spec, device = get_method(method), settings.get("device", "cuda")
+    settings = {**settings, **{k: v for k, v in spec.resolved_defaults().items() if settings.get(k) is None}}
     plan = Plan(dict(settings), budget=budget, headroom=headroom, total=_total(model_config, method, settings))
     levers = [lv for lv in LEVERS if _usable(lv, spec, fixed, device)]
     while not plan.fits and _apply_cheapest(plan, levers, model_config, method):
