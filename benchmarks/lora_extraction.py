@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ows.cli.export import run_base
+    from ows.recipe.run_folder import run_base
     from ows.recipe.data import load_datasets
     from ows.export import extract_lora
 

@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     model, tokenizer = load_model_and_tokenizer(args.model)
-    # 'uniform' sampling needs no outlier profile; use 'owl' with ows.compute_outlier_profile(model, texts)
+    # 'uniform' sampling needs no outlier profile; for 'owl' pass a profile as prepare_for_trainer's third argument:
+    # ows.profile_outliers(model, ows.data.calibration.calibration_batches(tokenizer, texts, 32, 256))
     config = ows.OWSConfig(num_active_layers=args.num_active_layers, sample_interval=args.sample_interval,
                            rank=args.rank, sampling_strategy="uniform", seed=0)
     optimizer, callback = ows.prepare_for_trainer(model, config, lr=args.lr)

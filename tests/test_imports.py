@@ -116,3 +116,26 @@ def test_no_import_circle_in_src():
 def test_the_method_registry_imports_no_framework_integration():
     graph = _import_graph()
     assert not {t for t in graph["ows.methods"] if t.startswith(("ows.integrations", "ows.recipe", "ows.cli"))}
+
+
+def test_the_examples_name_only_functions_that_exist():
+    import re
+    from pathlib import Path
+
+    import ows
+
+    root = Path(__file__).resolve().parents[1]
+    for path in (root / "examples").glob("*.py"):
+        for name in re.findall(r"\bows\.([a-z_][a-z0-9_]*)\(", path.read_text()):
+            assert hasattr(ows, name), f"{path.name}: ows.{name} does not exist"
+
+
+def test_the_demo_time_in_ows_help_is_the_readmes():
+    import re
+    from pathlib import Path
+
+    from ows.cli import EPILOG
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()[3]
+    minutes = re.search(r"~(\d+) min", readme).group(1)
+    assert f"CPU, ~{minutes} min" in EPILOG

@@ -94,6 +94,15 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+DEMO_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model the demo's GGUF was made from
+
+
+def shared_name(name_or_path: str) -> str:
+    """The model as another machine can name it (an adapter's ``base_model_name_or_path``): what the user gave,
+    the hub id for the demo alias."""
+    return DEMO_HUB_ID if name_or_path in DEMO_ALIASES else name_or_path
+
+
 def model_identity(name_or_path: str, resolved: str | None = None) -> str:
     """A stable name of a model for records and comparisons: a local folder's name, the demo folder's
     name for its alias, else the hub id."""
@@ -154,11 +163,12 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
 
 
 def load_model(path: str, dtype: str | torch.dtype = "float32", trust_remote_code: bool = False, device: str = "cpu",
-               quantization: str | None = None) -> Any:
+               quantization: str | None = None, attn_implementation: str | None = None) -> Any:
     """The causal LM at ``path`` in ``dtype`` (a name from ``ows.config.DTYPES`` or ``auto``) on ``device``.
 
     ``quantization="nf4"``: every linear in 4-bit NF4 with double quantization, computing in ``dtype``
-    (bitsandbytes through transformers' ``BitsAndBytesConfig``, the QLoRA base).
+    (bitsandbytes through transformers' ``BitsAndBytesConfig``, the QLoRA base). ``attn_implementation``:
+    ``sdpa``, ``eager`` or ``flash_attention_2`` (None: transformers' choice).
     """
     from transformers import AutoModelForCausalLM
 
@@ -166,6 +176,8 @@ def load_model(path: str, dtype: str | torch.dtype = "float32", trust_remote_cod
     logger.info("loading %s (%s, %s%s)", path, device, str(resolved_dtype).replace("torch.", ""),
                 f", {quantization}" if quantization else "")
     kwargs: dict[str, Any] = {"device_map": device} if device != "cpu" or quantization else {}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
     if quantization == "nf4":
         from transformers import BitsAndBytesConfig
 

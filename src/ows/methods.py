@@ -237,11 +237,12 @@ def _build_lora(name: str, model: Any, config: OWSConfig, profile: Any, options:
     lora = options["lora"]
     lora_config = LoraConfig(
         r=lora.get("r", 16), lora_alpha=lora.get("alpha", 32), lora_dropout=lora.get("dropout", 0.05),
-        target_modules="all-linear", task_type="CAUSAL_LM",
+        target_modules=lora.get("target_modules") or "all-linear", task_type="CAUSAL_LM",
     )
     wrapped = get_peft_model(model, lora_config)
     trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
-    logger.info("LoRA r=%d on all linear layers: %d trainable parameters", lora_config.r, trainable)
+    logger.info("LoRA r=%d on %s: %d trainable parameters", lora_config.r,
+                ",".join(lora.get("target_modules") or ["all linear layers"]), trainable)
     return MethodSetup(name, wrapped, None, None)
 
 

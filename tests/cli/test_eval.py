@@ -190,3 +190,22 @@ def test_mt_bench_answers_replace_only_answers_ows_eval_wrote(tmp_path):
     target.symlink_to(tmp_path / "r.json")
     with pytest.raises(UsageError, match="is not an answers file written by ows eval"):
         answers_path(command, tmp_path / "r.json", "demo")
+
+
+def test_eval_on_the_yaml_that_trained_a_run_evaluates_the_run(tiny_model_dir, tmp_path, caplog):
+    import logging
+
+    from test_train import fast
+
+    out = tmp_path / "run"
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {tiny_model_dir}\noutput_dir: {out}\n")
+    assert main(["eval", str(config), "--tasks", TEXT, "--output", str(tmp_path / "base.json")]) == 0  # no run yet
+    assert json.loads((tmp_path / "base.json").read_text())["model_path"] == str(tiny_model_dir)
+    assert main(["train", *fast(tiny_model_dir, out, "--max_steps", "1", "--heldout_generate", "0")]) == 0
+    with caplog.at_level(logging.INFO, logger="ows"):
+        assert main(["eval", str(config), "--tasks", TEXT, "--output", str(tmp_path / "run.json")]) == 0
+    assert json.loads((tmp_path / "run.json").read_text())["model_path"] == str(out)
+    assert f"evaluating the run in {out} (output_dir of {config}), not its base model" in caplog.text
+    assert main(["eval", str(config), str(tiny_model_dir), "--tasks", TEXT, "--output", str(tmp_path / "b2.json")]) == 0
+    assert json.loads((tmp_path / "b2.json").read_text())["model_path"] == str(tiny_model_dir)  # a model given: as given

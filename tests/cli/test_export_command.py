@@ -143,3 +143,54 @@ def test_delta_merge_and_lora_on_smollm2(tmp_path, capsys):
     model = PeftModel.from_pretrained(base, tmp_path / "lora")
     ids = torch.tensor([[1, 2, 3, 4]])
     assert torch.isfinite(model(input_ids=ids).logits).all()
+
+
+@pytest.fixture
+def demo_alias(tiny_model_dir, tmp_path, monkeypatch):
+    """``smollm2-135m`` resolves to the tiny model, placed where ows caches the demo model (``$OWS_CACHE``)."""
+    import shutil
+
+    from ows.loading import DEMO_FOLDER
+
+    monkeypatch.setenv("OWS_CACHE", str(tmp_path / "cache"))
+    shutil.copytree(tiny_model_dir, tmp_path / "cache" / "models" / DEMO_FOLDER)
+    return "smollm2-135m"
+
+
+def test_export_lora_names_the_base_as_the_user_did_not_the_local_cache(demo_alias, tmp_path, capsys):
+    from ows.loading import DEMO_HUB_ID
+
+    run = tmp_path / "run"
+    assert main(["train", *fast(demo_alias, run, "--heldout_generate", "0", "--max_steps", "2")]) == 0
+    assert main(["export", "lora", str(run), str(tmp_path / "lora"), "--rank", "4"]) == 0
+    config = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == DEMO_HUB_ID
+    assert f"on this machine {tmp_path / 'cache'}" in capsys.readouterr().out  # the local copy: a note only
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_lora_runs_write_their_adapter_beside_the_model(demo_alias, tiny_model_dir_64, tmp_path, monkeypatch, method):
+    import shutil
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from ows.loading import DEMO_FOLDER, DEMO_HUB_ID
+
+    if method == "qlora":  # bitsandbytes' 4-bit CPU kernels need rows of at least 64
+        pytest.importorskip("bitsandbytes")
+        shutil.rmtree(tmp_path / "cache" / "models" / DEMO_FOLDER)
+        shutil.copytree(tiny_model_dir_64, tmp_path / "cache" / "models" / DEMO_FOLDER)
+    out = tmp_path / "run"
+    argv = fast(demo_alias, out, "--method", method, "--lora_r", "4", "--heldout_generate", "0", "--max_steps", "2",
+                "--lora_target_modules", "q_proj,v_proj")
+    assert main(["train", *argv]) == 0
+    adapter = out / "adapter"
+    assert (adapter / "adapter_model.safetensors").is_file()
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == DEMO_HUB_ID and sorted(config["target_modules"]) == ["q_proj", "v_proj"]
+    base = tmp_path / "cache" / "models" / DEMO_FOLDER
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter)
+    assert any("lora_A" in name for name, _ in adapted.named_parameters())
+    if method == "lora":  # the folder itself still loads as a plain (merged) model
+        assert not any("lora" in k for k in AutoModelForCausalLM.from_pretrained(out).state_dict())

@@ -99,3 +99,15 @@ def test_memory_command_imports_no_torch():
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_without_a_dtype_memory_assumes_what_ows_train_picks_on_a_bf16_gpu_and_says_so(capsys):
+    from ows.cli import main
+
+    assert main(["memory", "llama-3.1-8b", "--methods", "ows", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["dtype"] == "bfloat16" and doc["estimates"][0]["settings"]["dtype"] == "bfloat16"
+    assert main(["memory", "llama-3.1-8b", "--methods", "ows"]) == 0
+    assert "bfloat16 (auto: the checkpoint's dtype is bfloat16 and this GPU has bfloat16)" in capsys.readouterr().out
+    assert main(["memory", "llama-3.1-8b", "--methods", "ows", "--dtype", "float32", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dtype"] == "float32"

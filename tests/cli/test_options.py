@@ -134,3 +134,81 @@ def test_none_for_a_list_field_and_mappings_and_merge_keys_in_yaml(tmp_path):
     merged.write_text("model: m\ndataset: d.jsonl\noutput_dir: o\n<<: {rank: 8, max_steps: 10}\n")
     _, config_, training = parse([str(merged)])
     assert config_.rank == 8 and training["max_steps"] == 10
+
+
+def test_trl_and_llamafactory_names_are_aliases_of_ours(tmp_path, tiny_model_dir):
+    from ows.cli.train import parse
+
+    config = tmp_path / "lf.yaml"
+    config.write_text("model_name_or_path: m\ndataset: d.jsonl\noutput_dir: o\ncutoff_len: 256\nlora_target: q_proj\n"
+                      "chat_template: none\nval_size: 0.1\n")
+    script, _, _ = parse([str(config), "--lora_rank", "8"])
+    assert (script.model, script.max_seq_length, script.lora_target_modules, script.template, script.eval_split_ratio,
+            script.lora_r) == ("m", 256, ["q_proj"], "none", 0.1, 8)
+    script, _, _ = parse(["--model_name_or_path", "m", "--dataset", "d.jsonl", "--output_dir", "o", "--max_length", "64",
+                          "--dataset_text_field", "content", "--early_stopping_patience", "2", "--eval_split_ratio",
+                          "0.1", "--eval_strategy", "steps", "--save_strategy", "steps", "--load_best_model_at_end",
+                          "true"])
+    assert (script.model, script.max_seq_length, script.dataset_text_field, script.early_stopping_patience) == \
+        ("m", 64, "content", 2)
+    assert script.given >= {"model", "max_seq_length"}  # a memory plan keeps them as it keeps our own names
+    config.write_text(f"model_name_or_path: {tiny_model_dir}\ndataset: d.jsonl\nmax_length: 128\nnum_active_layers: 2\n")
+    code, out, err = _run("memory", str(config), "--methods", "ows", "--json")  # every command that has the field
+    assert code == 0, err
+    assert json.loads(out)["estimates"][0]["settings"]["max_seq_length"] == 128
+
+
+@pytest.mark.parametrize("argv, yaml, message", [
+    (["--max_seq_length", "128", "--cutoff_len", "256"], "",
+     "--max_seq_length 128 and --cutoff_len 256 name the same setting (max_seq_length) with different values"),
+    ([], "max_seq_length: 128\nmax_length: 256\n",
+     "max_seq_length=128 and max_length=256 name the same setting (max_seq_length) with different values: keep one"),
+    (["--learnig_rate", "1e-4"], "", "unrecognized arguments: --learnig_rate 1e-4 (did you mean '--learning_rate'?)"),
+    (["--num_actve_layers", "3"], "", "(did you mean '--num_active_layers'?)"),
+    ([], "lora_targt_modules: [q_proj]\n", "unknown field 'lora_targt_modules' (did you mean 'lora_target_modules'?)"),
+    ([], "warmup_step: 5\n", "unknown field 'warmup_step' (did you mean 'warmup_steps'?)"),
+    (["--attn_implementation", "flash_attention_3"], "", "attn_implementation='flash_attention_3' is unknown"),
+    (["--template", "missing/chat.jinja"], "", "template='missing/chat.jinja' does not exist: check the path"),
+    (["--template", "llama3"], "", "template='llama3' is unknown: use auto (the tokenizer's chat template), alpaca, "
+                                   "none, or the path of a Jinja chat template file"),
+    (["--early_stopping_patience", "2"], "", "early_stopping_patience=2 needs an evaluation set: set eval_dataset or "
+                                             "eval_split_ratio"),
+    (["--early_stopping_patience", "2", "--eval_split_ratio", "0.1"], "",
+     "early_stopping_patience=2 needs evaluations during training: set eval_strategy"),
+    (["--early_stopping_patience", "2", "--eval_split_ratio", "0.1", "--eval_strategy", "steps"], "",
+     "early_stopping_patience=2 needs load_best_model_at_end true"),
+])
+def test_names_and_controls_bad_input_is_one_line_before_any_work(tmp_path, argv, yaml, message):
+    config = tmp_path / "c.yaml"
+    config.write_text("model: m\ndataset: d.jsonl\n" + yaml)
+    code, out, err = _run("train", str(config), "--output_dir", str(tmp_path / "out"), *argv)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_flash_attention_2_is_refused_in_one_line_when_flash_attn_is_not_installed(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "flash_attn" else real(name, *a))
+    code, _, err = _run("train", "--model", "m", "--dataset", "d.jsonl", "--output_dir", str(tmp_path / "o"),
+                        "--attn_implementation", "flash_attention_2")
+    assert code == 2 and "needs the flash-attn package, which is not installed" in err.strip().splitlines()[-1]
+
+
+def test_train_help_lists_every_field_without_importing_transformers():
+    import subprocess
+    import sys
+
+    code = ("import sys, contextlib, io\nfrom ows.cli import main\nout = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out): assert main(['train', '--help']) == 0\n"
+            "assert 'transformers' not in sys.modules and 'torch' not in sys.modules, 'imported'\n"
+            "print(out.getvalue())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    from ows.cli.arguments import TRAINING_ARGUMENT_FIELDS
+
+    for name in ("num_active_layers", "template", "attn_implementation", *TRAINING_ARGUMENT_FIELDS):
+        assert f"--{name}" in result.stdout, name
+    assert "--model_name_or_path" in result.stdout and "ows train configs/demo.yaml" in result.stdout

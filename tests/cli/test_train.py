@@ -111,6 +111,8 @@ def test_reasoning_gym_data_with_heldout_metrics_and_reuse_of_profile(tiny_model
     assert main(["train", *args]) == 0
     printed = capsys.readouterr().out
     assert "heldout_answer_loss" in printed and "heldout_exact_match" in printed
+    summary = [line for line in printed.splitlines() if line.startswith("outlier profile of 4 layers: mean ratio")]
+    assert len(summary) == 1 and "ratio(%)" not in printed  # one line; the per-layer table only at DEBUG
     results = json.loads((out / "results.json").read_text())
     assert set(results["before"]) >= {"heldout_answer_loss", "heldout_exact_match"}
     assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
@@ -203,7 +205,9 @@ def test_output_dir_holding_a_different_run(tiny_model_dir, tmp_path, capsys):
     assert main(["train", *fast(tiny_model_dir, out, "--dataset", str(data))]) == 0
     before = sorted(p.name for p in out.iterdir())
     code = main(["train", *fast(tiny_model_dir, out, "--dataset", str(data), "--learning_rate", "0.1")])
-    assert code == 2 and "holds a different run (learning_rate differs)" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "holds a different run (learning_rate 0.0003 there, 0.1 now)" in err
+    assert "use a new --output_dir, or pass --overwrite_output_dir true" in err
     assert sorted(p.name for p in out.iterdir()) == before
     stranger = tmp_path / "stranger"
     stranger.mkdir()
@@ -233,3 +237,38 @@ def test_the_papers_recipe_is_one_config_file_away_whatever_the_defaults():
     assert {k: values[k] for k in PAPER} == PAPER
     text = (ROOT / "configs" / "paper.yaml").read_text()
     assert all(f"\n{key}:" in text for key in PAPER if key != "method")  # spelled out, not left to the defaults
+
+
+def readme_results_keys():
+    """The keys README's Results line says results.json holds."""
+    import re
+
+    line = next(p for p in (ROOT / "README.md").read_text().split("\n- ") if "`results.json` keys:" in p)
+    return re.findall(r"`([a-z_]+)`", line.split("keys:", 1)[1])
+
+
+def test_results_json_holds_the_loss_curve_and_every_key_the_readme_lists(tiny_model_dir, tmp_path):
+    import torch
+
+    data = write_jsonl(tmp_path / "d.jsonl", ROWS["prompt_completion"])
+    out = tmp_path / "out"
+    assert main(["train", *fast(tiny_model_dir, out, "--dataset", str(data), "--eval_split_ratio", "0.2")]) == 0
+    results = json.loads((out / "results.json").read_text())
+    keys = readme_results_keys()
+    assert {"loss_curve", "train_loss", "swap_seconds", "svd_seconds"} <= set(keys)
+    missing = [k for k in keys if k not in results and not (k.startswith("peak_rss") and torch.cuda.is_available())]
+    assert not missing, missing
+    assert [step for step, _ in results["loss_curve"]] == [1, 2, 3, 4]  # --save_strategy no: the loss reaches the disk
+    assert results["final_loss"] == results["loss_curve"][-1][1] and results["train_loss"] > 0
+    assert results["svd_seconds"] > 0 and results["swap_seconds"] == 0.0
+
+
+def test_early_stopping_patience_stops_a_run_whose_eval_loss_stops_improving(tiny_model_dir, tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", ROWS["prompt_completion"] * 2)
+    out = tmp_path / "out"
+    argv = fast(tiny_model_dir, out, "--dataset", str(data), "--eval_split_ratio", "0.25", "--max_steps", "30",
+                "--learning_rate", "0.3", "--lr_scheduler_type", "constant", "--warmup_steps", "0",
+                "--eval_strategy", "steps", "--eval_steps", "1", "--save_strategy", "steps", "--save_steps", "1",
+                "--load_best_model_at_end", "true", "--early_stopping_patience", "2", "--heldout_generate", "0")
+    assert main(["train", *argv]) == 0
+    assert json.loads((out / "results.json").read_text())["steps"] < 30

@@ -179,7 +179,8 @@ def test_messages_only_assistant_labelled(tok):
     plain = copy.deepcopy(tok)
     plain.chat_template = None
     with pytest.raises(ValueError, match="needs a tokenizer with a chat_template: use a tokenizer with a chat "
-                                         "template or dataset_format prompt_completion"):
+                                         "template, the path of a Jinja file as template, or dataset_format "
+                                         "prompt_completion"):
         encode_example(row, "messages", plain, 512)
 
 
@@ -226,6 +227,46 @@ def test_packing_preserves_label_tokens(tok):
     assert all(len(b["input_ids"]) == 8 for b in packed[:-1])
     assert sum(len(_labelled(b)) for b in packed) == sum(len(_labelled(e)) for e in plain)
     assert all(_labelled(b) for b in packed)  # blocks with no labelled token are dropped
+
+
+def test_packed_examples_do_not_attend_to_each_other(tok, tiny_model_dir):
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    rows = ROWS["text"] + [{"text": "Another short line, packed after the others."}]
+    alone, _ = encode_dataset(rows, "text", tok, 512)
+    packed, _ = encode_dataset(rows, "text", tok, 512, packing=True)
+    assert len(packed) == 1 and "attention_mask" not in packed[0]
+    starts = [sum(len(e["input_ids"]) for e in alone[:i]) for i in range(len(alone))]
+    assert [packed[0]["position_ids"][s] for s in starts] == [0] * len(alone)
+    assert all(packed[0]["labels"][s] == -100 for s in starts[1:])  # not predicted from the example before
+    batch = PadCollator(tok.pad_token_id)(packed)
+    with torch.no_grad():
+        # as in training: no cache (the Trainer sets use_cache false), so transformers reads the packing off position_ids
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        for start, example in zip(starts, alone):
+            own = model(input_ids=torch.tensor([example["input_ids"]])).logits[0]
+            assert torch.allclose(logits[start:start + len(own)], own, atol=1e-5)
+
+
+def test_templates_render_rows_as_asked(tok):
+    from ows.data.records import render_style, row_text
+
+    assert render_style("alpaca", "auto", tok) == "chat" and render_style("prompt_completion", "auto", tok) == "chat"
+    assert render_style("prompt_completion", "auto", tok, plain_prompts=True) == "plain"  # reasoning-gym as before
+    plain_tok = copy.deepcopy(tok)
+    plain_tok.chat_template = None
+    assert render_style("alpaca", "auto", plain_tok) == "alpaca"
+    assert render_style("prompt_completion", "auto", plain_tok) == "plain"
+    assert render_style("text", "auto", tok) == "plain" and render_style("alpaca", "none", tok) == "plain"
+    assert render_style("prompt_completion", "alpaca", tok) == "alpaca"
+    with pytest.raises(ValueError, match="template='none' cannot render messages rows"):
+        render_style("messages", "none", tok)
+    row = ROWS["alpaca"][0]
+    chat = row_text(row, "alpaca", "chat", tok)
+    assert chat == "<|im_start|>user\nAdd the numbers.\n\n3 and 4<|im_end|>\n<|im_start|>assistant\n7<|im_end|>\n"
+    example = encode_example(row, "alpaca", tok, 512, style="chat")
+    assert tok.decode(_labelled(example)) == "7" + END  # the assistant's reply and end of turn, as for messages
+    assert "Below is an instruction" in row_text(row, "alpaca", "alpaca", tok)
+    assert row_text(row, "alpaca", "plain", tok) == "Add the numbers.\n3 and 4\n7"
 
 
 def test_split_train_eval():

@@ -167,7 +167,7 @@ def test_an_unknown_tracker_name_gets_the_nearest_known_one():
     from ows.errors import UsageError
     from ows.recipe.trackers import check_trackers
 
-    with pytest.raises(UsageError, match="report_to='tensorbord' is not a tracker the Trainer knows: did you mean "
+    with pytest.raises(UsageError, match=r"report_to='tensorbord' is not a tracker the Trainer knows \(did you mean "
                                          "'tensorboard'"):
         check_trackers({"report_to": "none,tensorbord"})
     check_trackers({"report_to": "none"})

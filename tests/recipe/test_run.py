@@ -40,6 +40,7 @@ def test_callbacks_hear_setup_training_and_the_end_and_keep_weights_false_writes
     class Listener(ows.RunCallback):
         def on_setup(self, setup, trainer, tokenizer):
             heard.append(("setup", setup.name, setup.controller is not None))
+            assert setup.model.config._attn_implementation == "eager"  # attn_implementation reaches the loader
 
         def on_step_end(self, args, state, control, **kwargs):
             heard.append(("step", state.global_step))
@@ -47,7 +48,7 @@ def test_callbacks_hear_setup_training_and_the_end_and_keep_weights_false_writes
         def on_trained(self, setup, trainer, tokenizer):
             heard.append(("trained", trainer.state.global_step))
 
-    result = ows.train(ows.ScriptArguments(model=str(tiny_model_dir), method="lisa", **FAST),
+    result = ows.train(ows.ScriptArguments(model=str(tiny_model_dir), method="lisa", attn_implementation="eager", **FAST),
                        ows.OWSConfig(num_active_layers=1, sample_interval=2),
                        dict(TRAINING, output_dir=str(tmp_path / "out")), callbacks=[Listener()],
                        keep_weights=False, heldout_before=False)
@@ -76,3 +77,59 @@ def test_fields_a_python_caller_set_are_kept_by_the_memory_plan():
                                        ows.OWSConfig(rank=8), {"output_dir": "o", "per_device_train_batch_size": 2})
     assert {"max_seq_length", "rank", "per_device_train_batch_size", "model", "dataset"} <= script.given
     assert "num_active_layers" not in script.given
+
+
+@pytest.mark.parametrize("stored, gpu, bf16, expected", [
+    ("bfloat16", False, False, "float32"), ("bfloat16", True, True, "bfloat16"), ("float16", True, True, "bfloat16"),
+    ("float16", True, False, "float32"), ("float32", True, True, "float32"), (None, True, True, "float32")])
+def test_dtype_auto_is_the_checkpoints_own_on_a_gpu_and_float32_on_the_cpu(stored, gpu, bf16, expected):
+    from ows.recipe.arguments import resolve_dtype
+
+    config = {"model_type": "llama", **({"dtype": stored} if stored else {})}
+    dtype, why = resolve_dtype("auto", config, gpu=gpu, gpu_bf16=bf16)
+    assert dtype == expected and why.startswith("auto: ") and (("no GPU" in why) == (not gpu))
+    assert resolve_dtype("float16", config, gpu, bf16) == ("float16", "dtype set")
+    assert resolve_dtype("auto", {"torch_dtype": "bfloat16"}, gpu=True, gpu_bf16=True)[0] == "bfloat16"  # transformers 4
+
+
+def test_dtype_is_auto_by_default_and_still_checked():
+    assert ows.ScriptArguments().dtype == "auto"
+    ows.ScriptArguments(dtype="auto").validate()
+    with pytest.raises(ValueError, match="dtype='int8' is unknown: use one of auto, float32, bfloat16, float16"):
+        ows.ScriptArguments(dtype="int8").validate()
+
+
+def test_on_a_bf16_gpu_the_run_and_its_memory_plan_get_bfloat16_with_bf16_mixed_precision(tiny_model_dir, tmp_path,
+                                                                                          monkeypatch):
+    import shutil
+
+    import torch
+
+    from ows.recipe import budget
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "dtype": "bfloat16"}))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    seen = {}
+
+    def plan(model_config, method, budget_text, settings, given, headroom):
+        seen.update(settings)
+        raise ows.UsageError("stop here: the plan was made")
+
+    monkeypatch.setattr(budget, "plan", plan)
+    with pytest.raises(ows.UsageError, match="stop here"):
+        ows.train(ows.ScriptArguments(model=str(model), max_memory="8GiB", **FAST), ows.OWSConfig(num_active_layers=2),
+                  dict(TRAINING, output_dir=str(tmp_path / "out")))
+    assert seen["dtype"] == "bfloat16"
+    from ows.recipe.trainer import resolve_precision
+
+    script, training, line = resolve_precision(ows.ScriptArguments(model="m"), {}, {"dtype": "bfloat16"})
+    assert (script.dtype, training) == ("bfloat16", {"bf16": True})
+    assert line == "dtype bfloat16 (auto: the checkpoint's dtype is bfloat16 and this GPU has bfloat16); mixed " \
+                   "precision: bf16 true"
+    script, training, _ = resolve_precision(ows.ScriptArguments(model="m"), {"bf16": False}, {"dtype": "bfloat16"})
+    assert script.dtype == "bfloat16" and training == {"bf16": False}  # a flag the user gave is kept
+    assert not (tmp_path / "out").exists()

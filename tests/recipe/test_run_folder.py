@@ -77,3 +77,47 @@ def _umask():
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def test_an_attempt_that_failed_before_its_first_step_does_not_block_the_corrected_rerun(tiny_model_dir, tmp_path,
+                                                                                          data):
+    import ows
+
+    class FailsAtStart(ows.RunCallback):  # as an out-of-memory first step would
+        def on_train_begin(self, args, state, control, **kwargs):
+            raise RuntimeError("CUDA out of memory")
+
+    out = tmp_path / "out"
+    script = dict(dataset=str(data), calibration_samples=2, calibration_seq_len=32, heldout_generate=0)
+    training = dict(output_dir=str(out), max_steps=2, per_device_train_batch_size=4, save_strategy="no",
+                    report_to="none")
+    with pytest.raises(RuntimeError, match="out of memory"):
+        ows.train(ows.ScriptArguments(model=str(tiny_model_dir), **script), ows.OWSConfig(num_active_layers=2),
+                  training, callbacks=[FailsAtStart()])
+    assert (out / "ows_run.json").is_file() and (out / "profile.json").is_file()
+    other = tmp_path / "other-model"  # the corrected rerun: another model, a smaller batch
+    shutil.copytree(tiny_model_dir, other)
+    said = []
+    result = ows.train(ows.ScriptArguments(model=str(other), **script), ows.OWSConfig(num_active_layers=2),
+                       dict(training, per_device_train_batch_size=2), echo=said.append)
+    assert result.status == "finished"
+    assert any("holds an attempt that stopped before its first step (model " in line and "starting over" in line
+               for line in said), said
+    assert json.loads((out / "profile.json").read_text())["model_name"] == "other-model"  # measured again
+
+
+def test_a_finished_run_trains_longer_when_resumed_with_more_steps(tiny_model_dir, tmp_path, data):
+    out = tmp_path / "out"
+    code, err = _run(_args(tiny_model_dir, data, out, "--max_steps", "2"))
+    assert code == 0, err
+    code, err = _run(_args(tiny_model_dir, data, out, "--max_steps", "4"))  # not resumed: refused, with the ways forward
+    assert code == 2 and "holds this run with max_steps 2 there, 4 now: pass --resume_from_checkpoint latest to " \
+                         "train it longer, or use a new --output_dir, or pass --overwrite_output_dir true" in err
+    out_text = io.StringIO()
+    with contextlib.redirect_stdout(out_text), contextlib.redirect_stderr(io.StringIO()):
+        assert main(_args(tiny_model_dir, data, out, "--max_steps", "4", "--resume_from_checkpoint", "latest")) == 0
+    assert "continuing the run in" in out_text.getvalue() and "(max_steps 2 there, 4 now)" in out_text.getvalue()
+    assert json.loads((out / "results.json").read_text())["steps"] == 4
+    code, err = _run(_args(tiny_model_dir, data, out, "--max_steps", "3", "--resume_from_checkpoint", "latest"))
+    assert code == 2 and "holds a different run (max_steps 4 there, 3 now): use a new --output_dir, or pass " \
+                         "--overwrite_output_dir true to replace it" in err

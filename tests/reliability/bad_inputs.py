@@ -82,6 +82,7 @@ def cases(model: Path, tmp: Path) -> list[Case]:
     different = tmp / "different"
     different.mkdir(exist_ok=True)
     (different / "ows_run.json").write_text(json.dumps({"settings": {"learning_rate": 1.0}}))
+    (different / "results.json").write_text("{}")  # a run that trained (an attempt that never did is replaced)
     new = _reliability_two_cases(model, tmp, base, train, write)
     from bad_inputs_three import cases_three
 

@@ -9,9 +9,9 @@ import re
 import sys
 from typing import Any, NoReturn
 
-from ..errors import UsageError
+from ..errors import UsageError, did_you_mean
 
-__all__ = ["ArgumentParser", "UsageError", "setup_logging"]
+__all__ = ["ArgumentParser", "UsageError", "did_you_mean", "setup_logging"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -25,6 +25,9 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):  # name the closest flag of each unknown one
+            flags = [w for w in message.split()[2:] if w.startswith("--")]
+            message += "".join(did_you_mean(f.split("=")[0], self._option_string_actions) for f in flags)
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
     def _parse_optional(self, arg_string: str) -> Any:
@@ -49,9 +52,20 @@ class _StderrHandler(logging.StreamHandler):
     def stream(self, value) -> None:
         pass
 
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the record; while a tqdm bar is drawn, above it (the bar is redrawn below)."""
+        bars = sys.modules.get("tqdm")
+        if bars is None:
+            return super().emit(record)
+        try:
+            bars.tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging never raises
+            self.handleError(record)
+
 
 def setup_logging() -> None:
-    """Human output goes to stdout; logs (level from ``OWS_LOG_LEVEL``, default INFO) to stderr."""
+    """Human output goes to stdout; logs to stderr, at the level of ``OWS_LOG_LEVEL`` (DEBUG, INFO (default),
+    WARNING, ERROR)."""
     level = os.environ.get("OWS_LOG_LEVEL", "INFO").upper()
     root = logging.getLogger()
     if not any(getattr(h, "_ows", False) for h in root.handlers):

@@ -79,8 +79,12 @@ def parse(argv: list[str]) -> EvalCommand | int:
         raise UsageError(f"{parsed.spelling('backend')} {options.backend!r} is invalid: use one of {', '.join(BACKENDS)}")
     if options.dtype not in ("auto", *DTYPES):
         raise UsageError(f"{parsed.spelling('dtype')} {options.dtype!r} is invalid: use one of auto, {', '.join(DTYPES)}")
-    return EvalCommand(script.get("model"), script.get("trust_remote_code", False), script.get("heldout_seed", 100000),
-                       options, parsed)
+    model = script.get("model")
+    if parsed.config_file and parsed.spelling("model").startswith(parsed.config_file):  # the YAML that trained a run
+        from ..recipe.outputs import run_of_config
+
+        model = run_of_config(parsed.config_file, model)
+    return EvalCommand(model, script.get("trust_remote_code", False), script.get("heldout_seed", 100000), options, parsed)
 
 
 def answers_path(command: EvalCommand, out: Path, model_id: str) -> Path:
@@ -93,22 +97,13 @@ def answers_path(command: EvalCommand, out: Path, model_id: str) -> Path:
         raise UsageError(f"{command.parsed.spelling('model_id')} {model_id!r} is invalid: give a name without '/', "
                          "e.g. ows-demo")
     path = folder / f"{model_id}.jsonl"
-    if path.is_symlink() or path.exists() and not _answers_file(path):
+    from ..eval.report import written_answers
+
+    if path.is_symlink() or path.exists() and not written_answers(path):
         raise UsageError(f"{str(path)!r} (the MT-Bench answers of {command.parsed.spelling('model_id')} {model_id}) "
                          "exists and is not an answers file written by ows eval: it is not replaced: give another "
                          "--model-id or --answers-dir")
     return path
-
-
-def _answers_file(path: Path) -> bool:
-    """Whether ``path`` is a plain file of FastChat answer lines (what ows eval writes for mt-bench)."""
-    try:
-        first = path.read_text(encoding="utf-8").splitlines()[:1]
-        row = json.loads(first[0]) if first else {}
-    except (OSError, ValueError):
-        return False
-    fields = {"question_id", "model_id", "choices"}
-    return path.is_file() and isinstance(row, dict) and (not first or fields <= set(row))
 
 
 def settings_from(command: EvalCommand, model_id: str = "ows-model") -> Any:
@@ -141,7 +136,7 @@ def task_specs(command: EvalCommand) -> list:
 def output_path(command: EvalCommand, resolved: str) -> Path:
     """Where the results JSON goes: a new file, or a results file ows eval wrote; a folder, a link or any other file
     there is a ``UsageError`` (nothing ows eval did not write is ever replaced)."""
-    from ..eval.report import is_eval_results
+    from ..eval.report import written_results
 
     given, spelling = command.options.results_file, command.parsed.spelling("results_file")
     path = Path(given).expanduser() if given else Path(f"ows-eval-{Path(resolved).name or 'model'}.json")
@@ -152,17 +147,10 @@ def output_path(command: EvalCommand, resolved: str) -> Path:
         raise UsageError(f"{spelling} {str(path)!r} is a folder: give a file name such as results.json")
     if not path.parent.is_dir():
         raise UsageError(f"{spelling} {str(path)!r}: folder {str(path.parent)!r} does not exist")
-    if path.exists() and not is_eval_results(_json_or_none(path)):
+    if path.exists() and not written_results(path):
         raise UsageError(f"{spelling} {str(path)!r} exists and is not a results file written by ows eval: it is not "
                          "replaced: give a new file name")
     return path
-
-
-def _json_or_none(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def compare(paths: list[str], as_json: bool) -> int:

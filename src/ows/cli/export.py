@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..recipe.run_folder import read_run_record, run_base
 from .common import ArgumentParser, UsageError
 from .options import FieldSet, instantiate
 
@@ -76,23 +77,6 @@ class _Exit(Exception):
         self.code = code
 
 
-def run_base(run: str, override: str | None) -> tuple[str, str]:
-    """(base folder, base name) of an ``ows train`` output folder; a missing or foreign folder is a ``UsageError``."""
-    from ..loading import model_identity, resolve_model_path
-
-    from ..recipe.run_folder import RUN_RECORD, read_run_record
-
-    settings = read_run_record(Path(run))
-    if not (Path(run) / "config.json").is_file() or settings is None:
-        raise UsageError(f"RUN {run!r} is not an ows train output folder (config.json and {RUN_RECORD}): give the "
-                         "output_dir of a finished run")
-    model = override or settings.get("model")
-    resolved = resolve_model_path(model)
-    if not Path(resolved).is_dir():
-        raise UsageError(f"base model {model!r} is not a local folder: pass --base <folder of the base model>")
-    return resolved, model_identity(model, resolved)
-
-
 def _new_folder(path: str) -> Path:
     from ..export import check_new_folder
 
@@ -127,10 +111,15 @@ def export(argv: list[str]) -> int:
     from ..export import extract_lora
 
     model_type = json.loads((Path(base) / "config.json").read_text(encoding="utf-8")).get("model_type")
-    report = extract_lora(base, run, folder, options.rank, model_type=model_type, alpha=options.alpha).summary()
+    from ..loading import shared_name
+
+    named = shared_name(options.base or read_run_record(Path(run)).get("model"))  # as the user named it, not the cache
+    report = extract_lora(base, run, folder, options.rank, model_type=model_type, alpha=options.alpha,
+                          base_name=named).summary()
     print(f"LoRA rank {report['rank']} over {report['matrices']} changed linears: captured energy mean "
           f"{report['mean_energy']:.3f}, min {report['min_energy']:.3f}; left out (not a LoRA's): "
-          f"{report['left_out_tensors']} tensors, {report['left_out_params']:,} parameters; wrote {folder}")
+          f"{report['left_out_tensors']} tensors, {report['left_out_params']:,} parameters; wrote {folder} "
+          f"(base_model_name_or_path {named}; on this machine {base})")
     return 0
 
 

@@ -16,6 +16,7 @@ from ..memory.estimate import MemoryEstimate, estimate_memory
 from ..methods import method_names
 from ..model_facts import PRESETS, read_model_config
 from ..recipe import budget
+from ..recipe.arguments import resolve_dtype
 from .arguments import MEMORY_WITHOUT_FILE, MemoryArguments, ScriptArguments
 from .common import ArgumentParser, UsageError
 from .options import FieldSet, Parsed, in_user_terms, instantiate, parse_command
@@ -65,6 +66,7 @@ class MemorySettings:
     config: OWSConfig
     options: MemoryArguments
     parsed: Parsed
+    dtype_why: str = ""  # " (auto: ...)": how dtype auto was resolved
 
     @property
     def chunked(self) -> bool:
@@ -134,7 +136,7 @@ def settings_line(m: MemorySettings, model_config: dict[str, Any]) -> str:
     extras += [f"outside: {c.outside_optimizer}"] if c.outside_optimizer != "adamw" else []
     extras += [f"svd: {c.svd_method}"] if c.svd_method != "exact" else []
     extras += [f"frozen layers: {c.frozen_quantization}"] if c.frozen_quantization != "none" else []
-    return (f"{s.model}: {model_config.get('model_type', '?')}, {s.dtype}, batch {o.per_device_train_batch_size} x "
+    return (f"{s.model}: {model_config.get('model_type', '?')}, {s.dtype}{m.dtype_why}, batch {o.per_device_train_batch_size} x "
             f"{s.max_seq_length} tokens, gamma={c.num_active_layers}, rank={c.rank}, lora r={s.lora_r}, "
             f"gradient checkpointing {'on' if o.gradient_checkpointing else 'off'}, {loss}, {o.attn_implementation}"
             + "".join(f", {e}" for e in extras))
@@ -174,10 +176,13 @@ def run(argv: list[str]) -> int:
         return settings
     methods = parse_methods(settings.options.methods, settings.parsed.spelling("methods"))
     model_config = read_model_config(settings.script.model)
+    settings.script.dtype, why = resolve_dtype(settings.script.dtype, model_config, gpu=True, gpu_bf16=True)
+    settings.dtype_why = f" ({why})" if why.startswith("auto") else ""  # as ows train would on a bf16 GPU
     plans: dict[str, Any] = {}
     estimates = compute(settings, model_config, methods, plans)
     if settings.options.json:
         doc = {"model": settings.script.model, "model_type": model_config.get("model_type"), "unit": "bytes",
+               "dtype": settings.script.dtype, "dtype_why": settings.dtype_why.strip(" ()"),
                "estimates": [e.to_dict() for e in estimates]}
         if plans:
             doc["plans"] = {m: {"budget": p.budget, "total": p.total, "fits": p.fits, "settings": p.settings,

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .common import ArgumentParser, UsageError
+from .common import ArgumentParser, UsageError, did_you_mean
 from .types import FALSE, TRUE, article, check_value, convert, simple, type_name
 
 logger = logging.getLogger("ows.cli")
@@ -53,6 +53,12 @@ class FieldSet:
         default = "" if f.default is dataclasses.MISSING or f.default is None else f"; default {f.default}"
         return f"{text} [{type_name(tp)}{default}; {cls.__name__}]"
 
+    def ecosystem(self) -> dict[str, str]:
+        """The TRL / LLaMA-Factory names (``ALIASES``) of this command's fields: alias -> field."""
+        from ..recipe.arguments import ALIASES
+
+        return {alias: name for alias, name in ALIASES.items() if name in self.fields}
+
     def add_to(self, parser: argparse.ArgumentParser, aliases: Aliases) -> None:
         """One ``--name VALUE`` flag per field, grouped by section; booleans may stand alone (= true)."""
         by_field: dict[str, list[str]] = {}
@@ -68,21 +74,30 @@ class FieldSet:
             if is_list:  # repeatable, comma-separated; a field may take several words (--compare a.json b.json)
                 kwargs.update(action="extend", nargs=f.metadata.get("nargs", 1))
             sections[cls].add_argument(*flags, **kwargs)
+            for alias in [a for a, n in self.ecosystem().items() if n == name]:  # own dest: a disagreement is seen
+                sections[cls].add_argument(f"--{alias}", **dict(kwargs, dest=f"_alias_{alias}",
+                                                                help=f"the same as --{name} (TRL / LLaMA-Factory)"))
         for flag, (name, constant) in aliases.items():
             if constant is not None and name in self.fields:
                 parser.add_argument(flag, dest=f"_const_{name}", action="store_const", const=constant,
                                     default=argparse.SUPPRESS, help=f"the same as --{name} {constant}")
 
-    def from_yaml(self, path: str) -> tuple[dict[str, Any], list[str]]:
-        """``(values of this command's fields, other keys)`` of a YAML config file, type-checked."""
+    def from_yaml(self, path: str) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+        """``(values of this command's fields, other keys, the key each field was given as)`` of a YAML config
+        file, type-checked; a TRL / LLaMA-Factory name counts as its field (a disagreement is a ``UsageError``)."""
         data = read_yaml(path)
-        out, other = {}, []
+        out, other, keys = {}, [], {}
         for key, value in data.items():
-            if key in self.fields:
-                out[key] = check_value(value, self.fields[key][2], key, path)
-            else:
+            name = self.ecosystem().get(key, key)
+            if name not in self.fields:
                 other.append(key)
-        return out, other
+                continue
+            value = check_value(value, self.fields[name][2], key, path)
+            if name in out and out[name] != value:
+                raise UsageError(f"config file {path!r}: {keys[name]}={out[name]!r} and {key}={value!r} name the "
+                                 f"same setting ({name}) with different values: keep one")
+            out[name], keys[name] = value, key
+        return out, other, keys
 
     def bool_flags(self, aliases: Aliases) -> set[str]:
         """The flags of boolean fields (their aliases included), which may stand alone for true."""
@@ -91,18 +106,29 @@ class FieldSet:
 
     def from_flags(self, namespace: argparse.Namespace, spelled: dict[str, str]) -> dict[str, Any]:
         """Values given as flags; ``spelled`` gets the flag each field was given with."""
-        values = {}
-        for key, value in vars(namespace).items():
+        values: dict[str, Any] = {}
+        given: dict[str, str] = {}
+        items = sorted(vars(namespace).items(), key=lambda item: item[0].startswith("_alias_"))  # own names first
+        for key, value in items:
             if key.startswith("_const_"):
                 name = key[len("_const_"):]
                 values.setdefault(name, value)
-            elif key in self.fields:
-                flag = spelled.get(key, f"--{key}")
-                if isinstance(value, list):
-                    parts = [convert(part, self.fields[key][2], flag) for part in value]
-                    values[key] = None if parts == [None] else [item for part in parts if part for item in part]
-                else:
-                    values[key] = convert(value, self.fields[key][2], flag)
+                continue
+            alias = key[len("_alias_"):] if key.startswith("_alias_") else None
+            name = self.ecosystem()[alias] if alias else key
+            if name not in self.fields:
+                continue
+            flag = f"--{alias}" if alias else spelled.get(key, f"--{key}")
+            flag = f"--{key}" if not alias and flag[2:] in self.ecosystem() else flag  # this value came as --key
+            if isinstance(value, list):
+                parts = [convert(part, self.fields[name][2], flag) for part in value]
+                value = None if parts == [None] else [item for part in parts if part for item in part]
+            else:
+                value = convert(value, self.fields[name][2], flag)
+            if name in given and values[name] != value:
+                raise UsageError(f"{given[name]} {values[name]!r} and {flag} {value!r} name the same setting ({name}) "
+                                 "with different values: give one of them")
+            values[name], given[name] = value, flag
         return values
 
     def split(self, values: dict[str, Any]) -> dict[type, dict[str, Any]]:
@@ -162,17 +188,21 @@ def read_yaml(path: str) -> dict[str, Any]:
 def known_field(name: str) -> bool:
     """Whether ``name`` is a field of any ows command. ``TrainingArguments``' fields come from a list kept
     here (so ``ows memory CONFIG.yaml`` loads no torch); only a name not in it is looked up in transformers."""
-    from ..config import OWSConfig
-    from .arguments import TRAINING_ARGUMENT_FIELDS, AnalyzeArguments, EvalArguments, MemoryArguments, ScriptArguments
-
-    for cls in (ScriptArguments, OWSConfig, AnalyzeArguments, MemoryArguments, EvalArguments):
-        if name in {f.name for f in dataclasses.fields(cls)}:
-            return True
-    if name in TRAINING_ARGUMENT_FIELDS:
+    if name in _ows_names():
         return True
     from transformers import TrainingArguments
 
     return name in {f.name for f in dataclasses.fields(TrainingArguments)}
+
+
+def _ows_names() -> set[str]:
+    """Every field name of every ows command, their TRL / LLaMA-Factory aliases and TrainingArguments' fields."""
+    from ..config import OWSConfig
+    from ..recipe.arguments import ALIASES
+    from .arguments import TRAINING_ARGUMENT_FIELDS, AnalyzeArguments, EvalArguments, MemoryArguments, ScriptArguments
+
+    classes = (ScriptArguments, OWSConfig, AnalyzeArguments, MemoryArguments, EvalArguments)
+    return {f.name for cls in classes for f in dataclasses.fields(cls)} | set(ALIASES) | TRAINING_ARGUMENT_FIELDS
 
 
 @dataclasses.dataclass
@@ -200,6 +230,8 @@ def _spellings(argv: list[str], fields: FieldSet, aliases: Aliases) -> dict[str,
             spelled[aliases[flag][0]] = flag
         elif flag.startswith("--") and flag[2:] in fields.fields:
             spelled[flag[2:]] = flag
+        elif flag.startswith("--") and flag[2:] in fields.ecosystem():
+            spelled[fields.ecosystem()[flag[2:]]] = flag
     return spelled
 
 
@@ -226,18 +258,18 @@ def parse_command(parser: ArgumentParser, fields: FieldSet, argv: list[str], *, 
     spelled = _spellings(argv, fields, aliases)
     values: dict[str, Any] = {}
     if config_file is not None:
-        values, other = fields.from_yaml(config_file)
-        spelled.update({k: f"{config_file}: {k}" for k in values if k not in spelled})
+        values, other, keys = fields.from_yaml(config_file)
+        spelled.update({k: f"{config_file}: {keys[k]}" for k in values if k not in spelled})
         unknown = next((k for k in other if not known_field(k)), None)
         if unknown is not None:
-            raise UsageError(f"config file {config_file!r}: unknown field {unknown!r}: see `ows train --help` for the "
-                             "fields")
+            hint = did_you_mean(unknown, _ows_names()) or ": see `ows train --help` for the fields"
+            raise UsageError(f"config file {config_file!r}: unknown field {unknown!r}{hint}")
         if other:
             logger.info("config file %s: fields of other ows commands, not used by %s: %s", config_file, parser.prog,
                         ", ".join(other))
     flags = fields.from_flags(namespace, spelled)
-    if model is not None:
-        flags.setdefault("model", model)
+    if model is not None and "model" not in flags:
+        flags["model"], spelled["model"] = model, "MODEL"
     if config_file is None and defaults_without_file is not None:
         values.update({k: v for k, v in defaults_without_file(flags).items() if k in fields.fields})
     values.update(flags)

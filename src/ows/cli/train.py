@@ -22,11 +22,26 @@ EPILOG = """examples:
 """
 
 
-def _fields() -> FieldSet:
-    from transformers import TrainingArguments
+def _fields(help_only: bool = False) -> FieldSet:
+    """The fields of ``ows train``; for ``--help`` without TrainingArguments' (importing transformers takes seconds:
+    their names are listed from ``cli/arguments.py`` instead)."""
+    sections: list = [(ScriptArguments, "model, data and method", None), (OWSConfig, "OWS (layer sampling, GaLore)", None)]
+    if not help_only:
+        from transformers import TrainingArguments
 
-    return FieldSet([(ScriptArguments, "model, data and method", None), (OWSConfig, "OWS (layer sampling, GaLore)", None),
-                     (TrainingArguments, "transformers.TrainingArguments", None)])
+        sections.append((TrainingArguments, "transformers.TrainingArguments", None))
+    return FieldSet(sections)
+
+
+def _training_fields_help() -> str:
+    import textwrap
+
+    from .arguments import TRAINING_ARGUMENT_FIELDS
+
+    names = ", ".join(f"--{name}" for name in sorted(TRAINING_ARGUMENT_FIELDS))
+    return ("\ntransformers.TrainingArguments: every field is a flag and a YAML key, e.g. --learning_rate 3e-4 (help: "
+            "https://huggingface.co/docs/transformers/main_classes/trainer#transformers.TrainingArguments):\n"
+            + textwrap.fill(names, 118, initial_indent="  ", subsequent_indent="  "))
 
 
 def _demo_unless_chosen(flags: dict[str, Any]) -> dict[str, Any]:
@@ -37,12 +52,14 @@ def _demo_unless_chosen(flags: dict[str, Any]) -> dict[str, Any]:
 def parse(argv: list[str]) -> tuple[ScriptArguments, OWSConfig, dict[str, Any]] | int:
     """(script arguments, OWS config, TrainingArguments keyword arguments) from YAML + flags, checked by
     :func:`ows.recipe.prepare`; argparse's exit code for ``--help``, as every command's ``parse``."""
+    help_only = any(arg in ("-h", "--help") for arg in argv)
     parser = ArgumentParser(prog="ows train", usage="ows train [CONFIG.yaml] [--field value ...]",
                             description="Fine-tune a causal LM with OWS or a baseline method. Every field below "
                             "can also be a key of the YAML file; flags override it. With no config file, no "
-                            "--model and no --dataset: the demo.", epilog=EPILOG,
+                            "--model and no --dataset: the demo.",
+                            epilog=EPILOG + (_training_fields_help() if help_only else ""),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parsed = parse_command(parser, _fields(), argv, takes_model=False, defaults_without_file=_demo_unless_chosen)
+    parsed = parse_command(parser, _fields(help_only), argv, takes_model=False, defaults_without_file=_demo_unless_chosen)
     if isinstance(parsed, int):
         return parsed
     from transformers import TrainingArguments

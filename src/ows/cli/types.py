@@ -82,8 +82,9 @@ def check_value(value: Any, tp: Any, name: str, source: str) -> Any:
         if optional or base is object:
             return None
         raise UsageError(f"{source}: {name}: null is not allowed: give {article(type_name(tp))}")
-    if is_list:
-        items = value if isinstance(value, list) else None
+    if is_list:  # a list, or text separated by commas as on the command line (LLaMA-Factory's q_proj,v_proj)
+        items = value if isinstance(value, list) else [p.strip() for p in value.split(",") if p.strip()] \
+            if isinstance(value, str) else None
         if items is None:
             raise UsageError(f"{source}: {name}={value!r} must be a list of {base.__name__}: write it as [a, b]")
         return [check_value(v, base, name, source) for v in items]

@@ -38,6 +38,15 @@ def builtin_calibration_path() -> Path:
     return path
 
 
+def builtin_installed() -> bool:
+    """Whether the built-in calibration text (gensim's news corpus) is installed."""
+    try:
+        builtin_calibration_path()
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def builtin_calibration_texts() -> list[str]:
     """English news articles from gensim's test corpus, one article per line of the file."""
     path = builtin_calibration_path()

@@ -15,7 +15,7 @@ import torch
 
 from ..losses import IGNORE_INDEX
 from .chat import chat_segments
-from .records import detect_format, has_assistant_turn, to_prompt_completion
+from .records import as_messages, detect_format, has_assistant_turn, to_prompt_completion
 
 logger = logging.getLogger(__name__)
 
@@ -42,30 +42,36 @@ def _bos(tokenizer: Any) -> list[int]:
     return [bos] if list(tokenizer("a")["input_ids"])[:1] == [bos] else []
 
 
-def _pieces(record: dict, fmt: str, tokenizer: Any) -> list[tuple[list[int], bool]]:
+def _pieces(record: dict, fmt: str, tokenizer: Any, style: str | None) -> list[tuple[list[int], bool]]:
     """Token ids of the example in pieces, each flagged True when it is completion (always-labelled) text."""
-    if fmt == "messages":
+    if fmt == "messages" or style == "chat":
         if not getattr(tokenizer, "chat_template", None):
-            raise ValueError("dataset_format='messages' needs a tokenizer with a chat_template: use a tokenizer "
-                             "with a chat template or dataset_format prompt_completion")
-        messages = [{k: v for k, v in m.items() if v is not None} for m in record["messages"]]
+            other = "dataset_format prompt_completion" if fmt == "messages" else "template none"
+            raise ValueError(f"dataset_format={fmt!r} with a chat template needs a tokenizer with a chat_template: use "
+                             f"a tokenizer with a chat template, the path of a Jinja file as template, or {other}")
+        rows = record["messages"] if fmt == "messages" else as_messages(record, fmt)
+        messages = [{k: v for k, v in m.items() if v is not None} for m in rows]
         return [(_ids(tokenizer, text), out) for text, out in chat_segments(tokenizer, messages)]
-    prompt, completion = to_prompt_completion(record, fmt)
+    prompt, completion = to_prompt_completion(record, fmt, style)
     eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
-    return [(_bos(tokenizer) + _ids(tokenizer, prompt), False), (_ids(tokenizer, completion) + eos, True)]
+    bos = [] if record.get("chat") else _bos(tokenizer)  # a prompt rendered by a chat template holds its own
+    return [(bos + _ids(tokenizer, prompt), False), (_ids(tokenizer, completion) + eos, True)]
 
 
 def encode_example(record: dict, fmt: str, tokenizer: Any, max_seq_length: int, completion_only_loss: bool = True,
-                   stats: EncodeStats | None = None) -> dict[str, list[int]] | None:
+                   stats: EncodeStats | None = None, style: str | None = None) -> dict[str, list[int]] | None:
     """``input_ids``, ``attention_mask`` and ``labels`` of one row, truncated to ``max_seq_length``.
 
-    Prompt formats: [bos if the tokenizer adds one] + prompt + completion + [eos]; 'text' labels every
-    token. 'messages': the chat template's text; with ``completion_only_loss`` only the assistant turns
-    (content and end-of-turn token) are labelled. Returns None when no labelled token survives truncation.
+    Prompt formats: [bos if the tokenizer adds one] + prompt + completion + [eos] (``style`` as in
+    :func:`ows.data.records.to_prompt_completion`; ``chat``: the row as a conversation, as 'messages');
+    'text' labels every token. 'messages': the chat template's text; with ``completion_only_loss`` only
+    the assistant turns (content and end-of-turn token) are labelled. A prompt/completion row marked
+    ``chat`` (its prompt rendered by a chat template) gets no BOS. Returns None when no labelled token
+    survives truncation.
     """
     ids: list[int] = []
     labels: list[int] = []
-    for piece, is_output in _pieces(record, fmt, tokenizer):
+    for piece, is_output in _pieces(record, fmt, tokenizer, style):
         ids += piece
         labelled = is_output or not completion_only_loss or fmt == "text"
         labels += piece if labelled else [IGNORE_INDEX] * len(piece)
@@ -83,26 +89,36 @@ def encode_example(record: dict, fmt: str, tokenizer: Any, max_seq_length: int, 
 
 def _pack(examples: list[dict], block: int) -> list[dict]:
     """Concatenate examples into blocks of ``block`` tokens (the last may be shorter), dropping blocks
-    without a labelled token."""
+    without a labelled token. Each block has ``position_ids`` that restart at 0 with every example (and at
+    the block's start, where an example cut at the previous block's end goes on) and no ``attention_mask``: transformers
+    then keeps each example's attention to itself (a block-diagonal causal mask for sdpa/eager, the
+    sequence boundaries for flash_attention_2). The first token of each example after the first takes
+    no loss (it would be predicted from the previous example)."""
     ids = [t for e in examples for t in e["input_ids"]]
-    labels = [t for e in examples for t in e["labels"]]
+    labels = [IGNORE_INDEX if i == 0 and n else t for n, e in enumerate(examples) for i, t in enumerate(e["labels"])]
+    firsts = [i == 0 for e in examples for i in range(len(e["input_ids"]))]
     blocks = []
     for start in range(0, len(ids), block):
         chunk = labels[start:start + block]
         if any(label != IGNORE_INDEX for label in chunk):
-            piece = ids[start:start + block]
-            blocks.append({"input_ids": piece, "attention_mask": [1] * len(piece), "labels": chunk})
+            positions, at = [], 0
+            for offset, first in enumerate(firsts[start:start + block]):
+                at = 0 if first or offset == 0 else at + 1
+                positions.append(at)
+            blocks.append({"input_ids": ids[start:start + block], "labels": chunk, "position_ids": positions})
     return blocks
 
 
 def encode_dataset(records: list[dict], fmt: str, tokenizer: Any, max_seq_length: int,
-                   completion_only_loss: bool = True, packing: bool = False) -> tuple[list[dict], EncodeStats]:
+                   completion_only_loss: bool = True, packing: bool = False,
+                   style: str | None = None) -> tuple[list[dict], EncodeStats]:
     """Encode every row (``fmt`` 'auto' is detected, an explicit one checked) and report the counts.
 
     ``packing`` concatenates the encoded examples (labels included, not truncated one by one: a long
     example continues in the next block) into blocks of exactly ``max_seq_length`` tokens; the last
     block may be shorter (the collator pads it) and blocks without a labelled token are dropped.
-    Attention across example boundaries inside a block is NOT blocked: a token attends to earlier examples.
+    Examples in a block do not attend to each other: position ids restart per example (see :func:`_pack`).
+    ``style``: see :func:`encode_example`.
     """
     if max_seq_length < 1:
         raise ValueError(f"max_seq_length={max_seq_length} must be >= 1: raise it")
@@ -119,7 +135,7 @@ def encode_dataset(records: list[dict], fmt: str, tokenizer: Any, max_seq_length
     stats = EncodeStats()
     limit = sys.maxsize if packing else max_seq_length
     encoded = [e for r in records
-               if (e := encode_example(r, fmt, tokenizer, limit, completion_only_loss, stats)) is not None]
+               if (e := encode_example(r, fmt, tokenizer, limit, completion_only_loss, stats, style)) is not None]
     logger.info("encoded %d of %d examples (format %s): %d tokens, %d truncated, %d dropped without labels",
                 stats.examples, len(records), fmt, stats.tokens, stats.truncated, stats.dropped_empty)
     if stats.truncated:
@@ -139,14 +155,14 @@ def encode_dataset(records: list[dict], fmt: str, tokenizer: Any, max_seq_length
 class PadCollator:
     """Callable for a torch DataLoader / HF Trainer: right-pads encoded examples (dicts of lists) to the
     longest in the batch (``input_ids`` with ``pad_token_id``, ``labels`` with -100, ``attention_mask``
-    with 0) and returns a dict of LongTensors."""
+    and packed blocks' ``position_ids`` with 0) and returns a dict of LongTensors."""
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
         if pad_token_id is None:
             raise ValueError("pad_token_id is None: set tokenizer.pad_token (e.g. to the eos token)")
         if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
             raise ValueError(f"pad_to_multiple_of={pad_to_multiple_of} must be >= 1 or None")
-        self.pad_values = {"input_ids": pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX}
+        self.pad_values = {"input_ids": pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX, "position_ids": 0}
         self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:

@@ -192,25 +192,80 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def to_prompt_completion(record: dict, fmt: str, tokenizer: Any = None) -> tuple[str, str]:
-    """One row as (prompt, completion) text; alpaca uses the Stanford Alpaca template, text gives ('', text).
+STYLES = ("chat", "alpaca", "plain")  # how a row becomes text: the chat template, the Alpaca prompt, as written
 
-    'messages' needs the tokenizer's chat template and is handled by :func:`encode_example`.
-    """
+
+def render_style(fmt: str, template: str, tokenizer: Any = None, plain_prompts: bool = False) -> str:
+    """The style (one of ``STYLES``) in which rows of ``fmt`` are rendered under ``template`` (auto, alpaca, none or
+    a Jinja file, already set as the tokenizer's chat template).
+
+    ``auto``: the tokenizer's chat template when it has one (``plain_prompts``: prompts that define their own form,
+    such as reasoning-gym's, stay plain); without one, alpaca rows get the Alpaca prompt and others stay plain.
+    ``text`` rows are always plain; ``messages`` rows need a chat template."""
+    if fmt == "text":
+        return "plain"
+    if fmt == "messages":
+        if template in ("alpaca", "none"):
+            raise ValueError(f"template={template!r} cannot render messages rows (they need a chat template): use "
+                             "template auto or the path of a Jinja chat template file")
+        return "chat"
+    if template == "alpaca":
+        return "alpaca"
+    if template == "none":
+        return "plain"
+    if template != "auto" or (getattr(tokenizer, "chat_template", None) and not plain_prompts):
+        return "chat"
+    return "alpaca" if fmt == "alpaca" else "plain"
+
+
+def _instruction(record: dict, fmt: str) -> tuple[str, str]:
+    """(the request, its extra input) of an alpaca or prompt/completion row."""
     if fmt == "alpaca":
         extra = record.get("input")
-        extra = "" if extra is None else _text(extra)
-        prompt = _ALPACA_HEAD.format(_ALPACA_WITH_INPUT if extra else "")
-        prompt += f"### Instruction:\n{_text(record['instruction'])}\n\n"
-        if extra:
-            prompt += f"### Input:\n{extra}\n\n"
-        return prompt + "### Response:\n", _text(record["output"])
-    if fmt == "prompt_completion":
-        return _text(record["prompt"]), _text(record["completion"])
+        return _text(record["instruction"]), "" if extra is None else _text(extra)
+    return _text(record["prompt"]), ""
+
+
+def as_messages(record: dict, fmt: str) -> list[dict]:
+    """An alpaca or prompt/completion row as a conversation: [system (a ``system`` column)], user, assistant."""
+    request, extra = _instruction(record, fmt)
+    answer = _text(record["output"] if fmt == "alpaca" else record["completion"])
+    system = record.get("system")
+    head = [{"role": "system", "content": system}] if isinstance(system, str) and system.strip() else []
+    user = request.strip() + (f"\n\n{extra.strip()}" if extra.strip() else "")
+    return [*head, {"role": "user", "content": user}, {"role": "assistant", "content": answer.strip()}]
+
+
+def to_prompt_completion(record: dict, fmt: str, style: str | None = None) -> tuple[str, str]:
+    """One row as (prompt, completion) text in ``style`` (``alpaca``: the Stanford Alpaca prompt; ``plain``: as
+    written, an alpaca row's instruction and input on their own lines; None: alpaca for alpaca rows, else plain);
+    text gives ('', text).
+
+    'messages' rows and the ``chat`` style need the tokenizer's chat template: see :func:`encode_example`.
+    """
     if fmt == "text":
         return "", _text(record["text"])
-    raise ValueError(f"dataset_format={fmt!r} has no (prompt, completion) rendering: "
-                     "use encode_example for messages, or one of alpaca, prompt_completion, text")
+    if fmt not in ("alpaca", "prompt_completion") or style == "chat":
+        raise ValueError(f"dataset_format={fmt!r} has no (prompt, completion) rendering{' in style chat' * (style == 'chat')}: "
+                         "use encode_example for messages, or one of alpaca, prompt_completion, text")
+    style = style or ("alpaca" if fmt == "alpaca" else "plain")
+    request, extra = _instruction(record, fmt)
+    completion = _text(record["output"] if fmt == "alpaca" else record["completion"])
+    if style == "plain":
+        return (request + (f"\n{extra}" if extra else "") + "\n" if fmt == "alpaca" else request), completion
+    prompt = _ALPACA_HEAD.format(_ALPACA_WITH_INPUT if extra else "") + f"### Instruction:\n{request}\n\n"
+    if extra:
+        prompt += f"### Input:\n{extra}\n\n"
+    return prompt + "### Response:\n", completion
+
+
+def row_text(record: dict, fmt: str, style: str, tokenizer: Any = None) -> str:
+    """The whole text of one row as the model reads it (prompt and completion, or the chat rendering)."""
+    if fmt == "messages" or style == "chat":
+        from .chat import render
+
+        return render(tokenizer, record["messages"] if fmt == "messages" else as_messages(record, fmt), False)
+    return "".join(to_prompt_completion(record, fmt, style))
 
 
 def split_train_eval(examples: list, eval_ratio: float, seed: int) -> tuple[list, list]:

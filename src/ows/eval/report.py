@@ -54,6 +54,24 @@ def is_eval_results(doc: Any) -> bool:
     return doc.get("format") == RESULTS_FORMAT or (doc.get("format") is None and LEGACY_FIELDS <= set(doc))
 
 
+def written_results(path: Path) -> bool:
+    """Whether the file at ``path`` is a results document ``ows eval`` wrote (so it may replace it)."""
+    try:
+        return is_eval_results(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return False
+
+
+def written_answers(path: Path) -> bool:
+    """Whether ``path`` is a plain file of FastChat answer lines (what ows eval writes for mt-bench)."""
+    try:
+        first = path.read_text(encoding="utf-8").splitlines()[:1]
+        row = json.loads(first[0]) if first else {}
+    except (OSError, ValueError):
+        return False
+    return path.is_file() and isinstance(row, dict) and (not first or {"question_id", "model_id", "choices"} <= set(row))
+
+
 def load_results(path: str | Path) -> dict[str, Any]:
     """A results JSON written by ``ows eval``, every task entry checked; anything else is a ``ValueError`` naming the
     file and what is wrong."""

@@ -62,9 +62,10 @@ def check_rank(rank: int, shapes: dict[str, tuple[int, ...]]) -> None:
 
 
 def extract_lora(base: str | Path, tuned: str | Path, out: str | Path, rank: int, dtype: torch.dtype | None = None,
-                 model_type: str | None = None, alpha: float = 1.0) -> LoraReport:
+                 model_type: str | None = None, alpha: float = 1.0, base_name: str | None = None) -> LoraReport:
     """Write a PEFT LoRA adapter (rank ``rank``) for ``tuned`` over ``base`` into ``out`` (new or empty); returns the
-    report. ``alpha``: the adapter of ``base + alpha * (tuned - base)``."""
+    report. ``alpha``: the adapter of ``base + alpha * (tuned - base)``; ``base_name``: the adapter's
+    ``base_model_name_or_path`` (the base as its user names it; default ``base``)."""
     from peft import LoraConfig
 
     if model_type in ("gpt2", "gpt_bigcode"):
@@ -93,7 +94,7 @@ def extract_lora(base: str | Path, tuned: str | Path, out: str | Path, rank: int
     # target_modules: the full path of each changed linear (PEFT matches a name by its end), so that exactly
     # those carry an adapter
     config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=sorted(modules),
-                        base_model_name_or_path=str(base), task_type="CAUSAL_LM")
+                        base_model_name_or_path=base_name or str(base), task_type="CAUSAL_LM")
     with staged(folder) as staging:
         config.save_pretrained(str(staging))
         save_tensors(weights, staging / ADAPTER_FILE)

@@ -66,16 +66,17 @@ def damaged_file(checkpoint_dir: str | Path) -> Path | None:
     return None
 
 
-def other_run(checkpoint_dir: str | Path, run: dict[str, Any]) -> str | None:
-    """None when ``checkpoint_dir``'s marker records the settings ``run`` (this run wrote it), else the first setting
-    that differs, as ``key=saved (this run: value)``; a checkpoint without a readable marker is no run's."""
+def other_run(checkpoint_dir: str | Path, run: dict[str, Any], ignore: tuple[str, ...] = ()) -> str | None:
+    """None when ``checkpoint_dir``'s marker records the settings ``run`` (this run wrote it; the settings in
+    ``ignore`` may differ), else the first setting that differs, as ``key=saved (this run: value)``; a checkpoint
+    without a readable marker is no run's."""
     try:
         saved = json.loads((Path(checkpoint_dir) / MARKER).read_text(encoding="utf-8")).get("run")
     except (OSError, ValueError, AttributeError):
         return "its completeness marker cannot be read"
     if not isinstance(saved, dict):
         return "its marker records no settings"
-    for key in sorted(set(saved) | set(run)):
+    for key in sorted((set(saved) | set(run)) - set(ignore)):
         if _canonical(saved.get(key)) != _canonical(run.get(key)):
             return f"{key}={saved.get(key)!r} (this run: {run.get(key)!r})"
     return None
@@ -85,16 +86,17 @@ def _canonical(value: Any) -> str:
     return json.dumps(json.loads(json.dumps(value, default=str)), sort_keys=True)
 
 
-def latest_complete_checkpoint(output_dir: str | Path, run: dict[str, Any] | None = None) -> Path | None:
-    """The newest complete, readable checkpoint (of the run with settings ``run``, when given); newer incomplete or
-    damaged ones, and those another run wrote, are skipped with a warning."""
+def latest_complete_checkpoint(output_dir: str | Path, run: dict[str, Any] | None = None,
+                               ignore: tuple[str, ...] = ()) -> Path | None:
+    """The newest complete, readable checkpoint (of the run with settings ``run``, when given, the settings in
+    ``ignore`` aside); newer incomplete or damaged ones, and those another run wrote, are skipped with a warning."""
     for step, path in reversed(list_checkpoints(output_dir)):
         damaged = damaged_file(path)
         if not is_complete(path):
             logger.warning("skipping %s: it is incomplete (the run was interrupted while saving it)", path)
         elif damaged is not None:
             logger.warning("skipping %s: %s is not valid JSON (the checkpoint is damaged)", path, damaged.name)
-        elif run is not None and (differs := other_run(path, run)) is not None:
+        elif run is not None and (differs := other_run(path, run, ignore)) is not None:
             logger.warning("skipping %s: another run wrote it (%s); 'latest' resumes only this run's checkpoints "
                            "(give its path to resume from it anyway)", path, differs)
         else:
@@ -102,7 +104,8 @@ def latest_complete_checkpoint(output_dir: str | Path, run: dict[str, Any] | Non
     return None
 
 
-def resolve_resume(value: Any, output_dir: str | Path, run: dict[str, Any] | None = None) -> str | None:
+def resolve_resume(value: Any, output_dir: str | Path, run: dict[str, Any] | None = None,
+                   ignore: tuple[str, ...] = ()) -> str | None:
     """The checkpoint folder to resume from, for ``resume_from_checkpoint`` = None / 'latest' / a path.
 
     'latest' (or true) picks the newest complete checkpoint that this run (settings ``run``) wrote: one written
@@ -115,7 +118,7 @@ def resolve_resume(value: Any, output_dir: str | Path, run: dict[str, Any] | Non
     if value in (None, False, "", "false", "none"):
         return None
     if value is True or str(value).lower() in ("latest", "true"):
-        latest = latest_complete_checkpoint(output_dir, run)
+        latest = latest_complete_checkpoint(output_dir, run, ignore)
         if latest is None:
             logger.info("no complete checkpoint of this run in %s: starting from the beginning", output_dir)
         return str(latest) if latest else None

@@ -27,6 +27,8 @@ def estimate_settings(script: ScriptArguments, config: OWSConfig, training: Mapp
     """``estimate_memory``'s keyword arguments for a run's fields (plus ``gradient_accumulation_steps``);
     ``training`` holds TrainingArguments values (missing ones take the Trainer's defaults)."""
     values = {name: getattr(script, name) for name in SCRIPT_FIELDS}
+    if values["dtype"] == "auto":  # both commands resolve it first (arguments.resolve_dtype): a last resort
+        values["dtype"] = "float32"
     values.update({name: getattr(config, name) for name in OWS_FIELDS})
     values.update({name: default if training.get(name) is None else training[name]
                    for name, default in TRAINING_FIELDS.items()})

@@ -62,10 +62,32 @@ def save_model_folder(model: Any, tokenizer: Any, out: Path, state_dict: dict | 
         shutil.rmtree(staging, ignore_errors=True)
 
 
+ADAPTER = "adapter"  # lora / qlora: the PEFT adapter, beside the (merged) model
+
+
+def save_adapter(model: Any, out: Path, base_name: str | None) -> Path:
+    """Write a PEFT model's adapter (``adapter_model.safetensors``, ``adapter_config.json``) into ``out/adapter``,
+    with ``base_model_name_or_path`` = ``base_name`` (the model as the user named it), staged like the model."""
+    import shutil
+    import tempfile
+
+    if base_name:
+        for adapter_config in model.peft_config.values():
+            adapter_config.base_model_name_or_path = base_name
+    staging = Path(tempfile.mkdtemp(prefix=files.STAGING_PREFIX, dir=out))
+    try:
+        model.save_pretrained(staging / ADAPTER)
+        files.publish_folder(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out / ADAPTER
+
+
 def save_outputs(out: Path, setup: Any, trainer: Any, tokenizer: Any, config: OWSConfig, result: Any,
-                 keep_weights: bool = True) -> None:
+                 keep_weights: bool = True, base_name: str | None = None) -> None:
     """Model folder (unless not ``keep_weights``), tokenizer, ows_config.json, schedule.json, loss_curve.png and
-    results.json (``result``: the run's :class:`ows.recipe.RunResult`).
+    results.json (``result``: the run's :class:`ows.recipe.RunResult`). An adapter method also writes its adapter
+    into ``out/adapter`` (:func:`save_adapter`; ``base_name``: the base model as the user named it).
 
     Call on every rank: gathering sharded weights and evaluating are collectives; only rank 0 writes."""
     from ..integrations.hf import full_state_dict
@@ -78,20 +100,56 @@ def save_outputs(out: Path, setup: Any, trainer: Any, tokenizer: Any, config: OW
         return
     # LoRA is merged into a plain model; QLoRA's 4-bit base cannot take it exactly: its adapter is saved
     if keep_weights:
+        if hasattr(setup.model, "peft_config"):
+            logger.info("saved the LoRA adapter to %s (base_model_name_or_path %s)",
+                        save_adapter(setup.model, out, base_name), base_name)
         model = setup.model.merge_and_unload() if setup.name == "lora" else setup.model
         save_model_folder(model, tokenizer, out, state_dict)
     method_config = setup.config or config
     write_json({"method": setup.name, **method_config.to_dict()}, out / files.METHOD_CONFIG)
     if setup.controller is not None:
         write_json(setup.controller.schedule_record(trainer.state.global_step), out / files.SCHEDULE)
-    history = [h for h in trainer.state.log_history if "loss" in h]
-    plot_loss_curve([h["step"] for h in history], [h["loss"] for h in history], out / files.LOSS_CURVE,
+    curve = loss_curve(trainer.state.log_history)
+    plot_loss_curve([s for s, _ in curve], [v for _, v in curve], out / files.LOSS_CURVE,
                     title=f"{setup.name}: training loss")
     results = {"method": setup.name, "before": result.before, "after": result.after,
-               "train_seconds": result.train_seconds, "steps": result.steps, **peak_memory()}
+               "train_seconds": result.train_seconds, "steps": result.steps, **training_figures(trainer, setup),
+               **peak_memory()}
     if evaluation is not None:
         results["eval"] = evaluation
     write_json(results, out / files.RESULTS)
+
+
+def loss_curve(log_history: list[dict]) -> list[list[float]]:
+    """``[[step, loss], ...]``: the training loss of every logging step."""
+    return [[h["step"], h["loss"]] for h in log_history if "loss" in h]
+
+
+def training_figures(trainer: Any, setup: Any) -> dict[str, Any]:
+    """The training loss (curve, last logged value, the Trainer's mean over the run) and the seconds GaLore spent
+    in SVDs and the frozen layers in swaps (0.0 for a method without them)."""
+    history = trainer.state.log_history
+    curve = loss_curve(history)
+    mean = next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None)
+    residency = getattr(setup.controller, "residency", None)
+    return {"train_loss": mean, "final_loss": curve[-1][1] if curve else None, "loss_curve": curve,
+            "svd_seconds": round(float(getattr(setup.optimizer, "svd_seconds", 0.0) or 0.0), 3),
+            "swap_seconds": round(float(residency.swap_seconds if residency is not None else 0.0), 3)}
+
+
+def run_of_config(config_file: str, model: str | None) -> str | None:
+    """What ``ows eval CONFIG.yaml`` evaluates: the config's ``output_dir`` when it holds a finished run (a model
+    folder with results.json and ows_run.json; the log says so), else ``model``."""
+    import yaml
+
+    out = (yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}).get("output_dir")
+    done = out is not None and all((Path(out) / name).is_file() for name in ("config.json", files.RESULTS,
+                                                                              files.RUN_RECORD))
+    if not done:
+        return model
+    logger.info("evaluating the run in %s (output_dir of %s), not its base model %s: pass --model %s to evaluate the "
+                "base", out, config_file, model, model)
+    return str(out)
 
 
 def save_delta(script: ScriptArguments, out: Path) -> str:

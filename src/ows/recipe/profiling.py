@@ -22,11 +22,19 @@ logger = logging.getLogger(__name__)
 BAR_WIDTH = 30
 
 
-def calibration_source(script: ScriptArguments, spelling: str = "--calibration") -> tuple[list[str], str]:
-    """The calibration texts and where they came from; a missing or unreadable file is a ``UsageError``."""
-    from ..data.calibration import builtin_calibration_path, builtin_calibration_texts, read_texts
+def calibration_source(script: ScriptArguments, spelling: str = "--calibration",
+                       training_texts: list[str] | None = None) -> tuple[list[str], str]:
+    """The calibration texts and where they came from; a missing or unreadable file is a ``UsageError``.
+
+    ``builtin`` without gensim installed takes ``training_texts`` (the training rows as the model reads them) when
+    given, and says so in the log."""
+    from ..data.calibration import builtin_calibration_path, builtin_calibration_texts, builtin_installed, read_texts
 
     try:
+        if script.calibration == "builtin" and training_texts and not builtin_installed():
+            logger.info("calibration: the built-in news text needs gensim (not installed): profiling on %d rows of the "
+                        "training data instead (or give calibration: a .txt/.jsonl file)", len(training_texts))
+            return training_texts, f"dataset:{script.dataset}"
         if script.calibration == "builtin":
             return builtin_calibration_texts(), f"builtin:{builtin_calibration_path().name}"
         from pathlib import Path
@@ -104,6 +112,15 @@ def summary_line(ratios: list[float], num_tokens: int, threshold: float) -> str:
 def shown_strategy(config: OWSConfig) -> str:
     """The strategy whose probabilities a table shows ('weights' has none of a profile's: owl)."""
     return config.sampling_strategy if config.sampling_strategy != "weights" else "owl"
+
+
+def profile_summary(profile: OutlierProfile, config: OWSConfig) -> str:
+    """One line about the profile (the per-layer table: ``OWS_LOG_LEVEL=DEBUG``, ``ows analyze``, profile.json)."""
+    strategy = shown_strategy(config)
+    probs = sampling_probabilities(profile.ratios, strategy, temperature=config.sampling_temperature)
+    return (f"outlier profile of {len(profile.ratios)} layers: {summary_line(profile.ratios, profile.num_tokens, profile.threshold)}"
+            f" | {strategy} sampling probabilities {min(probs):.3f} to {max(probs):.3f} (per-layer table: "
+            "OWS_LOG_LEVEL=DEBUG, or `ows analyze`)")
 
 
 def profile_table(profile: OutlierProfile, config: OWSConfig, heading: bool = True) -> str:

@@ -19,7 +19,7 @@ from ..config import OWSConfig
 from ..errors import UsageError
 from ..methods import get_method
 from . import run_folder as files
-from .arguments import ScriptArguments
+from .arguments import ScriptArguments, check_early_stopping
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,10 @@ def prepare(script: ScriptArguments, config: OWSConfig,
     check_training_fields(training)
     check_trackers(training)
     check_method_options(script, config, training)
+    try:
+        check_early_stopping(script, training)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     return script, config, training
 
 
@@ -95,33 +99,41 @@ def train(script: ScriptArguments, config: OWSConfig | None = None, training: Ma
     from ..integrations.checkpoint import check_compatible, check_tensor_files, resolve_resume
     from ..loading import load_tokenizer, model_identity, resolve_model_path
     from . import checks, data
+    from .trainer import resolve_precision
 
     say = echo or logger.info
     script, config, training = prepare(script, config or OWSConfig(), training or {})
     out = Path(training["output_dir"])
     model_path = resolve_model_path(script.model)
-    profile, profile_source = data.load_profile(script, out)
+    profile, profile_source = data.load_profile(script, config, out)
     uses_profile = profile is not None and data.wants_profile(script, config)
     model_config = checks.check_model_config(model_path, script, config, profile.ratios if uses_profile else None)[1]
     checks.check_save_delta(script, model_path)
+    script, training, precision = resolve_precision(script, training, model_config)  # a concrete dtype for the plan
+    main = distributed.is_main_process()  # before torch.distributed starts: the launcher's RANK
     if script.max_memory:
         script, config, training = _fit_budget(script, config, training, model_config, say)
+    requested = training.pop("resume_from_checkpoint", None)
     signature = files.settings_signature(script, config, training)
     checks.check_not_base_folder(out, model_path, script.model)
-    files.check_output_dir(out, signature, script.overwrite_output_dir)
+    resume = resolve_resume(requested, out, signature, ignore=files.EXTENDABLE)  # this run's, trained longer or not
+    taken_over = files.check_output_dir(out, signature, script.overwrite_output_dir, resuming=resume is not None)
     files.check_lock_file(out)
     identity = model_identity(script.model, model_path)
     if uses_profile:
         checks.check_profile_model(profile, profile_source, identity, script.allow_other_profile)
-    resume = resolve_resume(training.pop("resume_from_checkpoint", None), out, signature)
     if resume:
         check_compatible(resume, model_config, signature, files.RUN_KEYS)
         check_tensor_files(resume)
-        if distributed.is_main_process():  # before torch.distributed starts: the launcher's RANK
-            say(f"resuming from {resume}")
+    if resume and main:
+        say(f"resuming from {resume}")
     tokenizer = load_tokenizer(model_path, script.trust_remote_code)
-    calibration = _calibration(script, config, tokenizer) if profile is None else None
     datasets = data.load_datasets(script, tokenizer)
+    calibration = _calibration(script, config, tokenizer, datasets) if profile is None else None
+    if main:  # every check passed
+        logger.info(precision)
+        if taken_over:
+            say(taken_over)
     tracking = checks.prepare_trackers(training, out)
     if tracking and distributed.is_main_process():
         say(tracking)
@@ -132,14 +144,15 @@ def train(script: ScriptArguments, config: OWSConfig | None = None, training: Ma
     return run.execute(profile, calibration, list(callbacks), keep_weights, heldout_before)
 
 
-def _calibration(script: ScriptArguments, config: OWSConfig, tokenizer: Any) -> tuple[list[dict], str] | None:
+def _calibration(script: ScriptArguments, config: OWSConfig, tokenizer: Any,
+                 datasets: Any) -> tuple[list[dict], str] | None:
     """The calibration windows and their source when the method needs a profile (a too-short text fails here)."""
     from .data import wants_profile
     from .profiling import calibration_source, calibration_windows
 
     if not wants_profile(script, config):
         return None
-    texts, source = calibration_source(script)
+    texts, source = calibration_source(script, training_texts=datasets.texts)
     return calibration_windows(tokenizer, texts, script), source
 
 
@@ -212,19 +225,20 @@ class _Run:
         from ..loading import load_model
         from ..methods import get_method
         from . import outputs
-        from .profiling import measure_profile, profile_table
+        from .profiling import measure_profile, profile_summary, profile_table
         from .tokens import learn_untrained_tokens
         from .trainer import make_trainer, restore_finished
 
         s = self.script
         model = load_model(self.model_path, s.dtype, s.trust_remote_code,
-                           quantization=get_method(s.method).base_quantization)
+                           quantization=get_method(s.method).base_quantization, attn_implementation=s.attn_implementation)
         if calibration is not None:
             profile = measure_profile(model, calibration[0], s, self.config, calibration[1], self.identity)
         profile = distributed.broadcast_object(profile)  # one sampling distribution on every rank
         if profile is not None and main:
             profile.to_json(self.out / files.PROFILE)
-            self.say(profile_table(profile, self.config))
+            self.say(profile_summary(profile, self.config))
+            logger.debug("%s", profile_table(profile, self.config))
         before = outputs.heldout_before(model, self.tokenizer, self.datasets, s, self.out, reuse=bool(self.resume)) \
             if heldout_before else {}
         if get_method(s.method).outside == "config":  # rows never trained in pretraining: learn them
@@ -246,6 +260,7 @@ class _Run:
     def _finish(self, setup: Any, trainer: Any, guards: tuple[Any, Any], before: dict, seconds: float, main: bool,
                 callbacks: list[Any], keep_weights: bool) -> RunResult:
         """After training: the stop or failure reports, or the held-out metrics and every output."""
+        from ..loading import shared_name
         from . import outputs
 
         stop, nonfinite = guards
@@ -262,7 +277,8 @@ class _Run:
         for callback in callbacks:
             getattr(callback, "on_trained", lambda *a: None)(setup, trainer, self.tokenizer)
         result.after = outputs.heldout_metrics(setup.model, self.tokenizer, self.datasets, self.script, "after")
-        outputs.save_outputs(self.out, setup, trainer, self.tokenizer, self.config, result, keep_weights)
+        outputs.save_outputs(self.out, setup, trainer, self.tokenizer, self.config, result, keep_weights,
+                             base_name=shared_name(self.script.model))
         if main:
             self.say(outputs.results_table(before, result.after, self.script.method))
             self.say(f"saved the fine-tuned model to {self.out}" if keep_weights else

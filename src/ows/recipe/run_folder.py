@@ -152,34 +152,75 @@ def settings_signature(script: Any, config: Any, training: dict[str, Any],
     return {k: merged[k] for k in sorted(merged) if k not in leave_out}
 
 
-def check_output_dir(path: Path, signature: dict[str, Any], overwrite: bool) -> None:
-    """Refuse a folder that cannot be made, or a non-empty one that does not hold this very run (unless ``overwrite``)."""
+EXTENDABLE = ("max_steps", "num_train_epochs")  # larger with --resume_from_checkpoint: the same run, trained longer
+TRAINED = ("results.json", "model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+WAYS_FORWARD = "use a new --output_dir, or pass --overwrite_output_dir true to replace it"
+
+
+def check_output_dir(path: Path, signature: dict[str, Any], overwrite: bool, resuming: bool = False) -> str | None:
+    """Refuse a folder that cannot be made, or a non-empty one that does not hold this very run (unless ``overwrite``).
+
+    Two differences are not refused, and the line returned says so: an attempt that stopped before its first step
+    (no checkpoint, no outputs) is replaced, and a run resumed (``resuming``) with a larger ``max_steps`` or
+    ``num_train_epochs`` and nothing else changed continues. A refusal names the field, both values and the
+    two ways forward."""
     blocker = next((p for p in [path, *path.parents] if p.exists()), None)
     if blocker is not None and blocker != path and not blocker.is_dir():
         raise UsageError(f"output_dir={str(path)!r} cannot be created: {str(blocker)!r} is a file: give a folder path")
     if not path.exists() or overwrite:
-        return
+        return None
     if not path.is_dir():
         raise UsageError(f"output_dir={str(path)!r} is a file: give a folder path")
     record = path / RUN_RECORD
-    if record.is_file():
-        try:
-            previous = json.loads(record.read_text(encoding="utf-8")).get("settings", {})
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            previous = {"unreadable": True}
-        changed = sorted(k for k in set(previous) | set(signature)
-                         if json.dumps(previous.get(k), default=str) != json.dumps(signature.get(k), default=str))
-        if not changed:
-            return
-        raise UsageError(
-            f"output_dir={str(path)!r} holds a different run ({changed[0]} differs): use a new --output_dir "
-            "or pass --overwrite_output_dir true"
-        )
-    if any(p.name != ".ows.lock" for p in path.iterdir()):
-        raise UsageError(
-            f"output_dir={str(path)!r} is not empty and holds no ows run: use a new --output_dir "
-            "or pass --overwrite_output_dir true"
-        )
+    if not record.is_file():
+        if any(p.name != LOCK_NAME for p in path.iterdir()):
+            raise UsageError(f"output_dir={str(path)!r} is not empty and holds no ows run: {WAYS_FORWARD}")
+        return None
+    try:
+        previous = json.loads(record.read_text(encoding="utf-8")).get("settings", {})
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        previous = {"unreadable": True}
+    changed = sorted(k for k in set(previous) | set(signature)
+                     if json.dumps(previous.get(k), default=str) != json.dumps(signature.get(k), default=str))
+    if not changed:
+        return None
+    difference = _difference(changed, previous, signature)
+    if not _trained(path):
+        return f"output_dir {path} holds an attempt that stopped before its first step ({difference}): starting over"
+    longer = _longer(changed, previous, signature)
+    if longer and resuming:
+        return (f"continuing the run in {path} for longer ({difference}); the learning-rate schedule follows the new "
+                "length from here")
+    if longer:
+        how = "pass --resume_from_checkpoint latest to train it longer, or" if any(path.glob("checkpoint-*")) else \
+            "it holds no checkpoint to continue from (save_strategy no):"
+        raise UsageError(f"output_dir={str(path)!r} holds this run with {difference}: {how} {WAYS_FORWARD}")
+    raise UsageError(f"output_dir={str(path)!r} holds a different run ({difference}): {WAYS_FORWARD}")
+
+
+def _difference(changed: list[str], previous: dict[str, Any], now: dict[str, Any]) -> str:
+    """``learning_rate 0.0003 there, 0.1 now`` for the first changed field, and how many others changed."""
+    first = changed[0]
+    more = f"; {len(changed) - 1} more: {', '.join(changed[1:4])}{'...' if len(changed) > 4 else ''}" \
+        if len(changed) > 1 else ""
+    return f"{first} {previous.get(first)!r} there, {now.get(first)!r} now{more}"
+
+
+def _longer(changed: list[str], previous: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether only max_steps / num_train_epochs changed, each to a larger number."""
+    def number(value: Any) -> float | None:
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+    for key in changed:
+        old, new = number(previous.get(key)), number(now.get(key))
+        if key not in EXTENDABLE or old is None or new is None or new <= old:
+            return False
+    return True
+
+
+def _trained(path: Path) -> bool:
+    """Whether a run folder holds anything a run made by training: a checkpoint, results, weights."""
+    return any(path.glob("checkpoint-*")) or any((path / name).exists() for name in TRAINED)
 
 
 def write_run_record(out: Path, signature: dict[str, Any]) -> None:
@@ -197,3 +238,19 @@ def read_run_record(folder: Path) -> dict[str, Any] | None:
         return json.loads((Path(folder) / RUN_RECORD).read_text(encoding="utf-8")).get("settings", {})
     except (OSError, UnicodeDecodeError, ValueError, AttributeError):
         return None
+
+
+def run_base(run: str, override: str | None = None) -> tuple[str, str]:
+    """(base folder, base name) of an ``ows train`` output folder (the model it was trained from, or ``override``);
+    a missing or foreign folder, or a base that is not a local folder, is a ``UsageError``."""
+    from ..loading import model_identity, resolve_model_path
+
+    settings = read_run_record(Path(run))
+    if not (Path(run) / "config.json").is_file() or settings is None:
+        raise UsageError(f"RUN {run!r} is not an ows train output folder (config.json and {RUN_RECORD}): give the "
+                         "output_dir of a finished run")
+    model = override or settings.get("model")
+    resolved = resolve_model_path(model)
+    if not Path(resolved).is_dir():
+        raise UsageError(f"base model {model!r} is not a local folder: pass --base <folder of the base model>")
+    return resolved, model_identity(model, resolved)

@@ -9,14 +9,13 @@ beyond that one connection.
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ..errors import UsageError
+from ..errors import UsageError, did_you_mean
 
 # report_to names whose package is not the name itself; the others import as named
 TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio",
@@ -63,10 +62,8 @@ def check_trackers(training: dict[str, Any]) -> None:
     known = known_trackers()
     for name in names:
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise UsageError(f"report_to={name!r} is not a tracker the Trainer knows: {hint}use one of "
-                             f"{', '.join(known)}")
+            raise UsageError(f"report_to={name!r} is not a tracker the Trainer knows{did_you_mean(name, known)}: use "
+                             f"one of {', '.join(known)}")
     if "all" in names:
         names = [n for n in names if n != "all"] + _installed_trackers()
     for name in dict.fromkeys(names):

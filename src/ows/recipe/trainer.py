@@ -20,7 +20,7 @@ def training_arguments(training: dict[str, Any], has_eval: bool, script: ScriptA
     """``TrainingArguments`` of the run (TRL's ``DPOConfig`` for task dpo); a refused value is a ``UsageError``."""
     from transformers import TrainingArguments
 
-    values = {"remove_unused_columns": False, **training, "disable_tqdm": True}
+    values = {"remove_unused_columns": False, **training}  # disable_tqdm as given: ows's bar reads it
     values.setdefault("dataloader_pin_memory", torch.cuda.is_available())
     if values.get("report_to") is None:  # `--report_to none` arrives as None; transformers wants "none"
         values["report_to"] = "none"
@@ -37,6 +37,30 @@ def training_arguments(training: dict[str, Any], has_eval: bool, script: ScriptA
         culprit = _culprit(TrainingArguments, values, list(training))
         named = f"{culprit}={training[culprit]!r}: " if culprit else ""
         raise UsageError(f"TrainingArguments refused {named}{first}") from None
+
+
+def resolve_precision(script: ScriptArguments, training: dict[str, Any],
+                      model_config: dict[str, Any]) -> tuple[ScriptArguments, dict[str, Any], str]:
+    """The run with a concrete ``dtype`` (:func:`ows.recipe.arguments.resolve_dtype`) and, on a GPU, the
+    mixed-precision flag that matches it (``bf16`` for bfloat16 weights; ``fp16`` for a half checkpoint on a GPU
+    without bfloat16) unless ``bf16`` or ``fp16`` is given; and the line that says what was chosen and why."""
+    import dataclasses
+
+    from .arguments import HALF, checkpoint_dtype, resolve_dtype
+
+    gpu = torch.cuda.is_available()
+    dtype, why = resolve_dtype(script.dtype, model_config, gpu, gpu and torch.cuda.is_bf16_supported())
+    flags: dict[str, Any] = {}
+    if gpu and not {"bf16", "fp16"} & set(training):
+        if dtype == "bfloat16":
+            flags["bf16"] = True
+        elif script.dtype == "auto" and checkpoint_dtype(model_config) in HALF:
+            flags["fp16"] = True
+    given = script.given
+    script = dataclasses.replace(script, dtype=dtype)
+    script.given = given
+    mixed = f"; mixed precision: {', '.join(f'{k} true' for k in flags)}" if flags else ""
+    return script, {**training, **flags}, f"dtype {dtype} ({why}){mixed}"
 
 
 def _culprit(cls: Any, values: dict[str, Any], given: list[str]) -> str | None:
@@ -58,6 +82,7 @@ def make_trainer(model: Any, tokenizer: Any, script: ScriptArguments, config: OW
     ``extra_callbacks`` (the caller's ``TrainerCallback``s) come after ows's own, so that a checkpoint is
     marked complete before they see it."""
     from transformers import PrinterCallback, Trainer
+    from transformers import ProgressCallback as TrainerBar
 
     from ..data.encode import PadCollator
     from ..integrations.hf import OWSCallback, attach_trainer, fsdp_requested
@@ -72,7 +97,8 @@ def make_trainer(model: Any, tokenizer: Any, script: ScriptArguments, config: OW
     setup = build_method(get_method(script.method), model, config, profile, lr=args.learning_rate, weight_decay=args.weight_decay,
                          betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
                          max_grad_norm=args.max_grad_norm or 0.0, weights_source=_folder(resolve_model_path(script.model)),
-                         lora={"r": script.lora_r, "alpha": script.lora_alpha, "dropout": script.lora_dropout})
+                         lora={"r": script.lora_r, "alpha": script.lora_alpha, "dropout": script.lora_dropout,
+                               "target_modules": lora_targets(script.lora_target_modules)})
     fsdp = fsdp_requested(args)  # the Trainer refuses optimizers= under FSDP; accelerate shards ours when set after
     owned = [OWSCallback(setup.controller)] if setup.controller is not None else []
     callbacks = [*owned, ProgressCallback(setup.controller)]
@@ -88,8 +114,13 @@ def make_trainer(model: Any, tokenizer: Any, script: ScriptArguments, config: OW
     if fsdp:
         trainer.optimizer = setup.optimizer
     attach_trainer(trainer)  # a no-op unless fused_step
-    trainer.remove_callback(PrinterCallback)
+    for printer in (PrinterCallback, TrainerBar):  # ows's ProgressCallback draws the bar and logs the steps
+        trainer.remove_callback(printer)
     guards = (GracefulStop(), NonFiniteGuard(script.nan_policy, script.max_bad_steps))
+    if script.early_stopping_patience:
+        from transformers import EarlyStoppingCallback
+
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=script.early_stopping_patience))
     for callback in (*guards, CheckpointMarker(run), *extra_callbacks):  # the marker sees the guards' save decision
         trainer.add_callback(callback)
     return setup, trainer, guards
@@ -112,6 +143,11 @@ def restore_finished(trainer: Any, checkpoint: str) -> None:
     restore_sampler_state(trainer, checkpoint)  # gradient sampling: the schedule that ran is in its state
     logger.info("%s is the run's final checkpoint (step %d): nothing left to train", checkpoint,
                 trainer.state.global_step)
+
+
+def lora_targets(names: list[str] | None) -> list[str] | None:
+    """LoRA's target modules: None (every linear layer) for none or ``all`` (LLaMA-Factory's word)."""
+    return None if not names or [n.lower() for n in names] == ["all"] else list(names)
 
 
 def _folder(path: str | None) -> str | None:
