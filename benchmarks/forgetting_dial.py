@@ -92,12 +92,10 @@ def score_run(run: Path, alphas: list[float], samples: int, seq_len: int) -> dic
 
 
 def plot(results: list[dict[str, Any]], out: Path) -> None:
-    try:
-        import matplotlib
+    from bench.plots import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(7, 5))
     for result in results:

@@ -123,12 +123,10 @@ def front_table(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]], 
 
 def front_plot(summary: dict[str, dict[str, Any]], axes: dict[str, dict[str, float]], out: Path) -> str | None:
     """``front.png``: held-out loss against each memory axis, the front connected, ows rows in colour."""
-    try:
-        import matplotlib
+    from bench.plots import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, panels = plt.subplots(1, len(axes), figsize=(7 * len(axes), 5))
     for ax, (axis, memory) in zip(list(panels) if len(axes) > 1 else [panels], axes.items()):

@@ -7,16 +7,24 @@ from pathlib import Path
 from typing import Any
 
 
-def make_plots(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]], out: Path) -> list[str]:
-    """Write ``loss_curves.png`` and ``memory.png`` (memory and seconds-per-step bars) into ``out``.
-
-    Returns the file names (none without matplotlib)."""
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend, or None when matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def make_plots(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]], out: Path) -> list[str]:
+    """Write ``loss_curves.png`` and ``memory.png`` (memory and seconds-per-step bars) into ``out``.
+
+    Returns the file names (none without matplotlib)."""
+    plt = pyplot()
+    if plt is None:
         return []
     written = []
     fig, ax = plt.subplots(figsize=(7, 4.5))

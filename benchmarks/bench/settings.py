@@ -26,6 +26,8 @@ VARIANTS = {
                    "OWS, embeddings and head frozen"),
     "ows-frozen-fused": ("ows", ("--train_embeddings", "false", "--train_lm_head", "false", "--fused_step", "true"),
                          "OWS, embeddings and head frozen, fused step"),
+    "ows-fused-galorehead": ("ows", ("--fused_step", "true", "--outside_optimizer", "galore"),
+                             "OWS, fused step, GaLore outside the layers"),
     "ows-bf16": ("ows", ("--dtype", "bfloat16"), "OWS, pure bf16"),
     "ows-bf16-masters": ("ows", ("--dtype", "bfloat16", "--master_weights", "true"), "OWS, bf16 + fp32 masters"),
 }
