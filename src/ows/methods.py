@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .config import LEAN, PUBLISHED, OWSConfig
+from .config import OWS_DEFAULTS, PUBLISHED, OWSConfig
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ register_method(Method("lisa", "uniform layer sampling, plain AdamW (LISA)", "LI
                        layers="sampled", galore=False, builder=_build_sampled, strategy="uniform", options=SAMPLED_OPTIONS))
 register_method(Method("ows-fullrank", "outlier-weighted layer sampling, plain AdamW",
                        "OWS full-rank (weighted, AdamW)", layers="sampled", galore=False, builder=_build_sampled,
-                       options=SAMPLED_OPTIONS, defaults=dict(LEAN)))
+                       options=SAMPLED_OPTIONS))
 register_method(Method("ows", "outlier-weighted layer sampling + GaLore (the OWS method)",
                        "OWS (weighted + GaLore)", layers="sampled", galore=True, builder=_build_sampled,
-                       options=SAMPLED_OPTIONS, defaults=dict(LEAN)))
+                       options=SAMPLED_OPTIONS, defaults=dict(OWS_DEFAULTS)))
