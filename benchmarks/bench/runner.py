@@ -13,9 +13,6 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ows.config import PUBLISHED
-from ows.methods import get_method
-
 from .settings import GALORE, LEARNING_RATES, PROFILED, RECORDED_DEFAULTS, ROWS, SAMPLING
 
 CHILD_SCRIPT = Path(__file__).resolve().parent / "child.py"
@@ -51,8 +48,7 @@ def train_argv(args: argparse.Namespace, method: str, seed: int, out: Path, prof
         argv += ["--lora_r", str(args.lora_r)]
     if method in PROFILED and profile is not None:
         argv += ["--profile", str(profile)]
-    if get_method(product_method).defaults != PUBLISHED:  # the recorded rows ran the paper's recipe: keep it pinned
-        argv += [flag for name, value in RECORDED_DEFAULTS.items() for flag in (name, value)]
+    argv += [flag for name, value in RECORDED_DEFAULTS.items() for flag in (name, value)]  # the recorded recipe
     return argv + list(variant_flags) + list(extra)
 
 
