@@ -13,9 +13,12 @@ the planner chose (gamma capped at SmolLM2's 30 layers).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from ows.memory.estimate import estimate_memory
+from ows.methods import get_method, method_names
 from ows.memory.plan import plan_for_budget
 from ows.model_facts import PRESETS
 
@@ -29,7 +32,9 @@ PLAN_START = dict(num_active_layers=5, rank=128, train_embeddings=True, train_lm
 PLANNED_FIELDS = ("num_active_layers", "rank", "fused_step", "train_embeddings", "train_lm_head", "outside_optimizer",
                   "svd_method", "frozen_quantization")
 SMOLLM2_LAYERS = 30
-BUDGET_METHODS = ("qlora", "lora", "galore")
+# The budgets: the memory of each method that trains adapters (LoRA, QLoRA) or every layer with GaLore.
+BUDGET_METHODS = tuple(m for m in method_names() if get_method(m).layers == "adapters"
+                       or (get_method(m).layers == "all" and get_method(m).galore))
 
 
 def _flag(value: Any) -> str:
@@ -70,5 +75,6 @@ def _rows() -> dict[str, tuple[str, tuple[str, ...], str]]:
 
 FRONT_ROWS = _rows()
 # The rows of the front that the main table already measured at the same settings (reused with --reuse).
-MAIN_TABLE_ROWS = ("full", "lora", "galore", "galore-torch", "apollo", "badam", "lisa", "hf-lomo", "ows")
+MAIN_TABLE = Path(__file__).resolve().parents[1] / "results" / "2026-12-02-main" / "results.json"
+MAIN_TABLE_ROWS = tuple(json.loads(MAIN_TABLE.read_text())["settings"]["methods"])
 FRONT = (*MAIN_TABLE_ROWS, "qlora", "apollo-mini", *FRONT_ROWS)
