@@ -118,7 +118,7 @@ class OWSConfig:
         "How the projector is computed every T steps: exact (full SVD, as galore-torch), randomized (a seeded "
         "randomized SVD, faster on large matrices) or gram (eigenvectors of the smaller Gram matrix G^T G or "
         "G G^T, accumulated in chunks: the same subspace as exact, the least memory, 0.29x exact's time on SmolLM2; "
-        "benchmarks/projection_quality.py, docs/PERFORMANCE.md).", "gram"
+        "benchmarks/projection_quality.py).", "exact"
     )
     target_modules: list[str] | None = _help(
         "Names (or name suffixes) of the linear modules inside decoder layers that get GaLore, "
