@@ -102,7 +102,8 @@ def test_layers_frozen_before_the_optimizer_is_built_still_train():
 @pytest.mark.parametrize("train_outside", [True, False])
 def test_embeddings_head_and_final_norm(train_outside):
     config = OWSConfig(num_active_layers=1, sample_interval=5, sampling_strategy="uniform", rank=4,
-                       train_embeddings=train_outside, train_lm_head=train_outside, train_final_norm=train_outside)
+                       train_embeddings=train_outside, train_lm_head=train_outside, train_final_norm=train_outside,
+                       outside_optimizer="adamw")
     model, optimizer, controller = make(config)
     outside = {"embed": model.model.embed_tokens.weight, "head": model.lm_head.weight, "norm": model.model.norm.weight}
     before = {k: v.detach().clone() for k, v in outside.items()}
@@ -189,3 +190,13 @@ def test_the_controller_records_the_schedule_it_ran():
     assert [s for s, _ in record["schedule"]] == [0, 3, 6]
     assert [tuple(a) for _, a in record["schedule"]] == [controller.sampler.active_layers(s) for s in (0, 3, 6)]
     assert sum(record["visits"].values()) == 6
+
+
+def test_by_default_the_weights_outside_the_layers_train_with_galore_moments_and_the_baselines_with_adamw():
+    from ows.methods import build_method
+
+    model, optimizer, _ = make(OWSConfig(num_active_layers=1, sample_interval=5, sampling_strategy="uniform", rank=4))
+    head = next(g for g in optimizer.param_groups if any(p is model.lm_head.weight for p in g["params"]))
+    assert head["rank"] == 4 and head["svd"] == "exact"  # ows's default (docs/RESULTS.md)
+    lisa = build_method("lisa", tiny_model("llama", layers=4), OWSConfig(num_active_layers=1))
+    assert lisa.config.outside_optimizer == "adamw" and not any("rank" in g for g in lisa.optimizer.param_groups)

@@ -1,9 +1,9 @@
-"""The rows of the equal-memory front (``frontier.py``): ows at the lean settings and several gamma, NF4 frozen
-layers, the planner's own picks at three budgets, and the peers' sizes that the main table lacks.
+"""The rows of the equal-memory front (``frontier.py``): ows at its defaults and several gamma, the lean
+settings (the least memory) with and without NF4 frozen layers, the planner's own picks at three budgets,
+and the peers' sizes that the main table lacks.
 
-Every row is (``ows train --method``, extra flags, label), as in ``bench/settings.py``. The lean settings
-(embeddings and head frozen, fused step) are spelled out as flags, so a row means the same whatever the
-product's defaults are. The planner's rows are computed here, from the project's estimator, for the
+Every row is (``ows train --method``, extra flags, label), as in ``bench/settings.py``. The settings are
+spelled out as flags, so a row means the same whatever the product's defaults are. The planner's rows are computed here, from the project's estimator, for the
 memory axis that matters to a GPU user: Llama-3.1-8B's shapes at ``PLAN_SIZES`` (bf16, batch 16 x 512
 tokens, gradient checkpointing, the chunked loss). The budget is the estimate of QLoRA, LoRA or GaLore
 there, the planner starts from ows's lean settings with the sizes fixed (as a user who gave them would)
@@ -22,12 +22,13 @@ from ows.methods import get_method, method_names
 from ows.memory.plan import plan_for_budget
 from ows.model_facts import PRESETS
 
-LEAN = ("--train_embeddings", "false", "--train_lm_head", "false", "--fused_step", "true")
+DEFAULTS = ("--outside_optimizer", "galore")  # ows's defaults since 2026-12-06, spelled out
+LEAN = ("--train_embeddings", "false", "--train_lm_head", "false", "--fused_step", "true")  # the least memory
 PLAN_MODEL = "llama-3.1-8b"
 PLAN_SIZES = dict(dtype="bfloat16", per_device_train_batch_size=16, max_seq_length=512, lora_r=16,
                   gradient_checkpointing=True, loss_chunk_size=1024, attn_implementation="sdpa", device="cuda")
-PLAN_START = dict(num_active_layers=5, rank=128, train_embeddings=False, train_lm_head=False, fused_step=True,
-                  master_weights=False, outside_optimizer="adamw", svd_method="exact", frozen_quantization="none")
+PLAN_START = dict(num_active_layers=5, rank=128, train_embeddings=True, train_lm_head=True, fused_step=False,
+                  master_weights=False, outside_optimizer="galore", svd_method="exact", frozen_quantization="none")
 PLANNED_FIELDS = ("num_active_layers", "rank", "fused_step", "train_embeddings", "train_lm_head", "outside_optimizer",
                   "svd_method", "frozen_quantization")
 SMOLLM2_LAYERS = 30
@@ -62,10 +63,11 @@ def _rows() -> dict[str, tuple[str, tuple[str, ...], str]]:
         "dora": ("peer-dora", (), "DoRA r16 (peft use_dora)"),
     }
     for gamma in (2, 5, 10, 30):
-        rows[f"ows-lean-g{gamma}"] = ("ows", (*LEAN, "--num_active_layers", str(gamma)), f"OWS lean, γ={gamma}")
-    for gamma in (5, 10):
-        rows[f"ows-lean-nf4-g{gamma}"] = ("ows", (*LEAN, "--frozen_quantization", "nf4", "--num_active_layers",
-                                                  str(gamma)), f"OWS lean + NF4 frozen layers, γ={gamma}")
+        rows[f"ows-g{gamma}"] = ("ows", (*DEFAULTS, "--num_active_layers", str(gamma)), f"OWS (defaults), γ={gamma}")
+    rows["ows-lean-g5"] = ("ows", (*LEAN, "--num_active_layers", "5"), "OWS lean (embeddings and head frozen, "
+                           "fused step), γ=5")
+    rows["ows-lean-nf4-g5"] = ("ows", (*LEAN, "--frozen_quantization", "nf4", "--num_active_layers", "5"),
+                               "OWS lean + NF4 frozen layers, γ=5")
     for method in BUDGET_METHODS:
         rows[f"ows-plan-{method}"] = ("ows", planned_flags(method), f"OWS, the planner's pick at {method}'s 8B memory")
     return rows

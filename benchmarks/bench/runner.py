@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .settings import GALORE, LEARNING_RATES, PROFILED, ROWS, SAMPLING
+from .settings import GALORE, LEARNING_RATES, PROFILED, RECORDED_DEFAULTS, ROWS, SAMPLING
 
 CHILD_SCRIPT = Path(__file__).resolve().parent / "child.py"
 OWS_CLI = "import sys; from ows.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -48,6 +48,7 @@ def train_argv(args: argparse.Namespace, method: str, seed: int, out: Path, prof
         argv += ["--lora_r", str(args.lora_r)]
     if method in PROFILED and profile is not None:
         argv += ["--profile", str(profile)]
+    argv += [flag for name, value in RECORDED_DEFAULTS.items() for flag in (name, value)]  # the recorded recipe
     return argv + list(variant_flags) + list(extra)
 
 
@@ -102,8 +103,9 @@ PATH_FLAGS = ("--output_dir", "--profile")  # where a run wrote, not how it trai
 
 
 def _settings(argv: Sequence[str]) -> dict[str, str]:
-    """``ows train`` flags -> values, without the paths (``PATH_FLAGS``)."""
-    pairs = dict(zip(argv[::2], argv[1::2]))
+    """``ows train`` flags -> values, without the paths (``PATH_FLAGS``); a flag a run recorded before it was
+    pinned counts with the value the product's default had then (``RECORDED_DEFAULTS``)."""
+    pairs = {**RECORDED_DEFAULTS, **dict(zip(argv[::2], argv[1::2]))}
     return {k: v for k, v in pairs.items() if k not in PATH_FLAGS}
 
 

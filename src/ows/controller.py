@@ -290,6 +290,7 @@ def create_ows(
     ``weights_source`` (the model's folder of safetensors files) gives the exact weights of layers never
     trained, so that no host copy of them is needed.
     """
+    config = config.with_defaults()  # fields left at None: ows's defaults
     found = locate_decoder_layers(model, config.layers_attr)
     blocks = sampling_blocks(found.modules, config.sampling_granularity)
     sampler = build_sampler(config, len(found.modules), profile, blocks=blocks)

@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .config import OWSConfig
+from .config import OWS_DEFAULTS, PUBLISHED, OWSConfig
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class Method:
     requires: tuple[tuple[str, str], ...] = ()
     options: frozenset[str] = LAYER_OPTIONS
     base_quantization: str | None = None  # the model is loaded quantized (QLoRA: nf4) before the builder runs
+    defaults: dict[str, Any] = field(default_factory=lambda: dict(PUBLISHED), compare=False)  # for None fields
 
     @property
     def samples_layers(self) -> bool:
@@ -79,12 +80,19 @@ class Method:
         return self.layers == "sampled"
 
     def config_for(self, config: OWSConfig) -> OWSConfig:
-        """The OWS settings this method runs with: a method without GaLore turns ``use_galore`` off (one
-        with GaLore keeps the config's choice, on by default) and a forced strategy replaces the config's."""
+        """The OWS settings this method runs with: fields left at None take the method's defaults, a method
+        without GaLore turns ``use_galore`` off (one with GaLore keeps the config's choice, on by default) and a
+        forced strategy replaces the config's."""
         changes: dict[str, Any] = {} if self.galore else {"use_galore": False}
         if self.strategy is not None:
             changes["sampling_strategy"] = self.strategy
-        return dataclasses.replace(config, **changes)
+        return dataclasses.replace(config.with_defaults(self.resolved_defaults()), **changes)
+
+    def resolved_defaults(self) -> dict[str, Any]:
+        """The values of the method-defaulted fields left at None: the method's, with an option it cannot serve
+        off (so that a default-on option never refuses a method)."""
+        return {name: value if name not in OPTION_DEFAULTS or self.serves(name) else OPTION_DEFAULTS[name]
+                for name, value in self.defaults.items()}
 
     def serves(self, option: str) -> bool:
         """Whether the method can run with ``option`` set (see ``OPTION_DEFAULTS``)."""
@@ -140,6 +148,7 @@ def check_requirements(method: Method) -> None:
 
 def check_options(method: Method, config: OWSConfig) -> None:
     """Raise ``ValueError`` for OWS options the method cannot serve (checked before any model loads)."""
+    config = config.with_defaults(method.resolved_defaults())
     for option, default in OPTION_DEFAULTS.items():
         value = getattr(config, option)
         if value != default and not method.serves(option):
@@ -256,4 +265,4 @@ register_method(Method("ows-fullrank", "outlier-weighted layer sampling, plain A
                        options=SAMPLED_OPTIONS))
 register_method(Method("ows", "outlier-weighted layer sampling + GaLore (the OWS method)",
                        "OWS (weighted + GaLore)", layers="sampled", galore=True, builder=_build_sampled,
-                       options=SAMPLED_OPTIONS))
+                       options=SAMPLED_OPTIONS, defaults=dict(OWS_DEFAULTS)))

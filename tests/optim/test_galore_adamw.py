@@ -183,7 +183,8 @@ def test_config_svd_method_reaches_the_galore_group():
     from tests.conftest import tiny_model
 
     groups = build_param_groups(tiny_model(), OWSConfig(svd_method="randomized"))
-    assert [g["svd"] for g in groups if "rank" in g] == ["randomized"]
+    assert {g["svd"] for g in groups if "rank" in g} == {"randomized"}  # the layers' and the outside weights'
+    assert {g["svd"] for g in build_param_groups(tiny_model(), OWSConfig()) if "rank" in g} == {"exact"}  # default
 
 
 def test_randomized_svd_group_recovers_a_low_rank_gradient_subspace():

@@ -128,7 +128,8 @@ def settings_line(m: MemorySettings, model_config: dict[str, Any]) -> str:
     s, c, o = m.script, m.config, m.options
     loss = f"chunked loss ({s.loss_chunk_size} tokens)" if m.chunked else "standard loss"
     extras = [name for name, on in (("fused step", c.fused_step), ("fp32 masters", c.master_weights)) if on]
-    extras += [f"outside: {c.outside_optimizer}"] if c.outside_optimizer != "adamw" else []
+    extras += [e for e, on in (("frozen embeddings", not c.train_embeddings), ("frozen head", not c.train_lm_head)) if on]
+    extras += [f"outside: {c.outside_optimizer or 'each method default (ows: galore)'}"]
     extras += [f"svd: {c.svd_method}"] if c.svd_method != "exact" else []
     extras += [f"frozen layers: {c.frozen_quantization}"] if c.frozen_quantization != "none" else []
     return (f"{s.model}: {model_config.get('model_type', '?')}, {s.dtype}{m.dtype_why}, batch {o.per_device_train_batch_size} x "

@@ -56,6 +56,7 @@ def build_param_groups(
     through its output role), so the backward pass stops at the lowest sampled layer. ``layers``: the
     decoder layers when already located (else found from ``config.layers_attr``).
     """
+    config = config.with_defaults()  # fields left at None: ows's defaults
     found = layers if layers is not None else locate_decoder_layers(model, config.layers_attr)
     layer_ids = {id(p) for p in found.modules.parameters()}
     galore, layer_other = [], []

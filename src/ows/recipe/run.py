@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..config import OWSConfig
 from ..errors import UsageError
+from ..methods import get_method
 from . import run_folder as files
 from .arguments import ScriptArguments, check_early_stopping
 
@@ -69,6 +70,7 @@ def prepare(script: ScriptArguments, config: OWSConfig,
         script.validate()
     except ValueError as err:
         raise UsageError(str(err)) from None
+    config = config.with_defaults(get_method(script.method).resolved_defaults())  # None: the method's default
     check_script_fields(script)
     check_training_fields(training)
     check_trackers(training)
