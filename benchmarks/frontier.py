@@ -53,7 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--report-only", action="store_true", help="run nothing: the front of the finished runs")
     p.add_argument("--reuse", default=str(DEFAULT_REUSE), help="copy finished runs with the same flags from here")
     args = p.parse_args(argv)
-    return finish_args(p, args, FULL, folder_suffix="-front")
+    return finish_args(p, args, main_table_preset(), folder_suffix="-front")
+
+
+def main_table_preset() -> dict[str, Any]:
+    """``FULL`` with the main table's steps and batch size (read from its results), so its runs can be reused."""
+    settings = json.loads((DEFAULT_REUSE / "results.json").read_text())["settings"]
+    return dict(FULL, steps=settings["steps"], batch_size=settings["batch_size"])
 
 
 def estimate_8b(argv: list[str]) -> float | None:
