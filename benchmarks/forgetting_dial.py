@@ -92,7 +92,7 @@ def score_run(run: Path, alphas: list[float], samples: int, seq_len: int) -> dic
 
 
 def plot(results: list[dict[str, Any]], out: Path) -> None:
-    from bench.plots import pyplot
+    from bench.plots import finish, pyplot
 
     plt = pyplot()
     if plt is None:
@@ -105,13 +105,8 @@ def plot(results: list[dict[str, Any]], out: Path) -> None:
         for p in result["points"]:
             ax.annotate(f"A={p['alpha']:g}", (p["forgetting_ppl"], p["heldout_answer_loss"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("news perplexity (forgetting; lower is better)")
-    ax.set_ylabel("held-out answer loss (lower is better)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "dial.png", dpi=110)
-    plt.close(fig)
+    finish(plt, fig, ax, "news perplexity (forgetting; lower is better)", "held-out answer loss (lower is better)",
+           out / "dial.png")
 
 
 def main(argv: list[str] | None = None) -> int:

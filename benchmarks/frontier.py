@@ -129,13 +129,14 @@ def front_table(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]], 
 
 def front_plot(summary: dict[str, dict[str, Any]], axes: dict[str, dict[str, float]], out: Path) -> str | None:
     """``front.png``: held-out loss against each memory axis, the front connected, ows rows in colour."""
-    from bench.plots import pyplot
+    from bench.plots import finish, pyplot
 
     plt = pyplot()
     if plt is None:
         return None
     fig, panels = plt.subplots(1, len(axes), figsize=(7 * len(axes), 5))
-    for ax, (axis, memory) in zip(list(panels) if len(axes) > 1 else [panels], axes.items()):
+    panels = list(panels) if len(axes) > 1 else [panels]
+    for ax, (axis, memory) in zip(panels, axes.items()):
         points = {row: (gib, summary[row]["heldout_answer_loss"]["mean"]) for row, gib in memory.items()
                   if summary[row]["heldout_answer_loss"]["mean"] is not None}
         best = sorted((points[row] for row in pareto(points)))
@@ -144,12 +145,7 @@ def front_plot(summary: dict[str, dict[str, Any]], axes: dict[str, dict[str, flo
             ax.scatter(mem, value, color="tab:red" if row.startswith("ows") else "tab:blue", s=25)
             ax.annotate(row, (mem, value), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel(axis)
-        ax.set_ylabel("held-out answer loss (mean over seeds)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "front.png", dpi=110)
-    plt.close(fig)
+    finish(plt, fig, panels, None, "held-out answer loss (mean over seeds)", out / "front.png")
     return "front.png"
 
 

@@ -66,6 +66,14 @@ CORPUS = [
 ] * 20
 
 
+def tiny_train_argv(model, data, out, *extra: str) -> list[str]:
+    """``ows train`` argv for a 4-step run on a tiny model that checkpoints every 2 steps, plus ``extra``."""
+    return ["train", "--model", str(model), "--dataset", str(data), "--output_dir", str(out), "--max_steps", "4",
+            "--per_device_train_batch_size", "4", "--num_active_layers", "2", "--rank", "4", "--save_strategy",
+            "steps", "--save_steps", "2", "--calibration_samples", "2", "--calibration_seq_len", "32",
+            "--report_to", "none", "--heldout_generate", "0", *extra]
+
+
 def make_tiny_model_dir(path, arch: str = "llama", layers: int = 4):
     """Save a tiny random model with a small byte-level BPE tokenizer (ChatML template) to ``path``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

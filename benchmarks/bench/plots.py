@@ -19,6 +19,19 @@ def pyplot() -> Any:
     return plt
 
 
+def finish(plt: Any, fig: Any, axes: Any, xlabel: str | None, ylabel: str, path: Path) -> None:
+    """Label (``xlabel`` None: as set), grid and legend each of ``axes`` (one or a list), save ``fig`` to ``path``."""
+    for ax in axes if isinstance(axes, (list, tuple)) else [axes]:
+        if xlabel is not None:
+            ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def make_plots(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]], out: Path) -> list[str]:
     """Write ``loss_curves.png`` and ``memory.png`` (memory and seconds-per-step bars) into ``out``.
 

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from conftest import tiny_train_argv
 from ows.cli import main
 
 pytest.importorskip("transformers")
@@ -19,10 +20,7 @@ ROWS = [{"prompt": f"{a} + 1 =", "completion": f" {a + 1}"} for a in range(16)]
 
 
 def _args(model, data, out, *extra):
-    return ["train", "--model", str(model), "--dataset", str(data), "--output_dir", str(out), "--max_steps", "4",
-            "--per_device_train_batch_size", "4", "--num_active_layers", "2", "--rank", "4", "--save_strategy",
-            "steps", "--save_steps", "2", "--calibration_samples", "2", "--calibration_seq_len", "32",
-            "--report_to", "none", "--heldout_generate", "0", "--logging_steps", "1", *extra]
+    return tiny_train_argv(model, data, out, "--logging_steps", "1", *extra)
 
 
 def _run(argv):

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 pytest.importorskip("transformers")
+from conftest import tiny_train_argv
 from ows.cli import main  # noqa: E402
 from ows.errors import UsageError  # noqa: E402
 from ows.integrations.checkpoint import MARKER, resolve_resume  # noqa: E402
@@ -23,10 +24,7 @@ ROWS = [{"prompt": f"{a} + 1 =", "completion": f" {a + 1}"} for a in range(20)]
 
 
 def _args(model, data, out, *extra):
-    return ["train", "--model", str(model), "--dataset", str(data), "--output_dir", str(out), "--max_steps", "4",
-            "--per_device_train_batch_size", "4", "--num_active_layers", "2", "--rank", "4", "--save_strategy",
-            "steps", "--save_steps", "2", "--calibration_samples", "2", "--calibration_seq_len", "32",
-            "--report_to", "none", "--heldout_generate", "0", "--lr_scheduler_type", "constant", *extra]
+    return tiny_train_argv(model, data, out, "--lr_scheduler_type", "constant", *extra)
 
 
 def _run(argv, patch=None):
