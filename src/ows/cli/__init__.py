@@ -19,7 +19,7 @@ COMMANDS = {
 }
 
 EPILOG = """examples:
-  ows train                                  # the demo: SmolLM2-135M on a reasoning task, CPU, ~8 min
+  ows train                                  # the demo: SmolLM2-135M on a reasoning task, CPU, ~6 min
   ows train configs/demo.yaml --max_steps 20 # a YAML config with flag overrides
   ows analyze smollm2-135m --num-samples 16  # outlier table of the demo model
   ows eval outputs/demo --tasks mmlu,gsm8k --limit 50   # evaluate a model; ows eval --compare a.json b.json
