@@ -62,14 +62,14 @@ def test_finished_runs_with_the_same_flags_are_reused_and_others_are_not(tmp_pat
 def test_end_to_end_on_tiny_model(tiny_model_dir, tmp_path):
     fr = _load()
     out = tmp_path / "front"
-    argv = ["--model", str(tiny_model_dir), "--methods", "lora,galore,ows-lean-g2", "--seeds", "0", "--steps", "2",
+    argv = ["--model", str(tiny_model_dir), "--methods", "lora,galore,ows-g2", "--seeds", "0", "--steps", "2",
             "--batch-size", "2", "--num-heldout", "6", "--heldout-generate", "2", "--forgetting-samples", "2",
             "--forgetting-seq-len", "32", "--calibration-samples", "2", "--calibration-seq-len", "32", "--rank", "4",
             "--interval", "1", "--output-dir", str(out), "--reuse", str(tmp_path / "none")]
     assert fr.main(argv) == 0
     front = (out / "front.md").read_text()
     assert "| best ows row |" in front and "lora's" in front and "galore's" in front
-    assert "OWS lean, γ=2" in front
+    assert "OWS (defaults), γ=2" in front
     assert (out / "front.png").is_file() and (out / "table.md").is_file()
     result = json.loads((out / "results.json").read_text())
-    assert {r["method"] for r in result["runs"]} == {"lora", "galore", "ows-lean-g2"}
+    assert {r["method"] for r in result["runs"]} == {"lora", "galore", "ows-g2"}
