@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import OWSConfig
+from ..config import OWS_DEFAULTS, OWSConfig
 from ..memory.estimate import MemoryEstimate, estimate_memory
 from ..methods import method_names
 from ..model_facts import PRESETS, read_model_config
@@ -129,7 +129,7 @@ def settings_line(m: MemorySettings, model_config: dict[str, Any]) -> str:
     loss = f"chunked loss ({s.loss_chunk_size} tokens)" if m.chunked else "standard loss"
     extras = [name for name, on in (("fused step", c.fused_step), ("fp32 masters", c.master_weights)) if on]
     extras += [e for e, on in (("frozen embeddings", not c.train_embeddings), ("frozen head", not c.train_lm_head)) if on]
-    extras += [f"outside: {c.outside_optimizer or 'each method default (ows: galore)'}"]
+    extras += [f"outside: {c.outside_optimizer or 'each method default (ows: ' + OWS_DEFAULTS['outside_optimizer'] + ')'}"]
     extras += [f"svd: {c.svd_method}"] if c.svd_method != "exact" else []
     extras += [f"frozen layers: {c.frozen_quantization}"] if c.frozen_quantization != "none" else []
     return (f"{s.model}: {model_config.get('model_type', '?')}, {s.dtype}{m.dtype_why}, batch {o.per_device_train_batch_size} x "
