@@ -8,7 +8,7 @@ from typing import Sequence
 from ows.config import OWSConfig
 from ows.methods import get_method, method_names
 
-from .front import FRONT_ROWS
+from .front import DEFAULTS, FRONT_ROWS
 from .peers import PEERS
 
 BENCHMARKS_DIR = Path(__file__).resolve().parents[1]
@@ -74,12 +74,13 @@ def _ablations() -> dict[str, tuple[str, tuple[str, ...], str]]:
         rows[f"abl-gamma{gamma}"] = ("ows", ("--num_active_layers", gamma), f"owl, GaLore, γ={gamma}")
     for interval in ("5", "20", "50"):
         rows[f"abl-K{interval}"] = ("ows", ("--sample_interval", interval), f"owl, GaLore, K={interval}")
-    for strategy in ("owl", "uniform", "gradient"):  # what to sample x how fine (issue 24)
+    # What to sample x how fine (issue 24), at the product's defaults (front.DEFAULTS), not the recorded ones.
+    for strategy in ("owl", "uniform", "gradient"):
         for granularity in ("layer", "module"):
             rows[f"abl-{strategy}-{granularity}"] = (
-                "ows", ("--sampling_strategy", strategy, "--sampling_granularity", granularity),
+                "ows", (*DEFAULTS, "--sampling_strategy", strategy, "--sampling_granularity", granularity),
                 f"{strategy}, {'whole layers' if granularity == 'layer' else 'single weights'}, GaLore")
-    rows["abl-llama7b-skew"] = ("ows", ("--sampling_strategy", "weights", "--sampling_weights",
+    rows["abl-llama7b-skew"] = ("ows", (*DEFAULTS, "--sampling_strategy", "weights", "--sampling_weights",
                                         ",".join(f"{w:g}" for w in LLAMA2_7B_ON_30)),
                                 "Llama-2-7B's OWL ratios by depth, GaLore")
     return rows

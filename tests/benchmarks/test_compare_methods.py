@@ -227,6 +227,7 @@ def test_the_sampling_rows_are_valid_ows_train_runs_on_smollm2(row, tmp_path):
     argv = train_argv(args, row, 0, tmp_path / "run", tmp_path / "profile.json")
     script, config, _ = parse(argv)
     assert script.method == "ows" and config.num_active_layers == 2 and config.sample_interval == 10
+    assert config.outside_optimizer == "galore"  # the product's defaults, not the recorded main table's adamw
     smollm2 = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
                "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152, "tie_word_embeddings": True}
     sizes = layer_matrix_sizes(smollm2) if config.sampling_granularity == "module" else None
