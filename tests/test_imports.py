@@ -1,7 +1,8 @@
 import subprocess
 import sys
 
-CORE = ["ows", "ows.config", "ows.methods", "ows.layers", "ows.outliers", "ows.sampling", "ows.controller",
+CORE = ["ows", "ows.config", "ows.validation", "ows.methods", "ows.layers", "ows.outliers", "ows.sampling",
+        "ows.samplers", "ows.controller",
         "ows.distributed", "ows.losses", "ows.optim", "ows.optim.galore_adamw", "ows.optim.projector",
         "ows.optim.sharded", "ows.optim.param_groups", "ows.optim.fused", "ows.optim.lowbit", "ows.memory.measure",
         "ows.memory.estimate",

@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "OWSConfig": "config",
     "OWSController": "controller",
-    "build_sampler": "controller",
+    "build_sampler": "samplers",
     "create_ows": "controller",
     "find_decoder_layers": "layers",
     "locate_decoder_layers": "layers",
@@ -42,7 +42,8 @@ _EXPORTS = {
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .config import OWSConfig
-    from .controller import OWSController, build_sampler, create_ows
+    from .controller import OWSController, create_ows
+    from .samplers import build_sampler
     from .memory.estimate import estimate_memory
     from .integrations.hf import OWSCallback, attach_trainer, prepare_for_trainer
     from .layers import find_decoder_layers, locate_decoder_layers, set_trainable

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 from .granularity import check_budget, resolve_budget
 from .jsonio import read_json, write_json
+from .validation import check_active_layers, check_bool, check_choice, check_float, check_int
 
 # The choice lists of ows, defined here once (this module imports no torch) and imported everywhere else.
 SAMPLING_STRATEGIES = ("owl", "uniform", "owl_reverse", "increase", "decrease", "weights", "gradient")
@@ -31,22 +32,6 @@ OWS_DEFAULTS = {"outside_optimizer": "galore"}
 PUBLISHED = {"outside_optimizer": "adamw"}
 METHOD_DEFAULTED = tuple(OWS_DEFAULTS)
 DTYPES = tuple(DTYPE_BYTES)
-
-
-def check_active_layers(num_active: int, num_layers: int, nonzero: int | None = None) -> None:
-    """Raise ``ValueError`` unless 1 <= ``num_active`` <= ``num_layers`` (and <= ``nonzero`` layers that can be drawn).
-
-    The one check of gamma against a model, used by the CLI's early check, the API and the estimator.
-    """
-    if isinstance(num_active, bool) or not isinstance(num_active, int) or num_active < 1:
-        raise ValueError(f"num_active_layers={num_active!r} is invalid: must be an integer >= 1")
-    if num_active > num_layers:
-        raise ValueError(f"num_active_layers={num_active} is larger than the model's {num_layers} decoder layers: "
-                         f"use a value between 1 and {num_layers}")
-    if nonzero is not None and nonzero < num_active:
-        raise ValueError(f"num_active_layers={num_active} but only {nonzero} layers have a non-zero probability (of "
-                         f"{num_layers}): lower num_active_layers, or use sampling_strategy='uniform' or a "
-                         "sampling_temperature < 1")
 
 
 def _help(text: str, default: Any = MISSING, default_factory: Any = MISSING) -> Any:
@@ -169,24 +154,24 @@ class OWSConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field, the value and the fix for the first bad field."""
-        _check_int(self, "num_active_layers", minimum=1)
-        _check_int(self, "sample_interval", minimum=1)
-        _check_choice(self, "sampling_strategy", SAMPLING_STRATEGIES)
-        _check_float(self, "sampling_temperature", minimum=0.0)
+        check_int(self, "num_active_layers", minimum=1)
+        check_int(self, "sample_interval", minimum=1)
+        check_choice(self, "sampling_strategy", SAMPLING_STRATEGIES)
+        check_float(self, "sampling_temperature", minimum=0.0)
         self._validate_sampling()
-        _check_float(self, "outlier_threshold", minimum=0.0, strict=True)
-        _check_bool(self, "use_galore")
-        _check_int(self, "rank", minimum=1)
-        _check_int(self, "update_proj_gap", minimum=1)
-        _check_float(self, "galore_scale", minimum=0.0, strict=True)
-        _check_choice(self, "proj_type", PROJ_TYPES)
-        _check_choice(self, "svd_method", SVD_METHODS)
+        check_float(self, "outlier_threshold", minimum=0.0, strict=True)
+        check_bool(self, "use_galore")
+        check_int(self, "rank", minimum=1)
+        check_int(self, "update_proj_gap", minimum=1)
+        check_float(self, "galore_scale", minimum=0.0, strict=True)
+        check_choice(self, "proj_type", PROJ_TYPES)
+        check_choice(self, "svd_method", SVD_METHODS)
         for name in ("train_embeddings", "train_lm_head", "train_final_norm", "fused_step", "master_weights"):
-            _check_bool(self, name)
+            check_bool(self, name)
         if self.outside_optimizer is not None:  # None: the method's default
-            _check_choice(self, "outside_optimizer", OUTSIDE_OPTIMIZERS)
-        _check_choice(self, "frozen_quantization", FROZEN_QUANTIZATIONS)
-        _check_int(self, "seed", minimum=0)
+            check_choice(self, "outside_optimizer", OUTSIDE_OPTIMIZERS)
+        check_choice(self, "frozen_quantization", FROZEN_QUANTIZATIONS)
+        check_int(self, "seed", minimum=0)
         if self.layers_attr is not None and (not isinstance(self.layers_attr, str) or not self.layers_attr):
             raise ValueError(
                 f"OWSConfig.layers_attr={self.layers_attr!r} is invalid: give a dotted path such as 'model.layers' or None"
@@ -203,9 +188,9 @@ class OWSConfig:
         self._validate_weights()
 
     def _validate_sampling(self) -> None:
-        _check_choice(self, "sampling_granularity", SAMPLING_GRANULARITIES)
-        _check_choice(self, "sampling_prior", SAMPLING_PRIORS)
-        _check_float(self, "sampling_ema", minimum=0.0)
+        check_choice(self, "sampling_granularity", SAMPLING_GRANULARITIES)
+        check_choice(self, "sampling_prior", SAMPLING_PRIORS)
+        check_float(self, "sampling_ema", minimum=0.0)
         if self.sampling_ema >= 1:
             raise ValueError(f"OWSConfig.sampling_ema={self.sampling_ema!r} is invalid: must be >= 0 and < 1 (0.5: "
                              "a new period's measurement counts half)")
@@ -320,30 +305,3 @@ class OWSConfig:
     def field_help(cls) -> dict[str, str]:
         """Help text of every field, in declaration order."""
         return {f.name: f.metadata.get("help", "") for f in fields(cls)}
-
-
-def _check_int(cfg: OWSConfig, name: str, minimum: int) -> None:
-    value = getattr(cfg, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"OWSConfig.{name}={value!r} is invalid: must be an integer >= {minimum}")
-
-
-def _check_float(cfg: OWSConfig, name: str, minimum: float, strict: bool = False) -> None:
-    value = getattr(cfg, name)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > minimum if strict else value >= minimum)
-    if not ok:
-        bound = f"> {minimum}" if strict else f">= {minimum}"
-        raise ValueError(f"OWSConfig.{name}={value!r} is invalid: must be a finite number {bound}")
-
-
-def _check_bool(cfg: OWSConfig, name: str) -> None:
-    value = getattr(cfg, name)
-    if not isinstance(value, bool):
-        raise ValueError(f"OWSConfig.{name}={value!r} is invalid: must be true or false")
-
-
-def _check_choice(cfg: OWSConfig, name: str, choices: tuple[str, ...]) -> None:
-    value = getattr(cfg, name)
-    if value not in choices:
-        raise ValueError(f"OWSConfig.{name}={value!r} is invalid: use one of {', '.join(choices)}")

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from . import distributed
-from .config import check_active_layers
+from .validation import check_active_layers
 from .granularity import check_budget, fill_budget
 from .sampling import _normalise, _PeriodSampler, draw_order
 

@@ -14,7 +14,8 @@ from typing import Sequence
 
 import torch
 
-from .config import SAMPLING_STRATEGIES, check_active_layers
+from .config import SAMPLING_STRATEGIES
+from .validation import check_active_layers
 from .granularity import check_budget, fill_budget
 
 

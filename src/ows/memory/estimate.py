@@ -36,10 +36,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..config import DTYPE_BYTES, FROZEN_QUANTIZATIONS, OUTSIDE_OPTIMIZERS, SAMPLING_GRANULARITIES, SVD_METHODS, \
-    check_active_layers
+from ..config import DTYPE_BYTES, FROZEN_QUANTIZATIONS, OUTSIDE_OPTIMIZERS, SAMPLING_GRANULARITIES, SVD_METHODS
 from ..granularity import check_budget, most_blocks, resolve_budget
 from ..methods import get_method
+from ..validation import check_active_layers
 from .shape import ModelShape, model_shape
 from .state import optimizer_parts, outside_shapes
 from .weights import embedding_held, weight_bytes
