@@ -24,14 +24,15 @@ def check_active_layers(num_active: int, num_layers: int, nonzero: int | None = 
                          "sampling_temperature < 1")
 
 
-
 def check_int(cfg: Any, name: str, minimum: int) -> None:
+    """``cfg.<name>`` must be an integer (not a bool) >= ``minimum``."""
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"OWSConfig.{name}={value!r} is invalid: must be an integer >= {minimum}")
 
 
 def check_float(cfg: Any, name: str, minimum: float, strict: bool = False) -> None:
+    """``cfg.<name>`` must be a finite number >= ``minimum`` (> with ``strict``)."""
     value = getattr(cfg, name)
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value > minimum if strict else value >= minimum)
@@ -41,12 +42,14 @@ def check_float(cfg: Any, name: str, minimum: float, strict: bool = False) -> No
 
 
 def check_bool(cfg: Any, name: str) -> None:
+    """``cfg.<name>`` must be True or False."""
     value = getattr(cfg, name)
     if not isinstance(value, bool):
         raise ValueError(f"OWSConfig.{name}={value!r} is invalid: must be true or false")
 
 
 def check_choice(cfg: Any, name: str, choices: tuple[str, ...]) -> None:
+    """``cfg.<name>`` must be one of ``choices``."""
     value = getattr(cfg, name)
     if value not in choices:
         raise ValueError(f"OWSConfig.{name}={value!r} is invalid: use one of {', '.join(choices)}")
