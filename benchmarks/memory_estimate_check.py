@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--master-weights", action="store_true", help="OWSConfig.master_weights (fp32 masters, bf16)")
     p.add_argument("--outside-optimizer", default="adamw", choices=OUTSIDE_OPTIMIZERS,
                    help="OWSConfig.outside_optimizer for the embeddings and head")
-    p.add_argument("--svd-method", default="exact", choices=SVD_METHODS, help="OWSConfig.svd_method")
+    p.add_argument("--svd-method", default="auto", choices=SVD_METHODS, help="OWSConfig.svd_method")
     p.add_argument("--frozen-quantization", default="none", choices=FROZEN_QUANTIZATIONS,
                    help="OWSConfig.frozen_quantization (frozen decoder layers in NF4 / int8; exact weights from the "
                         "model's safetensors)")

@@ -17,7 +17,8 @@ PROFILE_STRATEGIES = ("owl", "owl_reverse")  # the strategies that need an outli
 SAMPLING_GRANULARITIES = ("layer", "module")  # what one draw picks: whole decoder layers or single 2-D weights
 SAMPLING_PRIORS = ("uniform", "owl")  # the order in which 'gradient' visits blocks it has not measured yet
 PROJ_TYPES = ("std", "reverse_std", "left", "right")
-SVD_METHODS = ("exact", "randomized", "gram")
+PROJECTOR_METHODS = ("exact", "randomized", "gram")  # how GaLoreAdamW computes a projector
+SVD_METHODS = ("auto", *PROJECTOR_METHODS)  # the run field: auto picks per weight (svd_for)
 OUTSIDE_OPTIMIZERS = ("adamw", "adamw8bit", "galore")
 FROZEN_QUANTIZATIONS = ("none", "nf4", "int8")
 # bitsandbytes' blockwise 8-bit moments: one fp32 absmax per block; smaller tensors keep full moments.
@@ -32,6 +33,15 @@ OWS_DEFAULTS = {"outside_optimizer": "galore"}
 PUBLISHED = {"outside_optimizer": "adamw"}
 METHOD_DEFAULTED = tuple(OWS_DEFAULTS)
 DTYPES = tuple(DTYPE_BYTES)
+
+
+def svd_for(svd_method: str, outside: bool) -> str:
+    """The projector method of one GaLore weight: ``auto`` is gram for the weights outside the decoder layers
+    (vocabulary-sized; the same subspace, 4.3x faster on SmolLM2's embedding, docs/PERFORMANCE.md) and exact
+    for the decoder layers (as published); any other value is used as it is."""
+    if svd_method != "auto":
+        return svd_method
+    return "gram" if outside else "exact"
 
 
 def _help(text: str, default: Any = MISSING, default_factory: Any = MISSING) -> Any:
@@ -100,10 +110,11 @@ class OWSConfig:
         "Which side is projected: std (the smaller side), reverse_std, left, right.", "std"
     )
     svd_method: str = _help(
-        "How the projector is computed every T steps: exact (full SVD, as galore-torch), randomized (a seeded "
-        "randomized SVD, faster on large matrices) or gram (eigenvectors of the smaller Gram matrix G^T G or "
-        "G G^T, accumulated in chunks: the same subspace as exact, the least memory, 0.29x exact's time on SmolLM2; "
-        "benchmarks/projection_quality.py).", "exact"
+        "How the projector is computed every T steps: auto (gram for the embeddings and head, exact for the "
+        "decoder layers), exact (full SVD, as galore-torch), randomized (a seeded randomized SVD, faster on large "
+        "matrices) or gram (eigenvectors of the smaller Gram matrix G^T G or G G^T, accumulated in chunks: the "
+        "same subspace as exact, the least memory, 0.29x exact's time on SmolLM2; benchmarks/projection_quality.py). "
+        "auto spares the exact SVD's two fp32 vocabulary-sized copies (4 GiB at Llama-3.1-8B).", "auto"
     )
     target_modules: list[str] | None = _help(
         "Names (or name suffixes) of the linear modules inside decoder layers that get GaLore, "

@@ -184,7 +184,64 @@ def test_config_svd_method_reaches_the_galore_group():
 
     groups = build_param_groups(tiny_model(), OWSConfig(svd_method="randomized"))
     assert {g["svd"] for g in groups if "rank" in g} == {"randomized"}  # the layers' and the outside weights'
-    assert {g["svd"] for g in build_param_groups(tiny_model(), OWSConfig()) if "rank" in g} == {"exact"}  # default
+    # the default, auto: gram for the weights outside the decoder layers (vocabulary-sized), exact inside
+    default = {g["ows_group"]: g["svd"] for g in build_param_groups(tiny_model(), OWSConfig()) if "rank" in g}
+    assert default == {"layers_galore": "exact", "always": "gram"}
+
+
+def test_svd_for_resolves_auto_per_weight():
+    from ows.config import svd_for
+
+    assert (svd_for("auto", outside=True), svd_for("auto", outside=False)) == ("gram", "exact")
+    assert {svd_for(m, o) for m in ("exact", "randomized", "gram") for o in (True, False)} == {"exact", "randomized",
+                                                                                                "gram"}
+    assert svd_for("randomized", True) == svd_for("randomized", False) == "randomized"
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_add_projected_equals_the_full_update_in_any_slices(monkeypatch, side):
+    from ows.optim import projector as projector_module
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(37, 11, generator=g)
+    projector = torch.randn(37, 4, generator=g) if side == "left" else torch.randn(4, 11, generator=g)
+    low = torch.randn(4, 11, generator=g) if side == "left" else torch.randn(37, 4, generator=g)
+    expected = target - 0.3 * project_back(low, projector, side)
+    for chunk in (1 << 22, 30, 1):  # one piece; slices of 2 rows (the last one short); one row at a time
+        monkeypatch.setattr(projector_module, "GRAM_CHUNK", chunk)
+        out = target.clone()
+        projector_module.add_projected(out, low, projector, side, -0.3)
+        torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_galore_step_never_makes_a_full_size_temporary(monkeypatch):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from ows.optim import projector as projector_module
+
+    class LargestOutput(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor) and t._base is None and t.data_ptr() not in self.inputs:
+                    LargestOutput.largest = max(LargestOutput.largest, t.numel())
+            return out
+
+    monkeypatch.setattr(projector_module, "GRAM_CHUNK", 256)
+    for side_shape in ((400, 16), (16, 400)):  # a tall weight (right side) and a wide one (left side)
+        w = torch.nn.Parameter(torch.randn(*side_shape))
+        opt = GaLoreAdamW([{"params": [w], "rank": 2, "svd": "gram", "scale": 0.25}], lr=0.1)
+        w.grad = torch.randn(*side_shape)
+        before = w.detach().clone()
+        mode = LargestOutput()
+        mode.inputs = {w.data_ptr(), w.grad.data_ptr()}
+        LargestOutput.largest = 0
+        with mode:
+            opt.step()
+        assert not torch.equal(w.detach(), before)  # the step did update the weight
+        assert LargestOutput.largest < w.numel() // 2, side_shape  # no (m, n) update, gradient copy or SVD factor
 
 
 def test_randomized_svd_group_recovers_a_low_rank_gradient_subspace():

@@ -130,7 +130,7 @@ def settings_line(m: MemorySettings, model_config: dict[str, Any]) -> str:
     extras = [name for name, on in (("fused step", c.fused_step), ("fp32 masters", c.master_weights)) if on]
     extras += [e for e, on in (("frozen embeddings", not c.train_embeddings), ("frozen head", not c.train_lm_head)) if on]
     extras += [f"outside: {c.outside_optimizer or 'each method default (ows: ' + OWS_DEFAULTS['outside_optimizer'] + ')'}"]
-    extras += [f"svd: {c.svd_method}"] if c.svd_method != "exact" else []
+    extras += [f"svd: {c.svd_method}"] if c.svd_method != "auto" else []
     extras += [f"frozen layers: {c.frozen_quantization}"] if c.frozen_quantization != "none" else []
     return (f"{s.model}: {model_config.get('model_type', '?')}, {s.dtype}{m.dtype_why}, batch {o.per_device_train_batch_size} x "
             f"{s.max_seq_length} tokens, gamma={c.num_active_layers}, rank={c.rank}, lora r={s.lora_r}, "

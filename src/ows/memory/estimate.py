@@ -163,7 +163,7 @@ def estimate_memory(
     fused_step: bool = False,
     master_weights: bool = False,
     outside_optimizer: str | None = None,
-    svd_method: str = "exact",
+    svd_method: str = "auto",
     frozen_quantization: str = "none",
     sampling_granularity: str = "layer",
     sample_budget_params: int | None = None,

@@ -143,7 +143,8 @@ LEVERS: list[Lever] = [
     Lever("loss_chunk_size", lambda s: _half_chunk(s), "half the loss chunk", 0.0, 0.01, "the same loss"),
     Lever("per_device_train_batch_size", _halve_batch, "half the batch, twice the gradient accumulation (same "
           "effective batch)", 0.0, 0.1, "the same gradients, smaller matmuls"),
-    Lever("svd_method", _switch("svd_method", "gram", "exact"), "the projector from the Gram matrix", 0.0, 0.0,
+    Lever("svd_method", lambda s: "gram" if s["svd_method"] in ("auto", "exact") else None, "the projector from the "
+          "Gram matrix for every weight", 0.0, 0.0,
           "the same subspace (docs/PERFORMANCE.md)"),
     Lever("dtype", _switch("dtype", "bfloat16", "float32"), "bf16 weights (half the bytes), as GPUs train", 0.01, -0.5,
           "docs/RESULTS.md, bf16 weights: pure bf16 learns less at a small lr"),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import EIGHT_BIT_BLOCK, EIGHT_BIT_MIN_SIZE, UPDATE_CHUNK
+from ..config import EIGHT_BIT_BLOCK, EIGHT_BIT_MIN_SIZE, UPDATE_CHUNK, svd_for
 from ..methods import Method
 from .shape import ModelShape
 
@@ -71,9 +71,11 @@ def svd_temporaries(rows: int, cols: int, rank: int, nbytes: int, method: str = 
 
 
 def galore_temporaries(rows: int, cols: int, rank: int, nbytes: int, method: str = "exact") -> int:
-    """Largest transient bytes of one GaLore update: computing the projector, or the projected update."""
+    """Largest transient bytes of one GaLore update: computing the projector, or the projected update (the
+    projected gradient, Adam's denominator and direction; the update goes back into the weight slice by slice
+    in place, ``ows.optim.projector.add_projected``, so no full-size update exists)."""
     r = min(rank, rows, cols)
-    update = 3 * max(rows, cols) * r * nbytes + rows * cols * nbytes
+    update = 3 * max(rows, cols) * r * nbytes
     return max(svd_temporaries(rows, cols, rank, nbytes, method), update)
 
 
@@ -105,7 +107,7 @@ def _outside_terms(parts: Parts, outside: list[tuple[int, int]], rank: int, nbyt
             moments, projector = galore_sizes(rows, cols, rank)
             parts.state += 2 * moments * nbytes
             parts.projectors += projector * nbytes
-            parts.temporaries = max(parts.temporaries, galore_temporaries(rows, cols, rank, nbytes, svd))
+            parts.temporaries = max(parts.temporaries, galore_temporaries(rows, cols, rank, nbytes, svd_for(svd, True)))
         elif optimizer == "adamw8bit":
             parts.state += eight_bit_state(rows * cols, nbytes)
         else:
@@ -115,7 +117,7 @@ def _outside_terms(parts: Parts, outside: list[tuple[int, int]], rank: int, nbyt
 
 def optimizer_parts(shape: ModelShape, method: Method, k: float, rank: int, lora_rank: int, nbytes: int,
                     outside: list[tuple[int, int]], master: bool = False, outside_optimizer: str = "adamw",
-                    svd: str = "exact", vector_layers: int | None = None) -> Parts:
+                    svd: str = "auto", vector_layers: int | None = None) -> Parts:
     """Gradients, moments, projectors and step temporaries for ``k`` trained layers plus ``outside``.
 
     ``sampling_granularity: module`` trains single weights: ``k`` is then the budget in layers' worth of 2-D
@@ -137,7 +139,8 @@ def optimizer_parts(shape: ModelShape, method: Method, k: float, rank: int, lora
             moments, projector = galore_sizes(rows, cols, rank)
             parts.state += 2 * moments * state_bytes * k
             parts.projectors += projector * state_bytes * k
-            parts.temporaries = max(parts.temporaries, galore_temporaries(rows, cols, rank, state_bytes, svd))
+            parts.temporaries = max(parts.temporaries, galore_temporaries(rows, cols, rank, state_bytes,
+                                                                          svd_for(svd, False)))
         else:
             parts.state += 2 * rows * cols * state_bytes * k
             parts.temporaries = max(parts.temporaries, adam_temporaries(rows * cols, state_bytes))

@@ -17,10 +17,11 @@ from typing import Any, Callable, Iterable
 import torch
 from torch.optim import Optimizer
 
-from ..config import PROJ_TYPES, SVD_METHODS, UPDATE_CHUNK
+from ..config import PROJ_TYPES, PROJECTOR_METHODS, UPDATE_CHUNK
 from .lowbit import adam_step_8bit, uses_8bit
 from .sharded import add_replicated, is_dtensor
-from .projector import compute_projector, gram_projector, project, project_back, projection_side, randomized_projector
+from .projector import (add_projected, compute_projector, gram_projector, project, project_back, projection_side,
+                        randomized_projector)
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +164,8 @@ class GaLoreAdamW(Optimizer):
             raise ValueError(f"param group rank={group['rank']!r} is invalid: must be an integer >= 1")
         if not isinstance(group["update_proj_gap"], int) or group["update_proj_gap"] < 1:
             raise ValueError(f"param group update_proj_gap={group['update_proj_gap']!r} is invalid: must be an integer >= 1")
-        if group["svd"] not in SVD_METHODS:
-            raise ValueError(f"param group svd={group['svd']!r} is unknown: use one of {', '.join(SVD_METHODS)}")
+        if group["svd"] not in PROJECTOR_METHODS:
+            raise ValueError(f"param group svd={group['svd']!r} is unknown: use one of {', '.join(PROJECTOR_METHODS)}")
         if group["proj_type"] not in PROJ_TYPES:
             raise ValueError(f"param group proj_type={group['proj_type']!r} is unknown: use one of {', '.join(PROJ_TYPES)}")
         for p in group["params"]:
@@ -210,7 +211,12 @@ class GaLoreAdamW(Optimizer):
         grad = p.grad if master is None else p.grad.float()
         if "rank" in group and is_dtensor(p):  # FSDP2: the SVD needs the whole gradient
             add_replicated(target, self._direction(state, grad.full_tensor(), p.shape, group), -group["lr"])
-        elif "rank" not in group and p.numel() > UPDATE_CHUNK and not is_dtensor(p):
+        elif "rank" in group:  # the low-rank direction goes back into the weight slice by slice
+            low = self._low_rank_direction(state, grad, p.shape, group)
+            side = projection_side(p.shape, group["proj_type"])
+            add_projected(target, low, state["projector"], side,
+                          -group["lr"] * group["scale"])
+        elif p.numel() > UPDATE_CHUNK and not is_dtensor(p):
             _chunked_adam(target, grad, state, group)
         else:
             target.add_(self._direction(state, grad, p.shape, group), alpha=-group["lr"])
@@ -219,24 +225,29 @@ class GaLoreAdamW(Optimizer):
             p.copy_(master)  # rounded to the parameter's dtype
 
     def _direction(self, state: dict[str, Any], grad: torch.Tensor, shape: torch.Size, group: dict[str, Any]) -> torch.Tensor:
-        """The Adam direction of one parameter (its step is ``-lr`` times it); updates ``state`` in place."""
-        galore = "rank" in group
-        if galore:
-            side = projection_side(shape, group["proj_type"])
-            if "projector" not in state or state["step"] % group["update_proj_gap"] == 0:
-                started = time.perf_counter()
-                state["projector"] = _robust_projector(grad, group["rank"], side, state.get("projector"), group["svd"])
-                self.svd_seconds += time.perf_counter() - started
-                self.svd_calls += 1
-            grad = project(grad, state["projector"], side)
+        """The full-size Adam direction of one parameter (its step is ``-lr`` times it); updates ``state`` in place."""
+        if "rank" not in group:
+            return self._adam(state, grad, group)
+        low = self._low_rank_direction(state, grad, shape, group)
+        return project_back(low, state["projector"], projection_side(shape, group["proj_type"]), group["scale"])
+
+    def _low_rank_direction(self, state: dict[str, Any], grad: torch.Tensor, shape: torch.Size,
+                            group: dict[str, Any]) -> torch.Tensor:
+        """The Adam direction of a GaLore weight in its projected space; computes the projector when due."""
+        side = projection_side(shape, group["proj_type"])
+        if "projector" not in state or state["step"] % group["update_proj_gap"] == 0:
+            started = time.perf_counter()
+            state["projector"] = _robust_projector(grad, group["rank"], side, state.get("projector"), group["svd"])
+            self.svd_seconds += time.perf_counter() - started
+            self.svd_calls += 1
+        return self._adam(state, project(grad, state["projector"], side), group)
+
+    @staticmethod
+    def _adam(state: dict[str, Any], grad: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
         _next_step(state, grad)
         beta1, beta2 = group["betas"]
-        direction = adam_direction(
-            grad, state["exp_avg"], state["exp_avg_sq"], state["step"], beta1, beta2, group["eps"], group["correct_bias"]
-        )
-        if galore:
-            direction = project_back(direction, state["projector"], side, group["scale"])
-        return direction
+        return adam_direction(grad, state["exp_avg"], state["exp_avg_sq"], state["step"], beta1, beta2, group["eps"],
+                              group["correct_bias"])
 
     def state_dict(self) -> dict[str, Any]:
         """The torch state dict, plus the fused step's clipping coefficient (``ows_fused``) when it is on."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from ..config import OWSConfig
+from ..config import OWSConfig, svd_for
 from ..layers import DecoderLayers, input_embeddings, locate_decoder_layers, stop_gradient_at_input_embeddings, weight_in_out
 
 logger = logging.getLogger(__name__)
@@ -84,15 +84,15 @@ def build_param_groups(
         {**_galore_group(galore, config, weight_decay), **master},
         {"params": layer_other, "weight_decay": 0.0, "ows_group": "layers_other", **master},
         {"params": always, "weight_decay": weight_decay, "ows_group": "always", **outside,
-         **(_galore_keys(config) if config.outside_optimizer == "galore" else {})},
+         **(_galore_keys(config, outside=True) if config.outside_optimizer == "galore" else {})},
         {"params": always_nd, "weight_decay": 0.0, "ows_group": "always_no_decay", **outside},
     ]
     return [g for g in groups if g["params"]]
 
 
-def _galore_keys(config: OWSConfig) -> dict[str, Any]:
+def _galore_keys(config: OWSConfig, outside: bool = False) -> dict[str, Any]:
     return dict(rank=config.rank, update_proj_gap=config.update_proj_gap, scale=config.galore_scale,
-                proj_type=config.proj_type, svd=config.svd_method)
+                proj_type=config.proj_type, svd=svd_for(config.svd_method, outside))
 
 
 def _galore_group(params: list, config: OWSConfig, weight_decay: float) -> dict[str, Any]:

@@ -65,8 +65,6 @@ def randomized_projector(grad: torch.Tensor, rank: int, side: Side, oversample: 
     return basis.to(grad.dtype).contiguous()
 
 
-
-
 def gram_projector(grad: torch.Tensor, rank: int, side: Side) -> torch.Tensor:
     """Top-``rank`` singular vectors of ``grad`` on ``side`` from the eigenvectors of its Gram matrix.
 
@@ -104,3 +102,21 @@ def project_back(low_rank: torch.Tensor, projector: torch.Tensor, side: Side, sc
     """Map a low-rank update back to the full (m, n) shape, multiplied by ``scale``."""
     full = projector @ low_rank if side == "left" else low_rank @ projector
     return full * scale if scale != 1.0 else full
+
+
+def add_projected(target: torch.Tensor, low_rank: torch.Tensor, projector: torch.Tensor, side: Side,
+                  alpha: float) -> None:
+    """``target += alpha * project_back(low_rank, projector, side)``, in place and in slices of rows.
+
+    Row i of the full update is ``projector[i] @ low_rank`` (left) or ``low_rank[i] @ projector`` (right),
+    so each slice is one ``addmm_`` into ``target`` and the full-size update never exists: the only
+    temporary is a slice's product. ``alpha`` carries the step's sign, learning rate and GaLore scale.
+    """
+    rows, cols = target.shape
+    step = max(1, GRAM_CHUNK // max(cols, 1))
+    for start in range(0, rows, step):
+        part = slice(start, start + step)
+        if side == "left":
+            target[part].addmm_(projector[part], low_rank, alpha=alpha)
+        else:
+            target[part].addmm_(low_rank[part], projector, alpha=alpha)
