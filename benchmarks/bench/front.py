@@ -64,6 +64,9 @@ def _rows() -> dict[str, tuple[str, tuple[str, ...], str]]:
     }
     for gamma in (2, 5, 10, 30):
         rows[f"ows-g{gamma}"] = ("ows", (*DEFAULTS, "--num_active_layers", str(gamma)), f"OWS (defaults), γ={gamma}")
+    rows["ows-module-g5"] = ("ows", (*DEFAULTS, "--num_active_layers", "5", "--sampling_strategy", "uniform",
+                                     "--sampling_granularity", "module"),
+                             "OWS (defaults), single weights drawn uniformly, 5 layers' worth")
     rows["ows-lean-g5"] = ("ows", (*LEAN, "--num_active_layers", "5"), "OWS lean (embeddings and head frozen, "
                            "fused step), γ=5")
     rows["ows-lean-nf4-g5"] = ("ows", (*LEAN, "--frozen_quantization", "nf4", "--num_active_layers", "5"),
