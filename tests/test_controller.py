@@ -197,6 +197,6 @@ def test_by_default_the_weights_outside_the_layers_train_with_galore_moments_and
 
     model, optimizer, _ = make(OWSConfig(num_active_layers=1, sample_interval=5, sampling_strategy="uniform", rank=4))
     head = next(g for g in optimizer.param_groups if any(p is model.lm_head.weight for p in g["params"]))
-    assert head["rank"] == 4 and head["svd"] == "exact"  # ows's default (docs/RESULTS.md)
+    assert head["rank"] == 4 and head["svd"] == "gram"  # ows's default (docs/RESULTS.md); svd_method auto
     lisa = build_method("lisa", tiny_model("llama", layers=4), OWSConfig(num_active_layers=1))
     assert lisa.config.outside_optimizer == "adamw" and not any("rank" in g for g in lisa.optimizer.param_groups)

@@ -214,6 +214,40 @@ def test_add_projected_equals_the_full_update_in_any_slices(monkeypatch, side):
         torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
 
 
+def test_a_failed_gram_eigendecomposition_keeps_the_previous_projector(monkeypatch, caplog):
+    from ows.optim import projector as projector_module
+
+    w = torch.nn.Parameter(torch.randn(40, 12))
+    opt = GaLoreAdamW([{"params": [w], "rank": 3, "update_proj_gap": 1, "svd": "gram"}], lr=0.01)
+    w.grad = torch.randn(40, 12)
+    opt.step()
+    first = opt.state[w]["projector"].clone()
+
+    def failing_eigh(*args, **kwargs):
+        raise torch.linalg.LinAlgError("did not converge")
+
+    monkeypatch.setattr(projector_module.torch.linalg, "eigh", failing_eigh)
+    w.grad = torch.randn(40, 12)
+    with caplog.at_level("WARNING"):
+        opt.step()  # due again (T = 1), fails: the previous projector stays and training goes on
+    assert torch.equal(opt.state[w]["projector"], first) and "Gram matrix" in caplog.text
+
+
+def test_a_bf16_galore_step_matches_the_fp32_update_to_bf16_precision():
+    g = torch.Generator().manual_seed(0)
+    start, grad = torch.randn(64, 24, generator=g), torch.randn(64, 24, generator=g)
+    weights = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        w = torch.nn.Parameter(start.clone().to(dtype))
+        opt = GaLoreAdamW([{"params": [w], "rank": 4, "scale": 0.25}], lr=0.1)
+        w.grad = grad.to(dtype)
+        opt.step()
+        weights[dtype] = w.detach().float()
+    moved = (weights[torch.float32] - start).abs().max()
+    assert moved > 0.01  # the step moved the weights by far more than bf16's rounding
+    torch.testing.assert_close(weights[torch.bfloat16], weights[torch.float32], rtol=2e-2, atol=2e-2)
+
+
 def test_a_galore_step_never_makes_a_full_size_temporary(monkeypatch):
     from torch.utils._python_dispatch import TorchDispatchMode
 

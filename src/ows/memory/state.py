@@ -131,6 +131,7 @@ def optimizer_parts(shape: ModelShape, method: Method, k: float, rank: int, lora
     parts = Parts(grads_outside=grads, grad_layer=shape.layer_params * nbytes)
     parts.largest_grad = max([r * c * nbytes for r, c in shape.layer_matrices] * bool(k) + grads, default=0)
     state_bytes = 4 if master and nbytes != 4 else nbytes  # fp32 masters come with fp32 moments
+    copy = state_bytes != nbytes  # a master's update reads an fp32 copy of its gradient, alive through the update
     if state_bytes != nbytes:
         masters = (shape.layer_params - shape.layer_vectors) * k + shape.layer_vectors * vector_layers
         parts.state += 4 * masters  # the master copies
@@ -140,10 +141,11 @@ def optimizer_parts(shape: ModelShape, method: Method, k: float, rank: int, lora
             parts.state += 2 * moments * state_bytes * k
             parts.projectors += projector * state_bytes * k
             parts.temporaries = max(parts.temporaries, galore_temporaries(rows, cols, rank, state_bytes,
-                                                                          svd_for(svd, False)))
+                                                                          svd_for(svd, False)) + copy * rows * cols * 4)
         else:
             parts.state += 2 * rows * cols * state_bytes * k
-            parts.temporaries = max(parts.temporaries, adam_temporaries(rows * cols, state_bytes))
+            parts.temporaries = max(parts.temporaries, adam_temporaries(rows * cols, state_bytes)
+                                    + copy * rows * cols * 4)
     parts.state += 2 * shape.layer_vectors * vector_layers * state_bytes
     _outside_terms(parts, outside, rank, nbytes, outside_optimizer, svd)
     return parts

@@ -3,7 +3,9 @@
 A group with the key ``rank`` is projected (keys as in the GaLore reference optimizer: ``rank``,
 ``update_proj_gap``, ``scale``, ``proj_type``); other groups are plain AdamW. The arithmetic follows
 ``galore_torch.GaLoreAdamW`` 1.0 update for update, including its order of weight decay (applied
-after the Adam step). State per parameter is tensors and ints only: ``step``, ``exp_avg``,
+after the Adam step), except that the projected-back update is added into the weight in one ``addmm_``
+per slice of rows (``add_projected``): the same sum, rounded once instead of three times in bf16, and no
+full-size update tensor. State per parameter is tensors and ints only: ``step``, ``exp_avg``,
 ``exp_avg_sq`` and, for projected weights, ``projector``.
 """
 
@@ -52,19 +54,21 @@ def adam_direction(
 def _robust_projector(
     grad: torch.Tensor, rank: int, side: str, previous: torch.Tensor | None, method: str = "exact"
 ) -> torch.Tensor:
-    """The SVD projector (``method`` exact or randomized); if an exact SVD fails, keep the previous
-    projector or fall back to a randomized SVD."""
+    """The projector by ``method`` (exact, randomized or gram); if an exact SVD or the Gram matrix's
+    eigendecomposition fails, keep the previous projector or fall back to a randomized SVD."""
     if method == "randomized":
         return randomized_projector(grad, rank, side)  # type: ignore[arg-type]
-    if method == "gram":
-        return gram_projector(grad, rank, side)  # type: ignore[arg-type]
     try:
+        if method == "gram":
+            return gram_projector(grad, rank, side)  # type: ignore[arg-type]
         return compute_projector(grad, rank, side)  # type: ignore[arg-type]
     except RuntimeError as err:  # torch.linalg.LinAlgError is a RuntimeError
+        what = "eigendecomposition of the Gram matrix" if method == "gram" else "SVD"
         if previous is not None:
-            logger.warning("SVD of a %s gradient failed (%s): keeping its previous projector", tuple(grad.shape), err)
+            logger.warning("%s of a %s gradient failed (%s): keeping its previous projector", what, tuple(grad.shape),
+                           err)
             return previous
-        logger.warning("SVD of a %s gradient failed (%s): using a randomized SVD", tuple(grad.shape), err)
+        logger.warning("%s of a %s gradient failed (%s): using a randomized SVD", what, tuple(grad.shape), err)
         return randomized_projector(grad, rank, side)  # type: ignore[arg-type]
 
 
