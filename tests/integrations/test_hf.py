@@ -114,7 +114,7 @@ def test_resume_continues_the_same_schedule_and_weights(tmp_path):
 
 def test_active_layers_are_logged(tmp_path, caplog):
     trainer, _ = make_trainer(tmp_path, max_steps=4)
-    with caplog.at_level("INFO", logger="ows.integrations.hf"):
+    with caplog.at_level("INFO", logger="ows"):
         trainer.train()
     lines = [r.getMessage() for r in caplog.records if "active decoder layers" in r.getMessage()]
     assert lines[0].startswith("step 0: active decoder layers [") and len(lines) == 2
