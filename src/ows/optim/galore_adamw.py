@@ -23,7 +23,7 @@ from ..config import PROJ_TYPES, PROJECTOR_METHODS, UPDATE_CHUNK
 from .lowbit import adam_step_8bit, uses_8bit
 from .sharded import add_replicated, is_dtensor
 from .projector import (add_projected, compute_projector, gram_projector, project, project_back, projection_side,
-                        randomized_projector)
+                        randomized_projector, slices)
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +86,7 @@ def _chunked_adam(target: torch.Tensor, grad: torch.Tensor, state: dict[str, Any
     direction) are a slice's size, not the tensor's: the same elementwise arithmetic, so the same result."""
     _next_step(state, grad)
     beta1, beta2 = group["betas"]
-    rows = max(1, UPDATE_CHUNK // max(1, grad[0].numel() if grad.dim() > 1 else 1))
-    for start in range(0, grad.shape[0], rows):
-        part = slice(start, start + rows)
+    for part in slices(grad.shape[0], grad[0].numel() if grad.dim() > 1 else 1, UPDATE_CHUNK):
         direction = adam_direction(grad[part], state["exp_avg"][part], state["exp_avg_sq"][part], state["step"],
                                    beta1, beta2, group["eps"], group["correct_bias"])
         target[part].add_(direction, alpha=-group["lr"])
@@ -218,8 +216,7 @@ class GaLoreAdamW(Optimizer):
         elif "rank" in group:  # the low-rank direction goes back into the weight slice by slice
             low = self._low_rank_direction(state, grad, p.shape, group)
             side = projection_side(p.shape, group["proj_type"])
-            add_projected(target, low, state["projector"], side,
-                          -group["lr"] * group["scale"])
+            add_projected(target, low, state["projector"], side, -group["lr"] * group["scale"])
         elif p.numel() > UPDATE_CHUNK and not is_dtensor(p):
             _chunked_adam(target, grad, state, group)
         else:

@@ -65,6 +65,13 @@ def randomized_projector(grad: torch.Tensor, rank: int, side: Side, oversample: 
     return basis.to(grad.dtype).contiguous()
 
 
+def slices(count: int, item_size: int, chunk: int) -> list[slice]:
+    """Consecutive slices over ``count`` items (rows or columns) of ``item_size`` elements each, every slice
+    holding at most ``chunk`` elements (at least one item): how a large tensor is worked on piece by piece."""
+    step = max(1, chunk // max(item_size, 1))
+    return [slice(start, start + step) for start in range(0, count, step)]
+
+
 def gram_projector(grad: torch.Tensor, rank: int, side: Side) -> torch.Tensor:
     """Top-``rank`` singular vectors of ``grad`` on ``side`` from the eigenvectors of its Gram matrix.
 
@@ -78,14 +85,12 @@ def gram_projector(grad: torch.Tensor, rank: int, side: Side) -> torch.Tensor:
     size = cols if side == "right" else rows
     gram = torch.zeros(size, size, dtype=torch.float32, device=grad.device)
     if side == "right":
-        step = max(1, GRAM_CHUNK // max(cols, 1))
-        for start in range(0, rows, step):
-            block = grad[start:start + step].float()
+        for part in slices(rows, cols, GRAM_CHUNK):
+            block = grad[part].float()
             gram.addmm_(block.t(), block)
     else:
-        step = max(1, GRAM_CHUNK // max(rows, 1))
-        for start in range(0, cols, step):
-            block = grad[:, start:start + step].float()
+        for part in slices(cols, rows, GRAM_CHUNK):
+            block = grad[:, part].float()
             gram.addmm_(block, block.t())
     _, vectors = torch.linalg.eigh(gram)  # ascending eigenvalues
     top = vectors[:, -min(rank, size):].flip(-1)
@@ -113,9 +118,7 @@ def add_projected(target: torch.Tensor, low_rank: torch.Tensor, projector: torch
     temporary is a slice's product. ``alpha`` carries the step's sign, learning rate and GaLore scale.
     """
     rows, cols = target.shape
-    step = max(1, GRAM_CHUNK // max(cols, 1))
-    for start in range(0, rows, step):
-        part = slice(start, start + step)
+    for part in slices(rows, cols, GRAM_CHUNK):
         if side == "left":
             target[part].addmm_(projector[part], low_rank, alpha=alpha)
         else:
