@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--num-active-layers", type=int, default=5)
     parser.add_argument("--sample-interval", type=int, default=10)
+    parser.add_argument("--sampling-granularity", choices=("layer", "module"), default="layer",
+                        help="whole decoder layers (the paper; the default here) or single weights (ows train's default)")
     parser.add_argument("--rank", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
     calibration = [encode(tokenizer, train[i : i + 8]) for i in range(0, 32, 8)]
     profile = ows.profile_outliers(model, calibration, threshold=5.0)
     config = ows.OWSConfig(num_active_layers=args.num_active_layers, sample_interval=args.sample_interval,
-                           rank=args.rank, update_proj_gap=50, seed=args.seed)
+                           sampling_granularity=args.sampling_granularity, rank=args.rank, update_proj_gap=50,
+                           seed=args.seed)
     optimizer, controller = ows.create_ows(model, config, profile, lr=args.lr)
 
     before = answer_loss(model, held_out)

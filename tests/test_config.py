@@ -81,7 +81,7 @@ def test_every_field_has_help():
     (dict(), [0.1] * 5, "the outlier profile has 5 layers but the model has 4"),
 ])
 def test_check_for_refuses_settings_the_model_cannot_run(kwargs, ratios, needle):
-    config = OWSConfig(**{"num_active_layers": 1, **kwargs})
+    config = OWSConfig(**{"num_active_layers": 1, "sampling_granularity": "layer", **kwargs})
     with pytest.raises(ValueError, match=needle):
         config.check_for(4, ratios)
 

@@ -30,7 +30,7 @@ def make(config, **kw):
 
 def test_sampled_layers_change_and_never_sampled_layers_are_bit_identical():
     weights = [1.0] * 6 + [0.0, 0.0]  # layers 6 and 7 are never sampled
-    config = OWSConfig(num_active_layers=2, sample_interval=2, sampling_strategy="weights",
+    config = OWSConfig(sampling_granularity="layer", num_active_layers=2, sample_interval=2, sampling_strategy="weights",
                        sampling_weights=weights, rank=4, update_proj_gap=3)
     model, optimizer, controller = make(config)
     layers = find_decoder_layers(model)
@@ -45,7 +45,7 @@ def test_sampled_layers_change_and_never_sampled_layers_are_bit_identical():
 
 
 def test_optimizer_state_stays_bounded_over_many_periods():
-    config = OWSConfig(num_active_layers=2, sample_interval=2, sampling_strategy="uniform", rank=4)
+    config = OWSConfig(sampling_granularity="layer", num_active_layers=2, sample_interval=2, sampling_strategy="uniform", rank=4)
     model, optimizer, controller = make(config)
     sizes = []
     train(model, optimizer, controller, steps=48, on_step=lambda s: sizes.append(optimizer_state_bytes(optimizer)))
@@ -59,7 +59,7 @@ def test_optimizer_state_stays_bounded_over_many_periods():
 
 
 def test_leaving_layer_releases_grads_and_state_and_restarts_fresh():
-    config = OWSConfig(num_active_layers=1, sample_interval=1, sampling_strategy="uniform", rank=4, update_proj_gap=50)
+    config = OWSConfig(sampling_granularity="layer", num_active_layers=1, sample_interval=1, sampling_strategy="uniform", rank=4, update_proj_gap=50)
     model, optimizer, controller = make(config)
     layers = find_decoder_layers(model)
     history = {}
@@ -91,7 +91,7 @@ def test_layers_frozen_before_the_optimizer_is_built_still_train():
     layers = find_decoder_layers(model)
     set_trainable(layers, False)  # what LISA-style scripts do before building the optimizer
     before = [snapshot(layer) for layer in layers]
-    config = OWSConfig(num_active_layers=2, sample_interval=3, sampling_strategy="uniform", rank=4)
+    config = OWSConfig(sampling_granularity="layer", num_active_layers=2, sample_interval=3, sampling_strategy="uniform", rank=4)
     optimizer, controller = create_ows(model, config, lr=1e-2)
     train(model, optimizer, controller, steps=6)
     for i in controller.visits:
@@ -101,7 +101,7 @@ def test_layers_frozen_before_the_optimizer_is_built_still_train():
 
 @pytest.mark.parametrize("train_outside", [True, False])
 def test_embeddings_head_and_final_norm(train_outside):
-    config = OWSConfig(num_active_layers=1, sample_interval=5, sampling_strategy="uniform", rank=4,
+    config = OWSConfig(sampling_granularity="layer", num_active_layers=1, sample_interval=5, sampling_strategy="uniform", rank=4,
                        train_embeddings=train_outside, train_lm_head=train_outside, train_final_norm=train_outside,
                        outside_optimizer="adamw")
     model, optimizer, controller = make(config)
@@ -117,7 +117,7 @@ def test_embeddings_head_and_final_norm(train_outside):
 
 
 def test_inactive_layers_compute_no_weight_gradients():
-    config = OWSConfig(num_active_layers=2, sample_interval=5, sampling_strategy="uniform", rank=4)
+    config = OWSConfig(sampling_granularity="layer", num_active_layers=2, sample_interval=5, sampling_strategy="uniform", rank=4)
     model, optimizer, controller = make(config)
     controller.begin_step(0)
     model(**random_batch()).loss.backward()
@@ -130,13 +130,13 @@ def test_inactive_layers_compute_no_weight_gradients():
 def test_guard_rails():
     model = tiny_model("llama", layers=4)
     with pytest.raises(ValueError, match="num_active_layers=5 is larger than the model's 4"):
-        create_ows(model, OWSConfig(num_active_layers=5, sampling_strategy="uniform"))
+        create_ows(model, OWSConfig(sampling_granularity="layer", num_active_layers=5, sampling_strategy="uniform"))
     with pytest.raises(ValueError, match="needs an outlier profile"):
-        create_ows(model, OWSConfig(num_active_layers=2))
+        create_ows(model, OWSConfig(sampling_granularity="layer", num_active_layers=2))
     from ows import OutlierProfile
 
     with pytest.raises(ValueError, match="has 3 layers but the model has 4"):
-        create_ows(model, OWSConfig(num_active_layers=2), OutlierProfile([0.1, 0.2, 0.3]))
+        create_ows(model, OWSConfig(sampling_granularity="layer", num_active_layers=2), OutlierProfile([0.1, 0.2, 0.3]))
     optimizer = torch.optim.AdamW([model.lm_head.weight])
     from ows import LayerSampler
 
@@ -146,7 +146,7 @@ def test_guard_rails():
 
 def test_works_with_plain_torch_adamw():
     """LISA-style: any torch optimizer, state released all the same."""
-    config = OWSConfig(num_active_layers=1, sample_interval=1, sampling_strategy="uniform", use_galore=False)
+    config = OWSConfig(sampling_granularity="layer", num_active_layers=1, sample_interval=1, sampling_strategy="uniform", use_galore=False)
     model = tiny_model("llama", layers=LAYERS)
     from ows import LayerSampler, build_param_groups
 
@@ -161,7 +161,7 @@ def test_works_with_plain_torch_adamw():
 @pytest.mark.parametrize("arch", ["mistral", "qwen2", "gpt2"])
 def test_trains_other_architectures(arch):
     model = tiny_model(arch, layers=4)
-    config = OWSConfig(num_active_layers=2, sample_interval=2, sampling_strategy="uniform", rank=4)
+    config = OWSConfig(sampling_granularity="layer", num_active_layers=2, sample_interval=2, sampling_strategy="uniform", rank=4)
     optimizer, controller = create_ows(model, config, lr=1e-2)
     layers = find_decoder_layers(model)
     before = [snapshot(layer) for layer in layers]
@@ -182,7 +182,7 @@ def test_trains_other_architectures(arch):
 
 def test_the_controller_records_the_schedule_it_ran():
     model = tiny_model("llama", layers=4)
-    optimizer, controller = create_ows(model, OWSConfig(num_active_layers=2, sample_interval=3, rank=4,
+    optimizer, controller = create_ows(model, OWSConfig(sampling_granularity="layer", num_active_layers=2, sample_interval=3, rank=4,
                                                         sampling_strategy="uniform"))
     for step in range(7):
         controller.begin_step(step)
@@ -195,8 +195,8 @@ def test_the_controller_records_the_schedule_it_ran():
 def test_by_default_the_weights_outside_the_layers_train_with_galore_moments_and_the_baselines_with_adamw():
     from ows.methods import build_method
 
-    model, optimizer, _ = make(OWSConfig(num_active_layers=1, sample_interval=5, sampling_strategy="uniform", rank=4))
+    model, optimizer, _ = make(OWSConfig(sampling_granularity="layer", num_active_layers=1, sample_interval=5, sampling_strategy="uniform", rank=4))
     head = next(g for g in optimizer.param_groups if any(p is model.lm_head.weight for p in g["params"]))
     assert head["rank"] == 4 and head["svd"] == "gram"  # ows's default (docs/RESULTS.md); svd_method auto
-    lisa = build_method("lisa", tiny_model("llama", layers=4), OWSConfig(num_active_layers=1))
+    lisa = build_method("lisa", tiny_model("llama", layers=4), OWSConfig(sampling_granularity="layer", num_active_layers=1))
     assert lisa.config.outside_optimizer == "adamw" and not any("rank" in g for g in lisa.optimizer.param_groups)

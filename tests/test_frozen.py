@@ -14,7 +14,7 @@ pytest.importorskip("bitsandbytes")
 
 def _train(mode, steps=6, active=1, source=None, seed=0):
     model = tiny_model("llama", layers=4, seed=seed)
-    config = OWSConfig(num_active_layers=active, sample_interval=2, rank=4, sampling_strategy="uniform",
+    config = OWSConfig(sampling_granularity="layer", num_active_layers=active, sample_interval=2, rank=4, sampling_strategy="uniform",
                        frozen_quantization=mode)
     optimizer, controller = ows.create_ows(model, config, lr=1e-2, weights_source=source)
     losses = []
@@ -80,7 +80,7 @@ def test_weights_read_back_from_the_model_files_need_no_host_copy(tiny_model_dir
     from ows.loading import load_model
 
     model = load_model(str(tiny_model_dir))
-    config = OWSConfig(num_active_layers=1, rank=4, sampling_strategy="uniform", frozen_quantization="nf4")
+    config = OWSConfig(sampling_granularity="layer", num_active_layers=1, rank=4, sampling_strategy="uniform", frozen_quantization="nf4")
     _, controller = ows.create_ows(model, config, weights_source=str(tiny_model_dir))
     controller.begin_step(0)
     assert not controller.residency.host  # never-trained frozen layers come from the safetensors files
@@ -93,25 +93,26 @@ def test_the_estimate_counts_the_quantized_weights_the_model_holds():
     model, controller, _ = _train("nf4", steps=1)
     held = sum(p.numel() * p.element_size() for p in model.parameters()) + controller.residency.frozen_weight_bytes()
     est = estimate_memory(tiny_config("llama", layers=4).to_dict(), "ows", num_active_layers=1,
-                          frozen_quantization="nf4")
+                          frozen_quantization="nf4", sampling_granularity="layer")
     assert est.weights == held
-    plain = estimate_memory(tiny_config("llama", layers=4).to_dict(), "ows", num_active_layers=1)
+    plain = estimate_memory(tiny_config("llama", layers=4).to_dict(), "ows", num_active_layers=1,
+                            sampling_granularity="layer")
     assert est.weights < plain.weights and est.settings["host_bytes"] > 0
 
 
 def test_unsupported_combinations_are_refused():
     with pytest.raises(ValueError, match="frozen_quantization='nf4' cannot serve method='galore'"):
-        ows.methods.build_method("galore", tiny_model("llama"), OWSConfig(frozen_quantization="nf4"))
+        ows.methods.build_method("galore", tiny_model("llama"), OWSConfig(sampling_granularity="layer", frozen_quantization="nf4"))
     gpt2 = tiny_model("gpt2", layers=4)
     with pytest.raises(ValueError, match="needs nn.Linear modules"):
-        ows.create_ows(gpt2, OWSConfig(num_active_layers=1, frozen_quantization="nf4", sampling_strategy="uniform"))
+        ows.create_ows(gpt2, OWSConfig(sampling_granularity="layer", num_active_layers=1, frozen_quantization="nf4", sampling_strategy="uniform"))
 
 
 def test_a_layer_sampled_first_keeps_its_trained_weights_when_it_leaves(tiny_model_dir):
     from ows.loading import load_model
 
     model = load_model(str(tiny_model_dir))
-    config = OWSConfig(num_active_layers=1, sample_interval=1, rank=4, sampling_strategy="uniform",
+    config = OWSConfig(sampling_granularity="layer", num_active_layers=1, sample_interval=1, rank=4, sampling_strategy="uniform",
                        frozen_quantization="nf4")
     optimizer, controller = ows.create_ows(model, config, lr=1e-2, weights_source=str(tiny_model_dir))
     controller.begin_step(0)

@@ -20,7 +20,8 @@ def _model(tied=False, seed=0):
 
 def _ows(model, mode="nf4", train_embeddings=False, source=None):
     config = OWSConfig(num_active_layers=1, sample_interval=2, rank=4, sampling_strategy="uniform",
-                       frozen_quantization=mode, train_embeddings=train_embeddings, train_lm_head=False)
+                       sampling_granularity="layer", frozen_quantization=mode, train_embeddings=train_embeddings,
+                       train_lm_head=False)
     return ows.create_ows(model, config, lr=1e-2, weights_source=source)
 
 
@@ -84,9 +85,10 @@ def test_the_estimate_counts_the_quantized_table_the_model_holds():
     held = sum(p.numel() * p.element_size() for p in model.parameters()) + controller.residency.frozen_weight_bytes()
     config = transformers.LlamaConfig(**WIDE, tie_word_embeddings=False).to_dict()
     est = estimate_memory(config, "ows", num_active_layers=1, frozen_quantization="nf4", train_embeddings=False,
-                          train_lm_head=False)
+                          train_lm_head=False, sampling_granularity="layer")
     assert est.weights == held
-    trained = estimate_memory(config, "ows", num_active_layers=1, frozen_quantization="nf4", train_lm_head=False)
+    trained = estimate_memory(config, "ows", num_active_layers=1, frozen_quantization="nf4", train_lm_head=False,
+                              sampling_granularity="layer")
     assert est.weights < trained.weights
 
 

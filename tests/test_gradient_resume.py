@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).parent / "reliability"))
 from safetensors.torch import load_file  # noqa: E402
 from test_fault_injection import INTERVAL, ROWS, SAVE_EVERY, run, train_args  # noqa: E402
 
-GRADIENT = ["--sampling_strategy", "gradient"]
-MODULE = [*GRADIENT, "--sampling_granularity", "module"]
+GRADIENT = ["--sampling_strategy", "gradient", "--sampling_granularity", "layer"]
+MODULE = ["--sampling_strategy", "gradient", "--sampling_granularity", "module"]
 
 
 def finished(root, model_dir, extra):

@@ -100,7 +100,7 @@ def test_the_draw_is_a_pure_function_of_seed_period_and_state():
 
 def gradient_config(**kw):
     return OWSConfig(**{**dict(num_active_layers=2, sample_interval=2, sampling_strategy="gradient", rank=4,
-                               update_proj_gap=3), **kw})
+                               update_proj_gap=3, sampling_granularity="layer"), **kw})
 
 
 def train(model, optimizer, controller, steps, start=0):

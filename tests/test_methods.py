@@ -71,7 +71,8 @@ def test_a_registered_method_reaches_the_builder_the_estimator_and_the_cli(extra
     assert isinstance(setup, MethodSetup) and setup.name == "lisa-galore"
     assert setup.config.sampling_strategy == "uniform" and setup.config.use_galore
     assert any("rank" in g for g in setup.optimizer.param_groups)
-    ows = estimate_memory(LLAMA, "ows", num_active_layers=2, outside_optimizer="adamw")  # lisa-galore's default
+    ows = estimate_memory(LLAMA, "ows", num_active_layers=2, outside_optimizer="adamw",
+                          sampling_granularity="layer")  # lisa-galore's defaults
     new = estimate_memory(LLAMA, "lisa-galore", num_active_layers=2)
     assert new.total == ows.total and new.projectors > 0
     out = io.StringIO()

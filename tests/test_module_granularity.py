@@ -135,7 +135,7 @@ def test_frozen_quantization_keeps_every_layer_with_a_drawn_weight_exact():
 
 def test_the_estimate_counts_the_budget_and_the_layers_it_touches():
     config = tiny_config("llama", 4).to_dict()
-    layer = estimate_memory(config, "ows", num_active_layers=2, rank=4)
+    layer = estimate_memory(config, "ows", num_active_layers=2, rank=4, sampling_granularity="layer")
     module = estimate_memory(config, "ows", num_active_layers=2, rank=4, sampling_granularity="module")
     assert module.settings["sample_budget_params"] == 2 * LAYER and module.settings["layers_touched"] == 4
     assert module.trainable_params - layer.trainable_params == 2 * 64  # the norms of 2 more touched layers
@@ -164,3 +164,17 @@ def test_a_budget_that_cannot_serve_the_model_is_refused_before_any_work(kwargs,
         module_config(**kwargs).check_for(4, None, [SIZES] * 4)
     with pytest.raises(ValueError, match="sample_budget_params="):
         estimate_memory(tiny_config("llama", 4).to_dict(), "ows", sampling_granularity="module", **kwargs)
+
+
+def test_ows_draws_single_weights_by_default_and_lisa_whole_layers():
+    from ows.methods import build_method
+
+    config = OWSConfig(num_active_layers=1, rank=4, sampling_strategy="uniform")
+    _, controller = create_ows(tiny_model("llama", layers=4), config)
+    assert controller.granularity == "module"  # ows's default (docs/RESULTS.md): single weights
+    lisa = build_method("lisa", tiny_model("llama", layers=4), OWSConfig(num_active_layers=1))
+    assert lisa.config.sampling_granularity == "layer" and lisa.controller.granularity == "layer"
+    facts = tiny_config("llama", layers=4).to_dict()
+    default = estimate_memory(facts, "ows", num_active_layers=1)
+    assert default.total == estimate_memory(facts, "ows", num_active_layers=1, sampling_granularity="module").total
+    assert default.total != estimate_memory(facts, "ows", num_active_layers=1, sampling_granularity="layer").total

@@ -18,7 +18,7 @@ from bad_inputs import Case, run_case  # noqa: E402
                                           "uniform, owl_reverse, increase, decrease, weights, gradient"),
     (dict(sampling_granularity="module", sample_budget_params=0), "OWSConfig.sample_budget_params=0 is invalid: "
                                                                   "must be an integer >= 1 or None"),
-    (dict(sample_budget_params=5000), "OWSConfig.sample_budget_params=5000 only applies to sampling_granularity="
+    (dict(sampling_granularity="layer", sample_budget_params=5000), "OWSConfig.sample_budget_params=5000 only applies to sampling_granularity="
                                       "'module': remove it, or set sampling_granularity module"),
     (dict(sampling_prior="owl"), "OWSConfig.sampling_prior='owl' only applies to sampling_strategy='gradient'"),
     (dict(sampling_prior="outliers", sampling_strategy="gradient"), "OWSConfig.sampling_prior='outliers' is invalid"),
@@ -65,7 +65,8 @@ def cases(model: Path, tmp: Path) -> list[Case]:
              "sample_budget_params=100 is smaller than the largest decoder-layer weight"),
         Case("config", "budget above the model", [*module, "--sample_budget_params", "1000000"],
              "sample_budget_params=1000000 is larger than the model's"),
-        Case("config", "budget with whole layers", [*base, "--sample_budget_params", "5000"],
+        Case("config", "budget with whole layers", [*base, "--sampling_granularity", "layer", "--sample_budget_params",
+                                                    "5000"],
              "sample_budget_params=5000 only applies to sampling_granularity='module'"),
         Case("config", "gamma above the model with the default budget", [*module, "--num_active_layers", "5"],
              "num_active_layers=5 is larger than the model's 4 decoder layers"),

@@ -29,8 +29,8 @@ UPDATE_CHUNK = 1 << 22
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # OWSConfig fields whose default (None) is the method's own (``ows.methods.Method.defaults``): ows's follow the
 # measurements (docs/RESULTS.md), the other methods' are as published. The paper's recipe: configs/paper.yaml.
-OWS_DEFAULTS = {"outside_optimizer": "galore"}
-PUBLISHED = {"outside_optimizer": "adamw"}
+OWS_DEFAULTS = {"outside_optimizer": "galore", "sampling_granularity": "module"}
+PUBLISHED = {"outside_optimizer": "adamw", "sampling_granularity": "layer"}
 METHOD_DEFAULTED = tuple(OWS_DEFAULTS)
 DTYPES = tuple(DTYPE_BYTES)
 
@@ -53,8 +53,9 @@ def _help(text: str, default: Any = MISSING, default_factory: Any = MISSING) -> 
 @dataclass
 class OWSConfig:
     """Settings of an OWS run. Defaults follow the OWS paper (gamma=5, K=50, M=5, r=128, T=100, alpha=1), except
-    where our measurements say otherwise: ``outside_optimizer`` defaults to None, the method's own (ows: GaLore
-    moments for the embeddings and head; docs/RESULTS.md).
+    where our measurements say otherwise: ``outside_optimizer`` and ``sampling_granularity`` default to None, the
+    method's own (ows: GaLore moments for the embeddings and head, single weights drawn from all layers;
+    docs/RESULTS.md).
 
     The paper's released code uses rank 256; its text says 128. We default to 128 (half the
     projector memory); set ``rank=256`` to match the released code.
@@ -72,10 +73,13 @@ class OWSConfig:
         "weights (sampling_weights).",
         "owl",
     )
-    sampling_granularity: str = _help(
+    sampling_granularity: str | None = _help(
         "What one draw picks: layer (whole decoder layers, num_active_layers of them) or module (single 2-D weights "
         "such as q_proj or down_proj, from all decoder layers, until sample_budget_params parameters are drawn; a "
-        "layer's norms and biases train while any of its weights trains).", "layer"
+        "layer's norms and biases train while any of its weights trains). None: the method's default (ows: module, "
+        "which trained better than whole layers at the same budget on both task families and needs less memory at "
+        "8B, docs/RESULTS.md; layer under FSDP2, which cannot shard single weights; lisa, ows-fullrank: layer, as "
+        "published).", None
     )
     sample_budget_params: int | None = _help(
         "With sampling_granularity module: parameters in the weights drawn per period (never exceeded); None = "
@@ -199,7 +203,8 @@ class OWSConfig:
         self._validate_weights()
 
     def _validate_sampling(self) -> None:
-        check_choice(self, "sampling_granularity", SAMPLING_GRANULARITIES)
+        if self.sampling_granularity is not None:  # None: the method's default
+            check_choice(self, "sampling_granularity", SAMPLING_GRANULARITIES)
         check_choice(self, "sampling_prior", SAMPLING_PRIORS)
         check_float(self, "sampling_ema", minimum=0.0)
         if self.sampling_ema >= 1:
@@ -213,7 +218,7 @@ class OWSConfig:
             if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
                 raise ValueError(f"OWSConfig.sample_budget_params={budget!r} is invalid: must be an integer >= 1 "
                                  "or None")
-            if self.sampling_granularity != "module":
+            if self.sampling_granularity not in ("module", None):
                 raise ValueError(f"OWSConfig.sample_budget_params={budget!r} only applies to sampling_granularity="
                                  "'module': remove it, or set sampling_granularity module")
 
@@ -246,8 +251,10 @@ class OWSConfig:
         ``owl`` strategies at a temperature above 0. With ``sampling_granularity: module`` and
         ``matrix_sizes`` (the 2-D weight sizes of each layer), the parameter budget instead: at least the
         largest weight, at most all of them, and no more than the weights that can be drawn hold. Needs no
-        model and no torch.
+        model and no torch. Left at None, ``sampling_granularity`` is ows's default.
         """
+        if self.sampling_granularity is None:
+            return self.with_defaults().check_for(num_layers, ratios, matrix_sizes)
         explicit_budget = self.sampling_granularity == "module" and self.sample_budget_params is not None
         if not explicit_budget:
             check_active_layers(self.num_active_layers, num_layers)

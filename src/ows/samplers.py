@@ -43,6 +43,7 @@ def build_sampler(config: OWSConfig, num_layers: int, profile: Any | None = None
     """The sampler ``config`` asks for: a :class:`LayerSampler`, a :class:`BudgetSampler` (``sampling_granularity:
     module``) or a :class:`ows.importance.GradientSampler` (``sampling_strategy: gradient``). ``profile`` (an
     ``OutlierProfile``) for the owl strategies and prior; ``blocks`` (``ows.layers.sampling_blocks``) for module."""
+    config = config.with_defaults()  # fields left at None: ows's defaults
     module = config.sampling_granularity == "module"
     if module and blocks is None:
         raise ValueError("sampling_granularity='module' needs the model's weights: use ows.create_ows, or pass "

@@ -226,6 +226,7 @@ def test_flags_without_a_config_file_start_from_the_fields_defaults_not_the_demo
 PAPER = dict(method="ows", sampling_strategy="owl", sampling_temperature=1.0, num_active_layers=5, sample_interval=50,
              outlier_threshold=5.0, use_galore=True, rank=128, update_proj_gap=100, galore_scale=1.0, proj_type="std",
              train_embeddings=True, train_lm_head=True, train_final_norm=True, outside_optimizer="adamw",
+             sampling_granularity="layer",
              fused_step=False, frozen_quantization="none", max_seq_length=512, learning_rate=3e-4,
              per_device_train_batch_size=16, num_train_epochs=1, gradient_checkpointing=True)
 

@@ -16,7 +16,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for conftest
 
-CONFIG = dict(num_active_layers=2, sample_interval=2, sampling_strategy="uniform", rank=4, update_proj_gap=3)
+CONFIG = dict(num_active_layers=2, sample_interval=2, sampling_strategy="uniform", rank=4, update_proj_gap=3,
+              sampling_granularity="layer")  # whole layers: the DDP layer hooks and FSDP2 are tested here
 
 
 def dataset(n: int = 64, seq: int = 16) -> list[dict]:

@@ -30,7 +30,7 @@ def args(tmp_path, **kw):
 CHECKPOINTING_ARG = ("activation_checkpointing" if hasattr(TrainingArguments, "activation_checkpointing")
                      else "gradient_checkpointing")
 CONFIG = dict(num_active_layers=2, sample_interval=3, sampling_strategy="uniform", rank=4, update_proj_gap=5,
-              outside_optimizer="adamw")  # the tiny model's 32-wide head learns fast only with full moments
+              outside_optimizer="adamw", sampling_granularity="layer")  # the tiny model's 32-wide head learns fast only with full moments
 
 
 def make_trainer(tmp_path, model=None, config=None, rows=32, **kw):

@@ -22,7 +22,7 @@ OWS_KEY = "ows/active/00"
 
 def _train(tiny_model_dir, out, tracker):
     code = main(["train", *fast(tiny_model_dir, out, "--report_to", tracker, "--heldout_generate", "0",
-                                "--max_steps", "3")])
+                                "--max_steps", "3", "--sampling_granularity", "layer")])  # gamma whole layers
     assert code == 0
 
 

@@ -56,7 +56,8 @@ def test_tied_and_untied_heads_and_gqa():
 
 def _trained_model(method, arch="llama", steps=2, **config):
     model = tiny_model(arch)
-    cfg = OWSConfig(num_active_layers=2, sample_interval=1, rank=4, sampling_strategy="uniform", **config)
+    cfg = OWSConfig(num_active_layers=2, sample_interval=1, rank=4, sampling_strategy="uniform",
+                    sampling_granularity="layer", **config)  # whole layers: the state is exact, not a budget
     setup = build_method(method, model, cfg, lora={"r": 4, "alpha": 8})
     optimizer = setup.optimizer or torch.optim.AdamW([p for p in setup.model.parameters() if p.requires_grad])
     for step in range(steps):
@@ -75,7 +76,7 @@ def _trained_model(method, arch="llama", steps=2, **config):
 def test_gradients_and_optimizer_state_equal_what_the_optimizers_hold(method, arch):
     model, optimizer, grads = _trained_model(method, arch)
     est = estimate_memory(tiny_config(arch).to_dict(), method, num_active_layers=2, rank=4, lora_r=4,
-                          per_device_train_batch_size=2, max_seq_length=8)
+                          per_device_train_batch_size=2, max_seq_length=8, sampling_granularity="layer")
     assert est.gradients == grads
     assert est.optimizer_state + est.projectors == optimizer_state_bytes(optimizer)
     assert est.trainable_params == sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -84,8 +85,9 @@ def test_gradients_and_optimizer_state_equal_what_the_optimizers_hold(method, ar
 def test_frozen_embeddings_and_head_drop_their_gradients_and_state():
     model, optimizer, grads = _trained_model("ows", train_embeddings=False, train_lm_head=False)
     est = estimate_memory(tiny_config("llama").to_dict(), "ows", num_active_layers=2, rank=4,
-                          train_embeddings=False, train_lm_head=False)
-    trained = estimate_memory(tiny_config("llama").to_dict(), "ows", num_active_layers=2, rank=4)
+                          train_embeddings=False, train_lm_head=False, sampling_granularity="layer")
+    trained = estimate_memory(tiny_config("llama").to_dict(), "ows", num_active_layers=2, rank=4,
+                              sampling_granularity="layer")
     assert est.gradients == grads < trained.gradients
     assert est.optimizer_state + est.projectors == optimizer_state_bytes(optimizer)
 
@@ -101,7 +103,8 @@ def test_state_of_each_memory_option_equals_what_the_optimizer_holds(method, opt
                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config).to(torch.bfloat16)
-    cfg = OWSConfig(num_active_layers=2, sample_interval=10, rank=4, sampling_strategy="uniform", **options)
+    cfg = OWSConfig(num_active_layers=2, sample_interval=10, rank=4, sampling_strategy="uniform",
+                    sampling_granularity="layer", **options)
     setup = build_method(method, model, cfg)
     for step in range(2):
         if setup.controller is not None:
@@ -109,10 +112,11 @@ def test_state_of_each_memory_option_equals_what_the_optimizer_holds(method, opt
         model(**random_batch(2, 8, vocab=512)).loss.backward()
         setup.optimizer.step()
         setup.optimizer.zero_grad(set_to_none=True)
-    est = estimate_memory(config.to_dict(), method, num_active_layers=2, rank=4, dtype="bfloat16", **options)
+    est = estimate_memory(config.to_dict(), method, num_active_layers=2, rank=4, dtype="bfloat16",
+                          sampling_granularity="layer", **options)
     assert est.optimizer_state + est.projectors == optimizer_state_bytes(setup.optimizer)
     plain = estimate_memory(config.to_dict(), method, num_active_layers=2, rank=4, dtype="bfloat16",
-                            outside_optimizer="adamw")
+                            outside_optimizer="adamw", sampling_granularity="layer")
     if options.get("fused_step"):
         assert est.gradients < plain.gradients and est.total <= plain.total
     else:

@@ -14,7 +14,8 @@ LLAMA7B = dict(model_type="llama", hidden_size=4096, intermediate_size=11008, nu
 START = dict(dtype="bfloat16", per_device_train_batch_size=16, max_seq_length=512, num_active_layers=5, rank=128,
              gradient_checkpointing=False, loss_chunk_size=0, fused_step=False, outside_optimizer="adamw",
              svd_method="exact", frozen_quantization="none", gradient_accumulation_steps=1, train_embeddings=True,
-             train_lm_head=True, master_weights=False, lora_r=16, attn_implementation="sdpa", device="cuda")
+             train_lm_head=True, master_weights=False, lora_r=16, attn_implementation="sdpa", device="cuda",
+             sampling_granularity="layer")
 
 
 @pytest.mark.parametrize("text, expected", [("16GiB", 16 * 2**30), ("15.5 GB", int(15.5e9)), ("12000MiB", 12000 * 2**20),

@@ -67,7 +67,7 @@ def test_checkpointed_training_still_updates_the_sampled_layers(tmp_path, reentr
     transformers = pytest.importorskip("transformers")
     model = tied_llama()
     config = OWSConfig(num_active_layers=2, sample_interval=2, sampling_strategy="uniform", rank=4,
-                       train_embeddings=False)
+                       train_embeddings=False, sampling_granularity="layer")  # every weight of a visited layer trains
     optimizer, callback = ows.prepare_for_trainer(model, config, lr=1e-2)
     before = [layer.mlp.up_proj.weight.detach().clone() for layer in model.model.layers]
     data = [{k: v[0] for k, v in random_batch(batch=1, seq=12, seed=i).items()} for i in range(8)]

@@ -37,3 +37,19 @@ def test_out_of_range_training_values_name_the_field(field, value):
 def test_values_in_range_pass():
     check_training_fields({"learning_rate": 0.0, "seed": 2**32 - 1, "max_steps": -1, "warmup_ratio": 1.0,
                            "lr_scheduler_kwargs": '{"num_cycles": 2}', "save_steps": 0.5})
+
+
+def test_ows_samples_whole_layers_under_fsdp_unless_told_and_says_so(monkeypatch, caplog):
+    from ows import OWSConfig
+    from ows.recipe.checks import method_defaults
+
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    assert method_defaults("ows", OWSConfig(), {})["sampling_granularity"] == "module"
+    with caplog.at_level("INFO"):
+        assert method_defaults("ows", OWSConfig(), {"fsdp": "full_shard"})["sampling_granularity"] == "layer"
+    assert "FSDP cannot shard single weights" in caplog.text
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert method_defaults("ows", OWSConfig(), {})["sampling_granularity"] == "layer"
+    assert method_defaults("lisa", OWSConfig(), {})["sampling_granularity"] == "layer"
+    explicit = OWSConfig(sampling_granularity="module")  # the user's choice is kept (the controller refuses it)
+    assert explicit.with_defaults(method_defaults("ows", explicit, {})).sampling_granularity == "module"

@@ -165,7 +165,7 @@ def estimate_memory(
     outside_optimizer: str | None = None,
     svd_method: str = "auto",
     frozen_quantization: str = "none",
-    sampling_granularity: str = "layer",
+    sampling_granularity: str | None = None,
     sample_budget_params: int | None = None,
 ) -> MemoryEstimate:
     """Estimated peak bytes of one training step of ``method`` on the model of ``model_config``.
@@ -175,7 +175,7 @@ def estimate_memory(
     bfloat16 / float16); ``num_active_layers`` is gamma (lisa, ows, ows-fullrank); ``rank`` the GaLore rank
     (galore, ows); ``lora_r`` LoRA's r on every linear of the decoder layers (dropout on);
     ``loss_chunk_size`` tokens per chunk of the chunked loss (0: the model's standard loss).
-    ``outside_optimizer`` left at None takes the method's default (as ``ows train`` does).
+    ``outside_optimizer`` and ``sampling_granularity`` left at None take the method's default (as ``ows train`` does).
     ``train_embeddings`` / ``train_lm_head`` apply to the layer-sampling and GaLore methods (``full`` trains everything, ``lora`` only its adapters). ``device`` ("cuda" or "cpu") only changes the size
     of LoRA's dropout masks. ``fused_step``, ``master_weights`` and ``outside_optimizer`` are the
     ``OWSConfig`` fields (see :mod:`ows.memory.state` and docs/MEMORY.md), as is
@@ -188,11 +188,13 @@ def estimate_memory(
     _check(svd_method in SVD_METHODS, "svd_method", svd_method, f"use one of {', '.join(SVD_METHODS)}")
     _check(frozen_quantization in FROZEN_QUANTIZATIONS, "frozen_quantization", frozen_quantization,
            f"use one of {', '.join(FROZEN_QUANTIZATIONS)}")
-    _check(sampling_granularity in SAMPLING_GRANULARITIES, "sampling_granularity", sampling_granularity,
+    _check(sampling_granularity in (None, *SAMPLING_GRANULARITIES), "sampling_granularity", sampling_granularity,
            f"use one of {', '.join(SAMPLING_GRANULARITIES)}")
     spec = get_method(method)
     if outside_optimizer is None:  # the method's own default, as ows train resolves it
         outside_optimizer = spec.resolved_defaults()["outside_optimizer"]
+    if sampling_granularity is None:
+        sampling_granularity = spec.resolved_defaults()["sampling_granularity"]
     _validate(dtype, attn_implementation, dict(per_device_train_batch_size=per_device_train_batch_size,
                                                max_seq_length=max_seq_length, rank=rank, lora_r=lora_r,
                                                num_active_layers=num_active_layers))

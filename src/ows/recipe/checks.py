@@ -6,7 +6,9 @@ model's config (a causal LM, gamma, weights, the profile) and the profile's mode
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +62,27 @@ def check_training_fields(training: dict[str, Any]) -> None:
                              "arguments, e.g. {\"num_cycles\": 2}, or leave it out")
 
 
+logger = logging.getLogger(__name__)
+
+
+def uses_fsdp(training: dict[str, Any]) -> bool:
+    """Whether the run shards with FSDP (``TrainingArguments.fsdp`` or ``accelerate launch`` with FSDP)."""
+    return bool(training.get("fsdp")) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("true", "1")
+
+
+def method_defaults(method: str, config: OWSConfig, training: dict[str, Any]) -> dict[str, Any]:
+    """The values the fields left at None take: the method's defaults, except that under FSDP (which cannot
+    shard single weights) ows samples whole layers, and says so."""
+    defaults = dict(get_method(method).resolved_defaults())
+    if config.sampling_granularity is None and defaults.get("sampling_granularity") == "module" and uses_fsdp(training):
+        defaults["sampling_granularity"] = "layer"
+        logger.info("FSDP cannot shard single weights: sampling whole decoder layers (set sampling_granularity to "
+                    "choose)")
+    return defaults
+
+
 def check_method_options(script: ScriptArguments, config: OWSConfig, training: dict[str, Any]) -> None:
     """Refuse OWS options that the method or the launch cannot serve (before any model loads)."""
-    import os
-
     from ..methods import check_options, check_requirements
 
     try:
@@ -75,8 +94,7 @@ def check_method_options(script: ScriptArguments, config: OWSConfig, training: d
         raise UsageError(f"frozen_quantization={config.frozen_quantization!r} is not supported with several processes "
                          "yet: set frozen_quantization none, or train in one process")
     if config.fused_step:
-        fsdp = training.get("fsdp") or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("true", "1")
-        if fsdp:
+        if uses_fsdp(training):
             raise UsageError("fused_step=true is not supported with FSDP (sharded parameters): set fused_step false, "
                              "or train with DDP or in one process")
         if training.get("deepspeed") or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("true", "1"):
@@ -169,8 +187,9 @@ def check_model_config(model_path: str, script: ScriptArguments, config: OWSConf
     method = get_method(script.method)
     if layers is not None and method.samples_layers:
         try:
-            sizes = layer_matrix_sizes(facts) if config.sampling_granularity == "module" else None
-            method.config_for(config).check_for(layers, ratios, sizes)
+            resolved = method.config_for(config)
+            sizes = layer_matrix_sizes(facts) if resolved.sampling_granularity == "module" else None
+            resolved.check_for(layers, ratios, sizes)
         except ValueError as err:
             raise UsageError(str(err)) from None
     if config.frozen_quantization != "none" and text.model_type in CONV1D_MODELS:

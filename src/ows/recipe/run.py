@@ -56,7 +56,7 @@ def prepare(script: ScriptArguments, config: OWSConfig,
     """Check a run's settings (no model, no file yet); returns copies ready for :func:`train`.
 
     Raises ``UsageError`` naming the field, the value and the fix."""
-    from .checks import check_method_options, check_script_fields, check_trackers, check_training_fields
+    from .checks import check_method_options, check_script_fields, check_trackers, check_training_fields, method_defaults
 
     given = script.given if script.given is not None else _given(script, config, training)
     script, training = dataclasses.replace(script), dict(training)
@@ -70,7 +70,7 @@ def prepare(script: ScriptArguments, config: OWSConfig,
         script.validate()
     except ValueError as err:
         raise UsageError(str(err)) from None
-    config = config.with_defaults(get_method(script.method).resolved_defaults())  # None: the method's default
+    config = config.with_defaults(method_defaults(script.method, config, training))  # None: the method's default
     check_script_fields(script)
     check_training_fields(training)
     check_trackers(training)
