@@ -117,20 +117,27 @@ def test_owl_draws_single_weights_by_their_own_outlier_ratio():
     assert controller.sampler.probabilities == pytest.approx([r / sum(by_layer) for r in by_layer])
 
 
-def test_frozen_quantization_keeps_every_layer_with_a_drawn_weight_exact():
+def test_frozen_quantization_keeps_only_the_drawn_weights_exact():
     pytest.importorskip("bitsandbytes")
     model = tiny_model("llama", layers=4)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
     optimizer, controller = create_ows(model, module_config(num_active_layers=1, sample_budget_params=2048,
                                                             frozen_quantization="nf4"), lr=1e-2)
     layers = find_decoder_layers(model)
 
     def check(step):
-        assert controller.residency.resident == set(controller.active)
-        for i, layer in enumerate(layers):
-            linears = [m for m in layer.modules() if isinstance(m, torch.nn.Linear)]
-            assert all((m.weight.numel() > 0) == (i in controller.active) for m in linears)
+        drawn = {id(p) for b in controller.active_blocks for p in controller.blocks[b].params}
+        linears = [m for layer in layers for m in layer.modules() if isinstance(m, torch.nn.Linear)]
+        assert all((m.weight.numel() > 0) == (id(m.weight) in drawn) for m in linears)
+        assert any(m.weight.numel() == 0 for i in controller.active for m in layers[i].modules()
+                   if isinstance(m, torch.nn.Linear))  # a touched layer's undrawn weights are quantized too
 
     train(model, optimizer, controller, 6, check)
+    state = model.state_dict()  # exact, and the weights never drawn are the original ones
+    drawn = {controller.blocks[b].name for b in controller.visits}
+    for name, value in original.items():
+        if name.endswith("proj.weight") and "layers." in name:
+            assert torch.equal(state[name], value) == (name.split("layers.", 1)[1] not in drawn), name
 
 
 def test_the_estimate_counts_the_budget_and_the_layers_it_touches():
@@ -178,3 +185,18 @@ def test_ows_draws_single_weights_by_default_and_lisa_whole_layers():
     default = estimate_memory(facts, "ows", num_active_layers=1)
     assert default.total == estimate_memory(facts, "ows", num_active_layers=1, sampling_granularity="module").total
     assert default.total != estimate_memory(facts, "ows", num_active_layers=1, sampling_granularity="layer").total
+
+
+@pytest.mark.parametrize("layers, gamma", [(4, 1), (8, 2)])
+def test_the_estimate_counts_only_the_drawn_weights_exact_under_frozen_quantization(layers, gamma):
+    pytest.importorskip("bitsandbytes")
+    model = tiny_model("llama", layers=layers)
+    _, controller = create_ows(model, module_config(num_active_layers=gamma, frozen_quantization="nf4"))
+    controller.begin_step(0)
+    held = sum(p.numel() * p.element_size() for p in model.parameters()) + controller.residency.frozen_weight_bytes()
+    config = tiny_config("llama", layers).to_dict()
+    est = estimate_memory(config, "ows", num_active_layers=gamma, rank=4, frozen_quantization="nf4",
+                          sampling_granularity="module")
+    assert held <= est.weights <= 1.002 * held  # the budget in a layer's proportions; a draw may fall short of it
+    whole = estimate_memory(config, "ows", num_active_layers=gamma, rank=4, sampling_granularity="module")
+    assert est.weights < 0.5 * whole.weights

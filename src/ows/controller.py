@@ -5,15 +5,15 @@ biases then train while any of its weights does). At every period boundary the c
 newly sampled blocks, freezes the others and releases everything the optimizer held for parameters that
 left the active set (moments, projector, step count) together with their gradients. A block sampled
 again later starts afresh: new moments and a projector computed from its first new gradient. A block
-that stays active across a boundary keeps its state. Frozen-layer quantization follows the layers: a
-layer holds its exact weights while any of its blocks trains.
+that stays active across a boundary keeps its state. Frozen-weight quantization follows the blocks: a
+decoder-layer weight holds its exact values while its block trains, and is quantized otherwise.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from torch import nn
 from torch.optim import Optimizer
@@ -148,9 +148,12 @@ class OWSController:
             raise RuntimeError(f"resuming at step {step} with sampling_strategy='gradient' needs the sampler state "
                                "saved in the optimizer's state dict ('ows_sampler'): load the checkpoint's optimizer "
                                "state before training, or start from step 0")
-        if self.residency is not None:
-            self.residency.trained.update(self.blocks[b].layer for _, blocks in self.sampler.ran(
-                period * self.sampler.interval) for b in blocks)
+        if self.residency is not None:  # weights trained before a resume differ from the model's files
+            ran = {b for _, blocks in self.sampler.ran(period * self.sampler.interval) for b in blocks}
+            self.residency.trained.update(id(m) for m in self.residency.linears_of(self._params_of(ran)))
+
+    def _params_of(self, blocks: Iterable[int]) -> list[nn.Parameter]:
+        return [p for b in sorted(blocks) for p in self.blocks[b].params]
 
     def _size(self, blocks: tuple[int, ...]) -> int:
         return sum(self.blocks[b].size for b in blocks)
@@ -167,14 +170,8 @@ class OWSController:
         for p in leaving:
             p.requires_grad_(False)
         released = release_optimizer_state(self.optimizer, leaving)
-        if self.residency is not None:
-            previous = set(range(len(self.layers))) if first else set(self.active)
-            for i in sorted(previous - set(layers_now)):
-                self.residency.leave(i)
-            # Entering blocks need no release: their state was dropped when they left, and state present
-            # now can only come from a checkpoint of this very period.
-            for i in layers_now:
-                self.residency.enter(i)
+        if self.residency is not None:  # only the drawn weights exact (entering ones hold no optimizer state)
+            self.residency.keep_exact(self.residency.linears_of(self._params_of(new_blocks)))
         for p in wanted.values():
             p.requires_grad_(True)
         self._trainable = wanted

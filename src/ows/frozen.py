@@ -1,7 +1,8 @@
-"""Frozen decoder layers held quantized (NF4 or int8, bitsandbytes); sampled layers train on their exact weights.
+"""Frozen decoder-layer weights held quantized (NF4 or int8, bitsandbytes); sampled ones train on their exact weights.
 
-OWS trains gamma of N decoder layers at a time, so the other N - gamma can be held in low precision.
-:class:`FrozenLayers` keeps, for every ``nn.Linear`` of a frozen layer, only a quantized copy on the
+OWS trains gamma of N decoder layers (or that many layers' worth of single weights) at a time, so the
+rest can be held in low precision. :class:`FrozenLayers` keeps, for every frozen ``nn.Linear`` of the
+decoder layers, only a quantized copy on the
 device (``weight.data`` becomes an empty tensor; the ``Parameter`` object stays, so the optimizer's
 groups and the controller are unchanged) and a forward that multiplies by it, as QLoRA's base does:
 
@@ -112,10 +113,13 @@ class SafetensorsSource:
 
 
 class FrozenLayers:
-    """Quantized residency of frozen decoder layers; ``enter(i)`` / ``leave(i)`` move layer i in and out of it.
+    """Quantized residency of frozen decoder-layer weights: :meth:`keep_exact` holds exactly the given linears
+    in their exact weights (the sampled ones), every other linear of the decoder layers quantized.
 
-    ``source``: a :class:`SafetensorsSource` for the exact weights of layers that never trained (None:
-    host copies are made). ``swap_seconds`` adds up the time spent moving weights in and out.
+    Residency is per ``nn.Linear``, so single-weight sampling (``sampling_granularity: module``) keeps
+    only the drawn weights exact, not their whole layers; ``enter(i)`` / ``leave(i)`` move all of layer
+    i's linears. ``source``: a :class:`SafetensorsSource` for the exact weights of linears that never
+    trained (None: host copies are made). ``swap_seconds`` adds up the time spent moving weights.
     """
 
     def __init__(self, model: nn.Module, layers: nn.ModuleList, mode: str, source: SafetensorsSource | None = None,
@@ -130,44 +134,62 @@ class FrozenLayers:
             if not linears:
                 raise ValueError(f"frozen_quantization needs nn.Linear modules in the decoder layers; layer {index} "
                                  "has none (e.g. GPT-2's Conv1D): set frozen_quantization none")
-        self.layer_of = {id(m): i for i, ms in enumerate(self.linears) for m in ms}
+        self.linear_of = {id(m.weight): m for ms in self.linears for m in ms}  # a weight's parameter -> its linear
         self.quantized: dict[int, dict[str, Any]] = {}  # id(module) -> quantized form
         self.host: dict[int, torch.Tensor] = {}  # id(module) -> exact weight on the host (trained, or no source)
-        self.trained = set(trained or ())  # layers whose weights differ from the source's
-        self.resident = set(range(len(layers)))  # layers holding their exact weights on the device
+        self.trained = set(trained or ())  # id(module) of linears whose weights differ from the source's
+        self.resident = {id(m) for ms in self.linears for m in ms}  # linears holding their exact weights
         self.swap_seconds = 0.0
         self.embedding: Any = None  # a frozen_embeddings.QuantizedEmbedding when the input embedding is held too
         self._hooks = [model._register_state_dict_hook(self._state_dict_hook),
                        model._register_load_state_dict_pre_hook(self._load_hook, with_module=True)]
 
-    # --- moving a layer in and out ----------------------------------------------------------------
+    # --- moving weights in and out --------------------------------------------------------------------
+    def linears_of(self, params: Any) -> list[nn.Linear]:
+        """The decoder-layer linears whose weight is among ``params`` (parameters of sampled blocks)."""
+        return [self.linear_of[id(p)] for p in params if id(p) in self.linear_of]
+
+    def keep_exact(self, linears: list[nn.Linear]) -> None:
+        """Hold exactly ``linears`` (the sampled weights) exact on the device; quantize every other one."""
+        wanted = {id(m) for m in linears}
+        self._leave([m for ms in self.linears for m in ms if id(m) not in wanted])
+        self._enter(linears)
+
     def leave(self, index: int) -> None:
         """Layer ``index`` is frozen now: keep its exact weights on the host and quantize them for the device."""
-        if index not in self.resident:
-            return
+        self._leave(self.linears[index])
+
+    def enter(self, index: int) -> None:
+        """Layer ``index`` is sampled: its exact weights come back to the device, the quantized copies go."""
+        self._enter(self.linears[index])
+
+    def resident_layers(self) -> set[int]:
+        """The layers with every linear holding its exact weights."""
+        return {i for i, ms in enumerate(self.linears) if all(id(m) in self.resident for m in ms)}
+
+    def _leave(self, linears: list[nn.Linear]) -> None:
         started = time.perf_counter()
-        for module in self.linears[index]:
+        for module in (m for m in linears if id(m) in self.resident):
             weight = module.weight
-            if index in self.trained or self._source_of(module) is None:
+            if id(module) in self.trained or self._source_of(module) is None:
                 self.host[id(module)] = _to_host(weight.detach())
             self.quantized[id(module)] = quantize(weight, self.mode)
             weight.data = torch.empty(0, dtype=weight.dtype, device=weight.device)
             module.forward = _forward_with(self.quantized[id(module)], module)
-        self.resident.discard(index)
+            self.resident.discard(id(module))
         self.swap_seconds += time.perf_counter() - started
 
-    def enter(self, index: int) -> None:
-        """Layer ``index`` is sampled: its exact weights come back to the device, the quantized copy goes."""
-        self.trained.add(index)  # it trains from now on: when it leaves, its exact copy comes from the device
-        if index in self.resident:
-            return
+    def _enter(self, linears: list[nn.Linear]) -> None:
         started = time.perf_counter()
-        for module in self.linears[index]:
+        for module in linears:
+            self.trained.add(id(module))  # it trains from now on: when it leaves, its exact copy comes from the device
+            if id(module) in self.resident:
+                continue
             module.weight.data = self.exact(module).to(module.weight.device, non_blocking=True)
             self.quantized.pop(id(module))
             self.host.pop(id(module), None)
             del module.forward  # back to nn.Linear.forward
-        self.resident.add(index)
+            self.resident.add(id(module))
         self.swap_seconds += time.perf_counter() - started
 
     def exact(self, module: nn.Linear) -> torch.Tensor:
@@ -187,8 +209,7 @@ class FrozenLayers:
     def materialize(self) -> None:
         """Bring every layer (and a held input embedding) back to its exact weights on the device (before
         evaluating and saving the model)."""
-        for index in range(len(self.layers)):
-            self.enter(index)
+        self._enter([m for ms in self.linears for m in ms])
         if self.embedding is not None:
             self.embedding.restore()
 
@@ -199,7 +220,7 @@ class FrozenLayers:
 
     # --- state dicts: always exact ------------------------------------------------------------------
     def _frozen_modules(self) -> dict[str, nn.Linear]:
-        return {self.names[id(m.weight)]: m for i, ms in enumerate(self.linears) if i not in self.resident for m in ms}
+        return {self.names[id(m.weight)]: m for ms in self.linears for m in ms if id(m) not in self.resident}
 
     def _state_dict_hook(self, module: nn.Module, state_dict: dict[str, Any], prefix: str, metadata: Any) -> None:
         for name, linear in self._frozen_modules().items():
@@ -217,7 +238,7 @@ class FrozenLayers:
             self.host[id(linear)] = _to_host(tensor.detach().to(linear.weight.dtype))
             self.quantized[id(linear)] = quantize(tensor.detach().to(device, linear.weight.dtype), self.mode)
             linear.forward = _forward_with(self.quantized[id(linear)], linear)
-            self.trained.add(self.layer_of[id(linear)])
+            self.trained.add(id(linear))
             state_dict[prefix + name] = torch.empty(0, dtype=linear.weight.dtype)
 
     def remove(self) -> None:

@@ -231,7 +231,8 @@ def estimate_memory(
     # summed with its head gradient into a new tensor: three copies of it for a moment.
     tied_sum = 3 * shape.vocab * shape.hidden * nbytes if shape.tied and spec.outside != "none" and (
         train_embeddings or spec.outside == "all") else 0
-    held = weight_bytes(shape, nbytes, parts.extra_weights, shape.layers - touched, frozen_quantization,
+    # Frozen quantization holds every weight but the drawn ones quantized: k layers' worth stay exact.
+    held = weight_bytes(shape, nbytes, parts.extra_weights, shape.layers - k, frozen_quantization,
                         qlora=spec.base_quantization is not None,
                         embedding=embedding_held(shape, frozen_quantization, train_embeddings))
     if fused_step:  # each gradient is applied and freed in its hook: one at a time, with its update's temporaries

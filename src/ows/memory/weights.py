@@ -1,7 +1,7 @@
 """Weight bytes on the device: full precision, frozen decoder layers held quantized, a QLoRA base (no torch).
 
-- ``frozen_quantization`` (OWS): the linear weights of the N - k frozen layers as bitsandbytes holds
-  them (``nf4``: 4 bits a value and one fp32 absmax per block of 64, plus the 16-entry code table;
+- ``frozen_quantization`` (OWS): the linear weights of the N - k frozen layers (with single weights: all
+  but the drawn k layers' worth) as bitsandbytes holds them (``nf4``: 4 bits a value and one fp32 absmax per block of 64, plus the 16-entry code table;
   ``int8``: a byte a value and one fp32 scale per row); their norms and biases stay in the dtype. The
   exact copies of layers that trained and left live on the host: ``host_bytes`` is their worst case
   (every frozen layer trained once), not device memory.
@@ -51,10 +51,11 @@ def embedding_held(shape: ModelShape, mode: str, train_embeddings: bool) -> bool
             and (mode != "nf4" or shape.hidden % NF4_BLOCK == 0))
 
 
-def weight_bytes(shape: ModelShape, nbytes: int, adapters: int, frozen_layers: int = 0, mode: str = "none",
+def weight_bytes(shape: ModelShape, nbytes: int, adapters: int, frozen_layers: float = 0, mode: str = "none",
                  qlora: bool = False, embedding: bool = False) -> Weights:
-    """The weights of a run: ``frozen_layers`` layers quantized with ``mode`` (and the input embedding when
-    ``embedding``), or a QLoRA base when ``qlora``."""
+    """The weights of a run: ``frozen_layers`` layers' worth of linear weights quantized with ``mode`` (a
+    fraction with single-weight sampling: in a layer's proportions), and the input embedding when
+    ``embedding``; or a QLoRA base when ``qlora``."""
     linear = sum(r * c for r, c in shape.layer_matrices)
     largest = max(r * c for r, c in shape.layer_matrices) * nbytes
     if qlora:
@@ -67,4 +68,5 @@ def weight_bytes(shape: ModelShape, nbytes: int, adapters: int, frozen_layers: i
     if mode == "none" or frozen_layers == 0:
         return Weights(full)
     quantized = sum(quantized_matrix_bytes(r, c, mode) for r, c in shape.layer_matrices)
-    return Weights(full - frozen_layers * (linear * nbytes - quantized), frozen_layers * linear * nbytes, largest)
+    return Weights(full - int(frozen_layers * (linear * nbytes - quantized)), int(frozen_layers * linear * nbytes),
+                   largest)
