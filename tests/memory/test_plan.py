@@ -148,3 +148,21 @@ def test_a_field_the_user_set_that_rules_out_every_plan_is_named():
     assert not chosen.fits
     with pytest.raises(UsageError, match="the fields you set rule out every plan .*per_device_train_batch_size=64"):
         refuse(chosen, "ows", given, PRESETS["llama-2-7b"])
+
+
+def test_sampled_layers_given_up_come_back_when_a_later_lever_made_room():
+    llama70b = dict(LLAMA7B, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_key_value_heads=8,
+                    vocab_size=128256)
+    start = dict(START, per_device_train_batch_size=1, gradient_checkpointing=True, sampling_granularity="module",
+                 outside_optimizer="galore")
+    plan = plan_for_budget(llama70b, "ows", parse_budget("46GiB"), start, headroom=2**30)
+    fields = [s.field for s in plan.steps]
+    lowest = min(s.value for s in plan.steps if s.field == "num_active_layers" and not s.spends)
+    assert plan.fits and lowest == 1 and "train_embeddings, train_lm_head" in fields
+    raised = [s for s in plan.steps if s.spends]
+    assert raised and all(s.field == "num_active_layers" and "back up" in s.why for s in raised)
+    assert lowest < plan.settings["num_active_layers"] <= 5  # never above where it started
+    one_more = plan_for_budget(llama70b, "ows", parse_budget("46GiB"),
+                               dict(plan.settings, num_active_layers=plan.settings["num_active_layers"] + 1),
+                               fixed=frozenset(start), headroom=2**30)
+    assert not one_more.fits  # as far as the room goes

@@ -182,7 +182,7 @@ def plan_for_budget(model_config: dict[str, Any], method: str, budget: int, sett
     while not plan.fits and _apply_cheapest(plan, levers, model_config, method):
         pass
     if plan.fits:
-        _spend(plan, [lv for lv in SPEND if _usable(lv, spec, fixed, device)], model_config, method)
+        _spend(plan, [lv for lv in SPEND if _usable(lv, spec, fixed, device)], model_config, method, settings)
     elif "dtype" in fixed and settings.get("dtype") == "float32" and device == "cuda":
         plan.notes.append("dtype float32 was kept because you set it: bfloat16 halves the weights' bytes")
     return plan
@@ -233,22 +233,25 @@ def _apply_cheapest(plan: Plan, levers: list[Lever], model_config: dict[str, Any
     return True
 
 
-def _spend(plan: Plan, levers: list[Lever], model_config: dict[str, Any], method: str) -> None:
-    """Spend the room left under the target on the levers that improve quality, each as far as it fits (not on a
-    field the plan had to lower)."""
+def _spend(plan: Plan, levers: list[Lever], model_config: dict[str, Any], method: str,
+           start: dict[str, Any]) -> None:
+    """Spend the room left under the target on the levers that improve quality, each as far as it fits: a field
+    the plan had to lower only back up to where it started (a later lever may have made the room), others up
+    to their cap."""
     layers = model_config.get("text_config", model_config).get("num_hidden_layers") or 0
-    cap = max(int(layers * SPEND_LAYER_SHARE), plan.settings.get("num_active_layers", 1))
     lowered = {name for step in plan.steps for name in step.field.split(", ")}
-    for lever in (lv for lv in levers if lv.field not in lowered):
+    for lever in levers:
+        cap = start[lever.field] if lever.field in lowered else max(int(layers * SPEND_LAYER_SHARE), start[lever.field])
         while True:
             trial = _trial(plan, lever)
-            if trial is None or (lever.field == "num_active_layers" and trial[lever.field] > cap):
+            if trial is None or trial[lever.field] > cap:
                 break
             total = _total(model_config, method, trial)
             if total > plan.target:
                 break
             plan.settings, plan.total = trial, total
-            plan.steps.append(Step(lever.field, trial[lever.field], lever.why, total, spends=True))
+            why = lever.why if lever.field not in lowered else "back up: a later change made the room"
+            plan.steps.append(Step(lever.field, trial[lever.field], why, total, spends=True))
 
 
 def _total(model_config: dict[str, Any], method: str, settings: dict[str, Any]) -> int:
