@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     margins = [h["rewards/margins"] for h in trainer.state.log_history if "rewards/margins" in h]
     head, tail = sum(margins[:5]) / len(margins[:5]), sum(margins[-5:]) / len(margins[-5:])
     print(f"reward margin: first 5 steps {head:.3f}, last 5 steps {tail:.3f}")
-    return {"margins": margins, "visits": dict(callback.controller.visits)}
+    return {"margins": margins, "visits": dict(callback.controller.visits), "draws": len(callback.controller.schedule)}
 
 
 if __name__ == "__main__":

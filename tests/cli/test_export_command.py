@@ -32,10 +32,10 @@ def _same(a, b):
 
 def test_train_save_delta_and_merge_rebuild_the_run_bit_for_bit(run, tiny_model_dir, tmp_path, capsys):
     info = json.loads((run / "delta" / "delta.json").read_text())
-    schedule = json.loads((run / "schedule.json").read_text())["schedule"]
-    trained = {i for _, layers in schedule for i in layers}
-    changed_layers = {int(n.split(".")[2]) for n in info["tensors"] if ".layers." in n}
-    assert changed_layers == trained and len(trained) < 4  # frozen layers are not in the delta
+    record = json.loads((run / "schedule.json").read_text())  # the default draws single weights
+    drawn = {f"model.layers.{record['blocks'][b]}" for _, blocks in record["schedule"] for b in blocks}
+    changed = {n for n in info["tensors"] if ".layers." in n and n.endswith("proj.weight")}
+    assert changed == drawn and 0 < len(drawn) < len(record["blocks"])  # weights never drawn are not in the delta
     assert "model.embed_tokens.weight" in info["tensors"]
     assert main(["merge", str(tiny_model_dir), str(run / "delta"), str(tmp_path / "merged")]) == 0
     _same(tmp_path / "merged", run)
