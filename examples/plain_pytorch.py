@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
     calibration = [encode(tokenizer, train[i : i + 8]) for i in range(0, 32, 8)]
     profile = ows.profile_outliers(model, calibration, threshold=5.0)
     config = ows.OWSConfig(num_active_layers=args.num_active_layers, sample_interval=args.sample_interval,
-                           sampling_granularity=args.sampling_granularity, rank=args.rank, update_proj_gap=50,
+                           sampling_granularity=args.sampling_granularity, sampling_strategy="owl", rank=args.rank,
+                           update_proj_gap=50,
                            seed=args.seed)
     optimizer, controller = ows.create_ows(model, config, profile, lr=args.lr)
 

@@ -5,10 +5,18 @@ import pytest
 from ows import OWSConfig
 
 
-def test_defaults_follow_the_paper():
+def test_defaults_follow_the_paper_except_where_measured():
     c = OWSConfig()
     assert (c.num_active_layers, c.sample_interval, c.outlier_threshold) == (5, 50, 5.0)
-    assert (c.rank, c.update_proj_gap, c.galore_scale, c.sampling_strategy) == (128, 100, 1.0, "owl")
+    assert (c.rank, c.update_proj_gap, c.galore_scale) == (128, 100, 1.0)
+    # the method's own defaults: ows's measured ones, the paper's for ows-fullrank (configs/paper.yaml for ows)
+    assert (c.sampling_strategy, c.sampling_granularity, c.outside_optimizer) == (None, None, None)
+    ows = c.with_defaults()
+    assert (ows.sampling_strategy, ows.sampling_granularity, ows.outside_optimizer) == ("uniform", "module", "galore")
+    from ows.methods import get_method
+
+    paper = get_method("ows-fullrank").config_for(c)
+    assert (paper.sampling_strategy, paper.sampling_granularity) == ("owl", "layer")
 
 
 @pytest.mark.parametrize(
@@ -76,9 +84,9 @@ def test_every_field_has_help():
     (dict(sampling_strategy="weights", sampling_weights=[0.0] * 4), None, "sampling_weights are all zero"),
     (dict(sampling_strategy="weights", sampling_weights=[1.0, 0.0, 0.0, 0.0], num_active_layers=2), None,
      "only 1 layers have a non-zero probability"),
-    (dict(), [0.0] * 4, "ratios are all zero"),
-    (dict(num_active_layers=3), [0.1, 0.0, 0.2, 0.0], "only 2 layers have a non-zero probability"),
-    (dict(), [0.1] * 5, "the outlier profile has 5 layers but the model has 4"),
+    (dict(sampling_strategy="owl"), [0.0] * 4, "ratios are all zero"),
+    (dict(num_active_layers=3, sampling_strategy="owl"), [0.1, 0.0, 0.2, 0.0], "only 2 layers have a non-zero probability"),
+    (dict(sampling_strategy="owl"), [0.1] * 5, "the outlier profile has 5 layers but the model has 4"),
 ])
 def test_check_for_refuses_settings_the_model_cannot_run(kwargs, ratios, needle):
     config = OWSConfig(**{"num_active_layers": 1, "sampling_granularity": "layer", **kwargs})

@@ -132,11 +132,12 @@ def test_guard_rails():
     with pytest.raises(ValueError, match="num_active_layers=5 is larger than the model's 4"):
         create_ows(model, OWSConfig(sampling_granularity="layer", num_active_layers=5, sampling_strategy="uniform"))
     with pytest.raises(ValueError, match="needs an outlier profile"):
-        create_ows(model, OWSConfig(sampling_granularity="layer", num_active_layers=2))
+        create_ows(model, OWSConfig(sampling_granularity="layer", num_active_layers=2, sampling_strategy="owl"))
     from ows import OutlierProfile
 
     with pytest.raises(ValueError, match="has 3 layers but the model has 4"):
-        create_ows(model, OWSConfig(sampling_granularity="layer", num_active_layers=2), OutlierProfile([0.1, 0.2, 0.3]))
+        create_ows(model, OWSConfig(sampling_granularity="layer", num_active_layers=2, sampling_strategy="owl"),
+                   OutlierProfile([0.1, 0.2, 0.3]))
     optimizer = torch.optim.AdamW([model.lm_head.weight])
     from ows import LayerSampler
 

@@ -24,7 +24,9 @@ def test_traits_of_the_builtin_methods():
     assert [m for m in builtin if get_method(m).galore] == ["galore", "ows"]
     assert get_method("lisa").config_for(OWSConfig()).sampling_strategy == "uniform"
     assert get_method("ows-fullrank").config_for(OWSConfig()).use_galore is False
-    assert get_method("ows").needs_profile(OWSConfig()) and not get_method("lisa").needs_profile(OWSConfig())
+    assert not get_method("ows").needs_profile(OWSConfig()) and not get_method("lisa").needs_profile(OWSConfig())
+    assert get_method("ows").needs_profile(OWSConfig(sampling_strategy="owl"))  # the paper's (configs/paper.yaml)
+    assert get_method("ows-fullrank").needs_profile(OWSConfig())
     assert not get_method("ows").needs_profile(OWSConfig(sampling_strategy="increase"))
 
 

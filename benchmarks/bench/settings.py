@@ -15,7 +15,8 @@ BENCHMARKS_DIR = Path(__file__).resolve().parents[1]
 # The product's defaults for these flags when the recorded runs were measured (until 2026-12-06): every row
 # passes them, so that a row means the same after the defaults moved (ows: GaLore moments outside the layers,
 # docs/RESULTS.md); a variant's own flags come after and win.
-RECORDED_DEFAULTS = {"--outside_optimizer": "adamw", "--svd_method": "exact", "--sampling_granularity": "layer"}
+RECORDED_DEFAULTS = {"--outside_optimizer": "adamw", "--svd_method": "exact", "--sampling_granularity": "layer",
+                     "--sampling_strategy": "owl"}
 # Benchmark rows that run a product method with extra `ows train` flags: name -> (method, flags, label).
 VARIANTS = {
     "ows-lean": ("ows", ("--train_embeddings", "false"), "OWS, input embeddings not trained"),

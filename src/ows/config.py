@@ -29,8 +29,8 @@ UPDATE_CHUNK = 1 << 22
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # OWSConfig fields whose default (None) is the method's own (``ows.methods.Method.defaults``): ows's follow the
 # measurements (docs/RESULTS.md), the other methods' are as published. The paper's recipe: configs/paper.yaml.
-OWS_DEFAULTS = {"outside_optimizer": "galore", "sampling_granularity": "module"}
-PUBLISHED = {"outside_optimizer": "adamw", "sampling_granularity": "layer"}
+OWS_DEFAULTS = {"outside_optimizer": "galore", "sampling_granularity": "module", "sampling_strategy": "uniform"}
+PUBLISHED = {"outside_optimizer": "adamw", "sampling_granularity": "layer", "sampling_strategy": "owl"}
 METHOD_DEFAULTED = tuple(OWS_DEFAULTS)
 DTYPES = tuple(DTYPE_BYTES)
 
@@ -67,11 +67,13 @@ class OWSConfig:
     sample_interval: int = _help(
         "K: optimizer steps between two draws of the active layers.", 50
     )
-    sampling_strategy: str = _help(
-        "How layers are weighted: owl (p proportional to outlier ratio, the OWS method), uniform "
+    sampling_strategy: str | None = _help(
+        "How layers (or weights) are weighted: owl (p proportional to outlier ratio, the OWS paper), uniform "
         "(LISA), owl_reverse (fewest outliers most likely), increase / decrease (linear in depth), "
-        "weights (sampling_weights).",
-        "owl",
+        "weights (sampling_weights), gradient (an online score). None: the method's default (ows: uniform, which "
+        "trained as well as owl over single weights and forgot less, docs/RESULTS.md, and needs no outlier "
+        "profile; ows-fullrank: owl, as published).",
+        None,
     )
     sampling_granularity: str | None = _help(
         "What one draw picks: layer (whole decoder layers, num_active_layers of them) or module (single 2-D weights "
@@ -171,7 +173,8 @@ class OWSConfig:
         """Raise ``ValueError`` naming the field, the value and the fix for the first bad field."""
         check_int(self, "num_active_layers", minimum=1)
         check_int(self, "sample_interval", minimum=1)
-        check_choice(self, "sampling_strategy", SAMPLING_STRATEGIES)
+        if self.sampling_strategy is not None:  # None: the method's default
+            check_choice(self, "sampling_strategy", SAMPLING_STRATEGIES)
         check_float(self, "sampling_temperature", minimum=0.0)
         self._validate_sampling()
         check_float(self, "outlier_threshold", minimum=0.0, strict=True)

@@ -58,12 +58,13 @@ def test_a_second_run_into_a_locked_folder_is_refused_and_a_dead_runs_lock_is_no
 
 def test_a_moved_run_folder_resumes_and_its_files_have_the_usual_modes(tiny_model_dir, tmp_path, data):
     out = tmp_path / "out"
-    code, err = _run(_args(tiny_model_dir, data, out, "--max_steps", "2"))
+    owl = ("--sampling_strategy", "owl")  # with an outlier profile, whose file is checked too
+    code, err = _run(_args(tiny_model_dir, data, out, "--max_steps", "2", *owl))
     assert code == 0, err
     moved = tmp_path / "moved"
     shutil.move(str(out), moved)
     (moved / "model.safetensors").unlink()
-    code, err = _run(_args(tiny_model_dir, data, moved, "--max_steps", "2", "--resume_from_checkpoint", "latest"))
+    code, err = _run(_args(tiny_model_dir, data, moved, "--max_steps", "2", *owl, "--resume_from_checkpoint", "latest"))
     assert code == 0, err  # output_dir is not part of the run's settings
     usual = 0o666 & ~_umask()
     for name in ("model.safetensors", "ows_run.json", "results.json", "profile.json", "schedule.json",
@@ -90,13 +91,13 @@ def test_an_attempt_that_failed_before_its_first_step_does_not_block_the_correct
     training = dict(output_dir=str(out), max_steps=2, per_device_train_batch_size=4, save_strategy="no",
                     report_to="none")
     with pytest.raises(RuntimeError, match="out of memory"):
-        ows.train(ows.ScriptArguments(model=str(tiny_model_dir), **script), ows.OWSConfig(num_active_layers=2),
+        ows.train(ows.ScriptArguments(model=str(tiny_model_dir), **script), ows.OWSConfig(num_active_layers=2, sampling_strategy="owl"),
                   training, callbacks=[FailsAtStart()])
     assert (out / "ows_run.json").is_file() and (out / "profile.json").is_file()
     other = tmp_path / "other-model"  # the corrected rerun: another model, a smaller batch
     shutil.copytree(tiny_model_dir, other)
     said = []
-    result = ows.train(ows.ScriptArguments(model=str(other), **script), ows.OWSConfig(num_active_layers=2),
+    result = ows.train(ows.ScriptArguments(model=str(other), **script), ows.OWSConfig(num_active_layers=2, sampling_strategy="owl"),
                        dict(training, per_device_train_batch_size=2), echo=said.append)
     assert result.status == "finished"
     assert any("holds an attempt that stopped before its first step (model " in line and "starting over" in line

@@ -54,7 +54,7 @@ def parse(argv: list[str]) -> tuple[ScriptArguments, OWSConfig, AnalyzeArguments
     if isinstance(parsed, int):
         return parsed
     ows_values = parsed.values(OWSConfig)
-    strategy = ows_values.get("sampling_strategy", "owl")
+    strategy = ows_values.setdefault("sampling_strategy", "owl")  # the profile's probabilities unless asked
     if strategy not in SHOWN_STRATEGIES:
         if ":" not in parsed.spelling("sampling_strategy"):  # a flag asked for it
             raise UsageError(f"{parsed.spelling('sampling_strategy')} {strategy!r} is invalid: use one of "

@@ -16,6 +16,7 @@ cannot serve is skipped. Every change is a :class:`Step` that says why and the e
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -28,6 +29,7 @@ UNITS = {"": 2**30, "b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20
 HEADROOM = "1GiB"  # the default memory_headroom: CUDA context and allocator fragmentation, not in the estimate
 SMALLEST_LOSS_CHUNK = 128
 SMALLEST_RANK = 16
+ESTIMATED = frozenset(inspect.signature(estimate_memory).parameters)  # the settings the estimate reads
 LEAST_SAVING = 2**24  # a lever that saves less than 16 MiB is not worth a line of the plan
 
 
@@ -148,13 +150,13 @@ LEVERS: list[Lever] = [
           "the same subspace (docs/PERFORMANCE.md)"),
     Lever("dtype", _switch("dtype", "bfloat16", "float32"), "bf16 weights (half the bytes), as GPUs train", 0.01, -0.5,
           "docs/RESULTS.md, bf16 weights: pure bf16 learns less at a small lr"),
-    Lever("frozen_quantization", _switch("frozen_quantization", "nf4", "none"), "frozen decoder layers in NF4 (their "
+    Lever("frozen_quantization", _switch("frozen_quantization", "nf4", "none"), "frozen decoder weights in NF4 (their "
           "forward uses 4-bit weights)", 0.072, 0.1, MEMORY_OPTIONS + ": +0.072 +- 0.089 on a 135M model"),
     Lever("sampling_granularity", _switch("sampling_granularity", "layer", "module"), "whole layers instead of "
           "single weights (fewer layers keep their activations for backward)", 0.181, 0.0,
           "docs/RESULTS.md, sampling: single weights -0.181 +- 0.091 on the words family, -0.023 on arithmetic"),
     Lever("num_active_layers", lambda s: s["num_active_layers"] - 1 if s["num_active_layers"] > 1 else None,
-          "one sampled layer fewer", 0.009, 0.0, "docs/RESULTS.md, ablations: gamma 5 -> 2 +0.026, 2 -> 1 +0.024"),
+          "one sampled layer (or layer's worth) fewer", 0.009, 0.0, "docs/RESULTS.md, ablations: gamma 5 -> 2 +0.026, 2 -> 1 +0.024"),
     Lever("rank", lambda s: max(SMALLEST_RANK, s["rank"] // 2) if s["rank"] > SMALLEST_RANK else None,
           "half the GaLore rank", 0.05, 0.0, "not measured: taken as costly, so it comes last"),
 ]
@@ -176,7 +178,8 @@ def plan_for_budget(model_config: dict[str, Any], method: str, budget: int, sett
     ``num_active_layers``, ...) plus ``gradient_accumulation_steps``; ``fixed`` the fields the user set,
     never changed. The plan may not fit: check :attr:`Plan.fits`."""
     spec, device = get_method(method), settings.get("device", "cuda")
-    settings = {**settings, **{k: v for k, v in spec.resolved_defaults().items() if settings.get(k) is None}}
+    defaults = {k: v for k, v in spec.resolved_defaults().items() if k in ESTIMATED and settings.get(k) is None}
+    settings = {**settings, **defaults}  # the method's defaults that change the estimate
     plan = Plan(dict(settings), budget=budget, headroom=headroom, total=_total(model_config, method, settings))
     levers = [lv for lv in LEVERS if _usable(lv, spec, fixed, device)]
     while not plan.fits and _apply_cheapest(plan, levers, model_config, method):
