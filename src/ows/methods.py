@@ -91,8 +91,11 @@ class Method:
     def resolved_defaults(self) -> dict[str, Any]:
         """The values of the method-defaulted fields left at None: the method's, with an option it cannot serve
         off (so that a default-on option never refuses a method)."""
-        return {name: value if name not in OPTION_DEFAULTS or self.serves(name) else OPTION_DEFAULTS[name]
-                for name, value in self.defaults.items()}
+        resolved = {name: value if name not in OPTION_DEFAULTS or self.serves(name) else OPTION_DEFAULTS[name]
+                    for name, value in self.defaults.items()}
+        if self.strategy is not None:  # the strategy it forces is also its default (what a run records)
+            resolved["sampling_strategy"] = self.strategy
+        return resolved
 
     def serves(self, option: str) -> bool:
         """Whether the method can run with ``option`` set (see ``OPTION_DEFAULTS``)."""

@@ -1,5 +1,7 @@
 """The early checks of ows train, unit by unit (the end-to-end cases are in tests/reliability/bad_inputs.py)."""
 
+import dataclasses
+
 import pytest
 
 from ows.cli.common import UsageError
@@ -53,3 +55,16 @@ def test_ows_samples_whole_layers_under_fsdp_unless_told_and_says_so(monkeypatch
     assert method_defaults("lisa", OWSConfig(), {})["sampling_granularity"] == "layer"
     explicit = OWSConfig(sampling_granularity="module")  # the user's choice is kept (the controller refuses it)
     assert explicit.with_defaults(method_defaults("ows", explicit, {})).sampling_granularity == "module"
+
+
+def test_ows_runs_at_its_measured_defaults_and_needs_no_profile_for_them():
+    import ows
+    from ows.methods import get_method
+    from ows.recipe.run import prepare
+
+    script = ows.ScriptArguments(model="smollm2-135m", dataset="reasoning-gym:chain_sum")
+    for method, expected in (("ows", ("uniform", "module", "galore")), ("ows-fullrank", ("owl", "layer", "adamw")),
+                             ("lisa", ("uniform", "layer", "adamw"))):
+        _, config, _ = prepare(dataclasses.replace(script, method=method), ows.OWSConfig(), {"output_dir": "o"})
+        assert (config.sampling_strategy, config.sampling_granularity, config.outside_optimizer) == expected, method
+        assert get_method(method).needs_profile(config) == (expected[0] == "owl")
