@@ -22,7 +22,7 @@ from ows.methods import get_method, method_names
 from ows.memory.plan import plan_for_budget
 from ows.model_facts import PRESETS
 
-DEFAULTS = ("--outside_optimizer", "galore")  # ows's defaults since 2026-12-06, spelled out
+DEFAULTS = ("--outside_optimizer", "galore")  # GaLore moments outside the layers: an ows default since 2026-12-06
 LEAN = ("--train_embeddings", "false", "--train_lm_head", "false", "--fused_step", "true")  # the least memory
 PLAN_MODEL = "llama-3.1-8b"
 PLAN_SIZES = dict(dtype="bfloat16", per_device_train_batch_size=16, max_seq_length=512, lora_r=16,
@@ -64,10 +64,10 @@ def _rows() -> dict[str, tuple[str, tuple[str, ...], str]]:
         "dora": ("peer-dora", (), "DoRA r16 (peft use_dora)"),
     }
     for gamma in (2, 5, 10, 30):
-        rows[f"ows-g{gamma}"] = ("ows", (*DEFAULTS, "--num_active_layers", str(gamma)), f"OWS (defaults), γ={gamma}")
+        rows[f"ows-g{gamma}"] = ("ows", (*DEFAULTS, "--num_active_layers", str(gamma)), f"OWS (GaLore outside, whole layers by owl), γ={gamma}")
     rows["ows-module-g5"] = ("ows", (*DEFAULTS, "--num_active_layers", "5", "--sampling_strategy", "uniform",
                                      "--sampling_granularity", "module"),
-                             "OWS (defaults), single weights drawn uniformly, 5 layers' worth")
+                             "OWS defaults (single weights drawn uniformly), 5 layers' worth")
     rows["ows-lean-g5"] = ("ows", (*LEAN, "--num_active_layers", "5"), "OWS lean (embeddings and head frozen, "
                            "fused step), γ=5")
     rows["ows-lean-nf4-g5"] = ("ows", (*LEAN, "--frozen_quantization", "nf4", "--num_active_layers", "5"),
