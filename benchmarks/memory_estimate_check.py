@@ -12,7 +12,8 @@ minus the RSS right before the model was loaded is shown next to it for informat
 
 Every method runs in its own fresh subprocess: the product's ``ows.methods.build_method``, then
 ``--steps`` optimizer steps on random tokens (forward with labels, backward, step, zero_grad with
-``set_to_none``). The sampling methods (ows, ows-fullrank, lisa) draw layers uniformly here (no
+``set_to_none``). The sampling methods (ows, ows-fullrank, lisa) draw whole layers (``--sampling-granularity``)
+uniformly here (no
 outlier profile is needed for memory; every draw has the same size) and keep one draw for all steps,
 so that the optimizer state of the active layers exists during the later steps, as in a real run. LoRA uses ``torch.optim.AdamW``
 over its trainable parameters, as the Hugging Face Trainer does by default.
@@ -69,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--frozen-quantization", default="none", choices=FROZEN_QUANTIZATIONS,
                    help="OWSConfig.frozen_quantization (frozen decoder layers in NF4 / int8; exact weights from the "
                         "model's safetensors)")
+    p.add_argument("--sampling-granularity", default="layer", choices=("layer", "module"),
+                   help="OWSConfig.sampling_granularity of the sampling methods: layer (the estimate is exact; the "
+                        "default here) or module (single weights: the estimate bounds the layers a draw touches)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -146,7 +150,8 @@ def child_main(spec: dict[str, Any]) -> dict[str, Any]:
     method = get_method(spec["method"])
     options = {k: v for k, v in spec["options"].items() if method.serves(k)}
     config = OWSConfig(num_active_layers=spec["num_active_layers"], sample_interval=1000, rank=spec["rank"],
-                       sampling_strategy="uniform", svd_method=spec["svd_method"], **options)
+                       sampling_strategy="uniform", svd_method=spec["svd_method"],
+                       sampling_granularity=spec["sampling_granularity"], **options)
     setup = build_method(spec["method"], model, config, lora={"r": spec["lora_rank"], "alpha": 2 * spec["lora_rank"]},
                          weights_source=path if config.frozen_quantization != "none" else None)
     model = setup.model
@@ -184,7 +189,7 @@ def run_child(method: str, args: argparse.Namespace) -> dict[str, Any]:
                 steps=args.steps, num_active_layers=args.num_active_layers, rank=args.rank,
                 lora_rank=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing,
                 chunked_loss=args.chunked_loss, loss_chunk_size=args.loss_chunk_size, dtype=args.dtype,
-                svd_method=args.svd_method, options=options(args))
+                svd_method=args.svd_method, sampling_granularity=args.sampling_granularity, options=options(args))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
                           text=True, env=env, check=False)
@@ -207,7 +212,8 @@ def estimate(method: str, model_config: dict[str, Any], args: argparse.Namespace
                            max_seq_length=args.seq_len, num_active_layers=args.num_active_layers, rank=args.rank,
                            lora_r=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing,
                            loss_chunk_size=args.loss_chunk_size if args.chunked_loss else 0, device="cpu",
-                           svd_method=args.svd_method, **options(args))
+                           svd_method=args.svd_method, sampling_granularity=args.sampling_granularity,
+                           **options(args))
 
 
 def command_line(argv: list[str]) -> str:

@@ -96,7 +96,7 @@ def test_json_round_trip_and_errors(tmp_path):
     assert loaded == profile and loaded.model_name == "tiny" and loaded.layers_path == "model.layers"
     assert sum(sampling_probabilities(loaded.ratios, "owl")) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="has 3 layers but the model has 5"):
-        OWSConfig(num_active_layers=2).check_for(5, loaded.ratios)
+        OWSConfig(num_active_layers=2, sampling_strategy="owl").check_for(5, loaded.ratios)
     with pytest.raises(FileNotFoundError, match="ows analyze"):
         OutlierProfile.from_json(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text('{"ratio": [1]}')

@@ -56,7 +56,7 @@ def test_flags_override_the_file_and_old_spellings_still_work(tiny_model_dir, tm
 
 def test_analyze_measures_the_profile_that_train_measures_from_the_same_file(tiny_model_dir, tmp_path):
     out = tmp_path / "run"
-    config = _train_yaml(tmp_path / "run.yaml", tiny_model_dir, out)
+    config = _train_yaml(tmp_path / "run.yaml", tiny_model_dir, out, sampling_strategy="owl")  # a run that profiles
     code, _, err = _run("analyze", str(config), "--profile_dir", str(tmp_path / "analysis"), "--json")
     assert code == 0, err
     analyzed = json.loads((tmp_path / "analysis" / "profile.json").read_text())

@@ -78,9 +78,10 @@ def test_every_format_trains_and_saves_a_loadable_model(tiny_model_dir, tmp_path
     out = tmp_path / "out"
     code = main(["train", *fast(tiny_model_dir, out, "--dataset", str(data), "--eval_split_ratio", "0.2")])
     assert code == 0
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "ows_config.json", "profile.json",
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "ows_config.json",
                  "schedule.json", "results.json", "ows_run.json"):
         assert (out / name).is_file(), name
+    assert not (out / "profile.json").exists()  # the default draws uniformly: no outlier profile is measured
     results = json.loads((out / "results.json").read_text())
     assert results["steps"] == 4 and "eval_loss" in results["eval"]
     if fmt in ("alpaca", "prompt_completion"):
@@ -107,7 +108,7 @@ def test_every_method_from_the_same_command(tiny_model_dir, tmp_path, method):
 def test_reasoning_gym_data_with_heldout_metrics_and_reuse_of_profile(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "rg"
     args = fast(tiny_model_dir, out, "--dataset", "reasoning-gym:chain_sum", "--num_train_examples", "32",
-                "--num_heldout_examples", "8")
+                "--num_heldout_examples", "8", "--sampling_strategy", "owl")
     assert main(["train", *args]) == 0
     printed = capsys.readouterr().out
     assert "heldout_answer_loss" in printed and "heldout_exact_match" in printed
@@ -118,7 +119,8 @@ def test_reasoning_gym_data_with_heldout_metrics_and_reuse_of_profile(tiny_model
     assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
     again = tmp_path / "rg2"
     code = main(["train", *fast(tiny_model_dir, again, "--dataset", "reasoning-gym:chain_sum", "--num_train_examples",
-                                "32", "--num_heldout_examples", "8", "--profile", str(out / "profile.json"))])
+                                "32", "--num_heldout_examples", "8", "--sampling_strategy", "owl",
+                                "--profile", str(out / "profile.json"))])
     assert code == 0
     assert json.loads((again / "profile.json").read_text()) == json.loads((out / "profile.json").read_text())
 
@@ -168,7 +170,8 @@ def bad_cases(tiny_model_dir, tmp_path):
         "empty dataset": (["--dataset", str(empty)], "no rows"),
         "missing dataset": (["--dataset", str(tmp_path / "nope.jsonl")], "nope.jsonl"),
         "gamma too large": (["--dataset", str(good), "--num_active_layers", "9"], "num_active_layers=9"),
-        "profile of another model": (["--dataset", str(good), "--profile", str(other)], "has 7 layers"),
+        "profile of another model": (["--dataset", str(good), "--sampling_strategy", "owl", "--profile", str(other)],
+                                     "has 7 layers"),
         "unknown yaml key": ([str(unknown_key), "--dataset", str(good)], "gamma"),
         "wrong yaml type": ([str(wrong_type), "--dataset", str(good)], "num_active_layers"),
         "bad flag value": (["--dataset", str(good), "--max_steps", "many"], "--max_steps"),
@@ -273,3 +276,13 @@ def test_early_stopping_patience_stops_a_run_whose_eval_loss_stops_improving(tin
                 "--load_best_model_at_end", "true", "--early_stopping_patience", "2", "--heldout_generate", "0")
     assert main(["train", *argv]) == 0
     assert json.loads((out / "results.json").read_text())["steps"] < 30
+
+
+def test_a_profile_the_strategy_does_not_use_is_said_not_silently_dropped(tiny_model_dir, tmp_path, capsys):
+    first = tmp_path / "owl"
+    assert main(["train", *fast(tiny_model_dir, first, "--max_steps", "1", "--sampling_strategy", "owl")]) == 0
+    out = tmp_path / "uniform"
+    assert main(["train", *fast(tiny_model_dir, out, "--max_steps", "1", "--profile", str(first / "profile.json"))]) == 0
+    said = capsys.readouterr().err
+    assert "is not used: sampling_strategy 'uniform' of method ows draws without an outlier profile" in said
+    assert not (out / "profile.json").exists()

@@ -107,6 +107,12 @@ def train(script: ScriptArguments, config: OWSConfig | None = None, training: Ma
     model_path = resolve_model_path(script.model)
     profile, profile_source = data.load_profile(script, config, out)
     uses_profile = profile is not None and data.wants_profile(script, config)
+    if script.profile and not uses_profile:
+        logger.warning("profile %s is not used: sampling_strategy %r of method %s draws without an outlier profile "
+                       "(set sampling_strategy owl to sample by it)", script.profile, config.sampling_strategy,
+                       script.method)
+    if not uses_profile:  # neither used nor saved with the run
+        profile, profile_source = None, None
     model_config = checks.check_model_config(model_path, script, config, profile.ratios if uses_profile else None)[1]
     checks.check_save_delta(script, model_path)
     script, training, precision = resolve_precision(script, training, model_config)  # a concrete dtype for the plan
