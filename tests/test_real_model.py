@@ -43,7 +43,10 @@ def test_demo_config_with_fewer_steps(tmp_path, capsys):
                  "--num_heldout_examples", "64", "--heldout_generate", "16", "--calibration_samples", "4"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "heldout_answer_loss" in printed and "max layer" in printed
+    assert "heldout_answer_loss" in printed and "max layer" not in printed  # uniform single weights: no profile
+    assert not (out / "profile.json").exists()
+    schedule = json.loads((out / "schedule.json").read_text())
+    assert len(schedule["blocks"]) == 30 * 7 and schedule["schedule"]  # every 2-D weight of the 30 layers drawable
     results = json.loads((out / "results.json").read_text())
     assert results["after"]["heldout_answer_loss"] < results["before"]["heldout_answer_loss"]
     model = AutoModelForCausalLM.from_pretrained(out)

@@ -69,7 +69,7 @@ def test_end_to_end_on_tiny_model(tiny_model_dir, tmp_path):
     assert fr.main(argv) == 0
     front = (out / "front.md").read_text()
     assert "| best ows row |" in front and "lora's" in front and "galore's" in front
-    assert "OWS (defaults), γ=2" in front
+    assert "OWS (GaLore outside, whole layers by owl), γ=2" in front
     assert (out / "front.png").is_file() and (out / "table.md").is_file()
     result = json.loads((out / "results.json").read_text())
     assert {r["method"] for r in result["runs"]} == {"lora", "galore", "ows-g2"}
