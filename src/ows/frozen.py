@@ -163,10 +163,6 @@ class FrozenLayers:
         """Layer ``index`` is sampled: its exact weights come back to the device, the quantized copies go."""
         self._enter(self.linears[index])
 
-    def resident_layers(self) -> set[int]:
-        """The layers with every linear holding its exact weights."""
-        return {i for i, ms in enumerate(self.linears) if all(id(m) in self.resident for m in ms)}
-
     def _leave(self, linears: list[nn.Linear]) -> None:
         started = time.perf_counter()
         for module in (m for m in linears if id(m) in self.resident):

@@ -191,10 +191,9 @@ def estimate_memory(
     _check(sampling_granularity in (None, *SAMPLING_GRANULARITIES), "sampling_granularity", sampling_granularity,
            f"use one of {', '.join(SAMPLING_GRANULARITIES)}")
     spec = get_method(method)
-    if outside_optimizer is None:  # the method's own default, as ows train resolves it
-        outside_optimizer = spec.resolved_defaults()["outside_optimizer"]
-    if sampling_granularity is None:
-        sampling_granularity = spec.resolved_defaults()["sampling_granularity"]
+    defaults = spec.resolved_defaults()  # for the fields left at None, as ows train resolves them
+    outside_optimizer = defaults["outside_optimizer"] if outside_optimizer is None else outside_optimizer
+    sampling_granularity = defaults["sampling_granularity"] if sampling_granularity is None else sampling_granularity
     _validate(dtype, attn_implementation, dict(per_device_train_batch_size=per_device_train_batch_size,
                                                max_seq_length=max_seq_length, rank=rank, lora_r=lora_r,
                                                num_active_layers=num_active_layers))

@@ -20,6 +20,8 @@ from .arguments import ScriptArguments
 from ..errors import UsageError
 from .trackers import TRACKER_MODULES, check_trackers, prepare_trackers, trackers  # noqa: F401 (checks of a run)
 
+logger = logging.getLogger(__name__)
+
 CONV1D_MODELS = ("gpt2", "gpt_bigcode", "imagegpt", "decision_transformer")  # weights stored (in, out)
 SEED_LIMIT = 2**32  # numpy's and the Trainer's seeds are 32-bit
 BATCH_LIMIT = 2**31
@@ -60,9 +62,6 @@ def check_training_fields(training: dict[str, Any]) -> None:
         if not isinstance(kwargs, str) or not isinstance(_json_object(kwargs), dict):
             raise UsageError(f"lr_scheduler_kwargs={kwargs!r} is invalid: give a mapping of the scheduler's keyword "
                              "arguments, e.g. {\"num_cycles\": 2}, or leave it out")
-
-
-logger = logging.getLogger(__name__)
 
 
 def uses_fsdp(training: dict[str, Any]) -> bool:
