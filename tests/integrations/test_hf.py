@@ -143,3 +143,17 @@ def test_trl_sft_trainer(tmp_path):
     curve = losses(trainer)
     assert curve[-1] < curve[0]
     assert [s for s, _ in callback.controller.schedule] == [0, 3, 6, 9]
+
+
+def test_attached_trainer_leaves_tied_weights_out_of_the_missing_keys_warning(tmp_path):
+    from collections import namedtuple
+
+    model = tiny_model("llama", layers=2)
+    model.lm_head.weight = model.model.embed_tokens.weight  # tied: saved once, under the embedding's name
+    trainer, _ = make_trainer(tmp_path, model=model, max_steps=1)
+    warned = []
+    trainer._issue_warnings_after_load = warned.append  # what transformers would log
+    ows.attach_trainer(trainer)
+    keys = namedtuple("Keys", "missing_keys unexpected_keys")
+    trainer._issue_warnings_after_load(keys(["lm_head.weight", "model.norm.weight"], []))
+    assert warned == [keys(["model.norm.weight"], [])]  # a truly missing key is still said

@@ -120,3 +120,26 @@ def test_a_finished_run_trains_longer_when_resumed_with_more_steps(tiny_model_di
     code, err = _run(_args(tiny_model_dir, data, out, "--max_steps", "3", "--resume_from_checkpoint", "latest"))
     assert code == 2 and "holds a different run (max_steps 4 there, 3 now): use a new --output_dir, or pass " \
                          "--overwrite_output_dir true to replace it" in err
+
+
+def test_the_same_command_rerun_on_its_stopped_run_continues_it(tiny_model_dir, tmp_path, data):
+    import ows
+
+    class KilledAtStep3(ows.RunCallback):  # after checkpoint-2 was written, as a SIGKILL or a lost machine would
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise RuntimeError("killed")
+
+    out = tmp_path / "out"
+    script = dict(dataset=str(data), heldout_generate=0)
+    training = dict(output_dir=str(out), max_steps=4, save_steps=2, per_device_train_batch_size=4, report_to="none")
+    with pytest.raises(RuntimeError, match="killed"):
+        ows.train(ows.ScriptArguments(model=str(tiny_model_dir), **script), ows.OWSConfig(num_active_layers=2),
+                  training, callbacks=[KilledAtStep3()])
+    assert (out / "checkpoint-2").is_dir() and not (out / "results.json").exists()
+    said = []
+    result = ows.train(ows.ScriptArguments(model=str(tiny_model_dir), **script), ows.OWSConfig(num_active_layers=2),
+                       training, echo=said.append)
+    assert result.status == "finished" and result.steps == 4
+    assert any(line.startswith(f"resuming from {out / 'checkpoint-2'}") and "stopped before its end" in line
+               for line in said), said

@@ -162,7 +162,8 @@ def attach_trainer(trainer: Any) -> None:
     wandb, mlflow, trackio, ...) at each logging step. With ``fused_step=true`` the Trainer would clip
     and measure only the gradients it still finds after backward (those outside the decoder layers);
     attached, it logs the fused step's exact global norm, and clipping is the fused step's (the previous
-    step's norm, see :mod:`ows.optim.fused`). The fused step also learns which micro-batch ends a step.
+    step's norm, see :mod:`ows.optim.fused`). The fused step also learns which micro-batch ends a step. On
+    resume, the names of tied weights are left out of transformers' missing-keys warning (they are saved once).
     """
     from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
@@ -172,6 +173,25 @@ def attach_trainer(trainer: Any) -> None:
         if isinstance(callback, OWSCallback):
             callback.reporters = [c for c in callbacks if isinstance(c, kinds)]
     _attach_fused(trainer)
+    _quiet_tied_keys(trainer)
+
+
+def _quiet_tied_keys(trainer: Any) -> None:
+    """On resume, transformers warns that a tied weight's second name (``lm_head.weight`` of a tied head) is missing
+    from the checkpoint, which saves that tensor once: leave those names out of the warning, keep the rest."""
+    seen: set[int] = set()
+    tied: set[str] = set()
+    for name, param in trainer.model.named_parameters(remove_duplicate=False):
+        (tied.add(name) if id(param) in seen else seen.add(id(param)))
+    warn = getattr(trainer, "_issue_warnings_after_load", None)
+    if not tied or warn is None:
+        return
+
+    def issue(load_result: Any) -> None:
+        missing = [key for key in load_result.missing_keys if key not in tied]
+        warn(load_result._replace(missing_keys=missing) if hasattr(load_result, "_replace") else load_result)
+
+    trainer._issue_warnings_after_load = issue
 
 
 def _attach_fused(trainer: Any) -> None:

@@ -122,7 +122,10 @@ def train(script: ScriptArguments, config: OWSConfig | None = None, training: Ma
     requested = training.pop("resume_from_checkpoint", None)
     signature = files.settings_signature(script, config, training)
     checks.check_not_base_folder(out, model_path, script.model)
-    resume = resolve_resume(requested, out, signature, ignore=files.EXTENDABLE)  # this run's, trained longer or not
+    # The same command rerun on its own stopped run (killed, out of time) continues it, as LLaMA-Factory does;
+    # --overwrite_output_dir true starts over, --resume_from_checkpoint false too.
+    continued = requested is None and not script.overwrite_output_dir and files.stopped_run(out, signature)
+    resume = resolve_resume("latest" if continued else requested, out, signature, ignore=files.EXTENDABLE)
     taken_over = files.check_output_dir(out, signature, script.overwrite_output_dir, resuming=resume is not None)
     files.check_lock_file(out)
     identity = model_identity(script.model, model_path)
@@ -132,7 +135,8 @@ def train(script: ScriptArguments, config: OWSConfig | None = None, training: Ma
         check_compatible(resume, model_config, signature, files.RUN_KEYS)
         check_tensor_files(resume)
     if resume and main:
-        say(f"resuming from {resume}")
+        say(f"resuming from {resume}" + (" (this output_dir holds this run, stopped before its end; "
+                                         "--overwrite_output_dir true starts over)" if continued else ""))
     tokenizer = load_tokenizer(model_path, script.trust_remote_code)
     datasets = data.load_datasets(script, tokenizer)
     calibration = _calibration(script, config, tokenizer, datasets) if profile is None else None

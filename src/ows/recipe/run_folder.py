@@ -198,6 +198,14 @@ def check_output_dir(path: Path, signature: dict[str, Any], overwrite: bool, res
     raise UsageError(f"output_dir={str(path)!r} holds a different run ({difference}): {WAYS_FORWARD}")
 
 
+def stopped_run(path: Path, signature: dict[str, Any]) -> bool:
+    """Whether ``path`` holds this very run (the same settings) stopped before its end: a checkpoint and no
+    results. Rerunning the same command then continues it (``ows train`` resumes its latest checkpoint)."""
+    if not path.is_dir() or read_run_record(path) != json.loads(json.dumps(signature, default=str)):
+        return False
+    return any(path.glob("checkpoint-*")) and not (path / RESULTS).exists()
+
+
 def _difference(changed: list[str], previous: dict[str, Any], now: dict[str, Any]) -> str:
     """``learning_rate 0.0003 there, 0.1 now`` for the first changed field, and how many others changed."""
     first = changed[0]

@@ -113,7 +113,7 @@ def make_trainer(model: Any, tokenizer: Any, script: ScriptArguments, config: OW
                           optimizers=(None if fsdp else setup.optimizer, None), callbacks=callbacks)
     if fsdp:
         trainer.optimizer = setup.optimizer
-    attach_trainer(trainer)  # a no-op unless fused_step
+    attach_trainer(trainer)  # the fused step's clipping, quiet tied keys on resume
     for printer in (PrinterCallback, TrainerBar):  # ows's ProgressCallback draws the bar and logs the steps
         trainer.remove_callback(printer)
     guards = (GracefulStop(), NonFiniteGuard(script.nan_policy, script.max_bad_steps))
