@@ -41,7 +41,8 @@ from bench.summary import aggregate
 DEFAULT_REUSE = Path(__file__).resolve().parent / "results" / "2026-12-02-main"
 ESTIMATED_FLAGS = {"--num_active_layers": int, "--rank": int, "--lora_r": int, "--fused_step": "bool",
                    "--train_embeddings": "bool", "--train_lm_head": "bool", "--outside_optimizer": str,
-                   "--svd_method": str, "--frozen_quantization": str, "--sampling_granularity": str}
+                   "--svd_method": str, "--frozen_quantization": str, "--sampling_granularity": str,
+                   "--project_head_grad": "bool"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

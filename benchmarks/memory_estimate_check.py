@@ -73,6 +73,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sampling-granularity", default="layer", choices=("layer", "module"),
                    help="OWSConfig.sampling_granularity of the sampling methods: layer (the estimate is exact; the "
                         "default here) or module (single weights: the estimate bounds the layers a draw touches)")
+    p.add_argument("--untie-head", action="store_true",
+                   help="give the model its own output head (a copy of the tied embedding), as Llama-3.1-8B has")
+    p.add_argument("--project-head-grad", action="store_true",
+                   help="OWSConfig.project_head_grad in the loop (ows train's default; with --outside-optimizer galore, "
+                        "--chunked-loss and an untied head), one micro-batch per step")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -141,6 +146,9 @@ def child_main(spec: dict[str, Any]) -> dict[str, Any]:
     rss_before = _rss_now()
     model = load_model(path, spec["dtype"], quantization=get_method(spec["method"]).base_quantization)
     model.train()
+    if spec["untie_head"]:
+        model.config.tie_word_embeddings = False
+        model.get_output_embeddings().weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
     if spec["gradient_checkpointing"]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if spec["chunked_loss"]:
@@ -158,6 +166,10 @@ def child_main(spec: dict[str, Any]) -> dict[str, Any]:
     if setup.controller is not None and spec["gradient_checkpointing"]:
         model.enable_input_require_grads()
     optimizer = setup.optimizer or torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    if spec["project_head_grad"] and setup.optimizer is not None:
+        from ows.optim.head_grad import enable_projected_head_grad
+
+        enable_projected_head_grad(setup.optimizer, model, accumulation_steps=1)
     g = torch.Generator().manual_seed(0)
     vocab = model.get_input_embeddings().weight.shape[0]
     ids = torch.randint(0, vocab, (spec["batch_size"], spec["seq_len"]), generator=g)
@@ -189,7 +201,8 @@ def run_child(method: str, args: argparse.Namespace) -> dict[str, Any]:
                 steps=args.steps, num_active_layers=args.num_active_layers, rank=args.rank,
                 lora_rank=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing,
                 chunked_loss=args.chunked_loss, loss_chunk_size=args.loss_chunk_size, dtype=args.dtype,
-                svd_method=args.svd_method, sampling_granularity=args.sampling_granularity, options=options(args))
+                svd_method=args.svd_method, sampling_granularity=args.sampling_granularity, options=options(args),
+                untie_head=args.untie_head, project_head_grad=args.project_head_grad)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
                           text=True, env=env, check=False)
@@ -213,7 +226,7 @@ def estimate(method: str, model_config: dict[str, Any], args: argparse.Namespace
                            lora_r=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing,
                            loss_chunk_size=args.loss_chunk_size if args.chunked_loss else 0, device="cpu",
                            svd_method=args.svd_method, sampling_granularity=args.sampling_granularity,
-                           **options(args))
+                           project_head_grad=args.project_head_grad, **options(args))
 
 
 def command_line(argv: list[str]) -> str:
@@ -245,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--methods {unknown[0]!r} is unknown: use some of {','.join(METHODS)}", file=sys.stderr)
         return 2
     model_config = read_model_config(args.model)
+    if args.untie_head:
+        model_config = dict(model_config, tie_word_embeddings=False)
     command = command_line(argv)
     if not args.json:
         print(f"Command: `{command}`", flush=True)

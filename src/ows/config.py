@@ -139,6 +139,12 @@ class OWSConfig:
         "adamw on both task families and forgot less, docs/RESULTS.md; the other methods: adamw, as published).",
         None
     )
+    project_head_grad: bool = _help(
+        "With outside_optimizer galore and the chunked loss: sum the output head's gradient already projected to "
+        "rank r, chunk by chunk, so that its full (vocab x hidden) gradient exists only inside the loss on steps "
+        "that compute a new projector (docs/MEMORY.md). Gradient clipping then counts the head's projected "
+        "gradient. Kept whole for a tied head, fused_step, several processes or a plain training loop.", True
+    )
     fused_step: bool = _help(
         "Update each decoder-layer parameter inside the backward pass as soon as its gradient is complete, and "
         "free that gradient at once, so that about one weight's gradient exists at a time. Gradient clipping then "
@@ -184,7 +190,8 @@ class OWSConfig:
         check_float(self, "galore_scale", minimum=0.0, strict=True)
         check_choice(self, "proj_type", PROJ_TYPES)
         check_choice(self, "svd_method", SVD_METHODS)
-        for name in ("train_embeddings", "train_lm_head", "train_final_norm", "fused_step", "master_weights"):
+        for name in ("train_embeddings", "train_lm_head", "train_final_norm", "project_head_grad", "fused_step",
+                     "master_weights"):
             check_bool(self, name)
         if self.outside_optimizer is not None:  # None: the method's default
             check_choice(self, "outside_optimizer", OUTSIDE_OPTIMIZERS)

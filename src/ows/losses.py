@@ -5,14 +5,19 @@ log-softmax and its gradient: for 8 x 512 tokens and a 128k vocabulary that is 2
 :func:`chunked_cross_entropy` computes the same loss chunk by chunk of tokens; each chunk's logits
 are dropped after its forward and recomputed during backward (activation checkpointing of the
 output head), so at most one chunk of logits is alive at a time. The cost is one extra matmul of
-the head per chunk in backward.
+the head per chunk in backward. When the head's gradient is kept projected (:mod:`ows.optim.head_grad`), each
+chunk's share of it is projected as it is made and ``weight.grad`` is not written.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+from .optim.head_grad import projected_grad
 
 IGNORE_INDEX = -100
 
@@ -21,6 +26,50 @@ def _chunk_loss_sum(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
                     targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
     logits = F.linear(hidden, weight, bias).float()
     return F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction="sum")
+
+
+def _chunks(count: int, size: int) -> list[slice]:
+    return [slice(start, start + size) for start in range(0, count, size)]
+
+
+class _ProjectedHeadLoss(torch.autograd.Function):
+    """The summed chunked loss whose head-weight gradient goes to a :class:`ows.optim.head_grad.ProjectedHeadGrad`
+    (projected chunk by chunk, or summed whole on a refresh step) instead of ``weight.grad``. Backward recomputes
+    each chunk's logits, as the checkpointed path does, and returns the hidden states' gradient only."""
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int,
+                ignore_index: int, sink: Any, mode: str) -> torch.Tensor:
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for part in _chunks(hidden.shape[0], chunk_size):
+            total += _chunk_loss_sum(hidden[part], weight, None, targets[part], ignore_index)
+        ctx.save_for_backward(hidden, weight, targets)
+        ctx.settings = (sink.chunk_size(chunk_size, mode), ignore_index, sink, mode)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad_total: torch.Tensor) -> tuple[Any, ...]:
+        hidden, weight, targets = ctx.saved_tensors
+        chunk_size, ignore_index, sink, mode = ctx.settings
+        d_hidden = torch.empty_like(hidden)
+        full = torch.zeros_like(weight) if mode == "refresh" else None
+        for part in _chunks(hidden.shape[0], chunk_size):
+            seen: list[torch.Tensor] = []  # the logits' gradient, caught in flight: the logits themselves are
+            with torch.enable_grad():        # not kept, so that no more than the checkpointed path's bytes exist
+                h = hidden[part].detach().requires_grad_(True)
+                logits = F.linear(h, weight.detach())
+                logits.register_hook(seen.append)
+                loss = F.cross_entropy(logits.float(), targets[part], ignore_index=ignore_index, reduction="sum")
+                del logits
+                d_hidden[part] = torch.autograd.grad(loss, h, grad_total)[0]
+            if full is not None:
+                full.addmm_(seen[0].t(), h.detach())
+            else:
+                sink.add(seen[0], h.detach())
+            del loss, seen
+        if full is not None:
+            sink.finish_refresh(full)
+        return d_hidden, None, None, None, None, None, None
 
 
 def chunked_cross_entropy(
@@ -49,6 +98,10 @@ def chunked_cross_entropy(
         raise ValueError(f"chunk_size={chunk_size} is invalid: use a positive number of tokens")
     keep = (targets != ignore_index).nonzero().squeeze(1)
     hidden, targets = hidden.index_select(0, keep), targets.index_select(0, keep)
+    sink = projected_grad(weight) if torch.is_grad_enabled() and weight.requires_grad and bias is None else None
+    mode = sink.mode() if sink is not None else "full"
+    if mode != "full":  # the head's gradient goes to its projection (ows.optim.head_grad), not to weight.grad
+        return _ProjectedHeadLoss.apply(hidden, weight, targets, chunk_size, ignore_index, sink, mode)
     # Start from a zero that is part of the graph: a batch without labelled tokens still backpropagates
     # (zero gradients), like the standard loss, instead of failing or leaving other ranks waiting.
     total = (hidden.sum() * 0.0 + weight.sum() * 0.0).float()

@@ -22,8 +22,11 @@ def test_the_8b_axis_follows_each_rows_options_and_leaves_peers_out():
     fr = _load()
     lean = ["--method", "ows", "--num_active_layers", "5", "--train_embeddings", "false", "--train_lm_head", "false",
             "--fused_step", "true"]
-    paper = ["--method", "ows", "--num_active_layers", "5"]
+    paper = ["--method", "ows", "--num_active_layers", "5", "--outside_optimizer", "adamw", "--sampling_granularity",
+             "layer"]
     assert fr.estimate_8b(lean) < fr.estimate_8b(paper)
+    defaults = ["--method", "ows", "--num_active_layers", "5"]
+    assert fr.estimate_8b(defaults) < fr.estimate_8b([*defaults, "--project_head_grad", "false"])
     assert fr.estimate_8b(["--method", "lora", "--lora_r", "4"]) < fr.estimate_8b(["--method", "lora", "--lora_r", "64"])
     assert fr.estimate_8b(["--method", "peer-badam"]) is None
 

@@ -175,3 +175,24 @@ def test_estimate_is_a_plain_serialisable_record():
     assert data["method"] == "ows" and data["settings"]["peak_phase"] in ("backward start", "inside backward",
                                                                          "optimizer step")
     assert dataclasses.replace(est).total == data["total"]
+
+
+def test_a_projected_head_gradient_takes_the_full_head_gradient_out_of_the_peak():
+    from ows.model_facts import PRESETS
+
+    llama8b = PRESETS["llama-3.1-8b"]
+    run = dict(dtype="bfloat16", per_device_train_batch_size=16, max_seq_length=512, gradient_checkpointing=True,
+               loss_chunk_size=1024)
+    projected, whole = (estimate_memory(llama8b, "ows", project_head_grad=on, **run) for on in (True, False))
+    head = 128256 * 4096 * 2
+    assert projected.settings["project_head_grad"] and not whole.settings["project_head_grad"]
+    assert whole.total - projected.total > 0.9 * head  # the head's gradient is no longer in the peak
+    assert projected.total <= estimate_memory(llama8b, "lora", **run).total  # the 8B target: at most LoRA's
+    accumulated = estimate_memory(llama8b, "ows", gradient_accumulation_steps=2, **run)
+    assert accumulated.total == whole.total  # its refresh steps keep the full gradient through the micro-batches
+    for off in (dict(loss_chunk_size=0), dict(fused_step=True), dict(outside_optimizer="adamw")):
+        kw = {**run, **off}
+        assert estimate_memory(llama8b, "ows", **kw).total == estimate_memory(llama8b, "ows", project_head_grad=False,
+                                                                            **kw).total, off
+    tied = tiny_config("llama", 2).to_dict() | {"tie_word_embeddings": True}
+    assert not estimate_memory(tied, "ows", num_active_layers=1, loss_chunk_size=8).settings["project_head_grad"]

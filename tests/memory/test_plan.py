@@ -151,8 +151,8 @@ def test_a_field_the_user_set_that_rules_out_every_plan_is_named():
 
 
 def test_sampled_layers_given_up_come_back_when_a_later_lever_made_room():
-    llama70b = dict(LLAMA7B, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_key_value_heads=8,
-                    vocab_size=128256)
+    llama70b = dict(LLAMA7B, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+                    num_key_value_heads=8, vocab_size=128256)  # Llama-3.1-70B's shapes
     start = dict(START, per_device_train_batch_size=1, gradient_checkpointing=True, sampling_granularity="module",
                  outside_optimizer="galore")
     plan = plan_for_budget(llama70b, "ows", parse_budget("46GiB"), start, headroom=2**30)

@@ -36,6 +36,9 @@ class MemoryArguments:
     per_device_train_batch_size: int = _h("Sequences per step (TrainingArguments' field; ows memory without a config "
                                           "file: 1).", TRAINER_BATCH_SIZE)
     gradient_checkpointing: bool = _h("Recompute each layer in backward (TrainingArguments' field).", False)
+    gradient_accumulation_steps: int = _h("Micro-batches per optimizer step (TrainingArguments' field): with more "
+                                          "than one, a step that computes the head's projector keeps its full "
+                                          "gradient (project_head_grad).", 1)
     attn_implementation: str = _h("Attention implementation: sdpa or eager.",
                                   "sdpa")
     json: bool = _h("Print one JSON document (bytes) instead of the table.", False)

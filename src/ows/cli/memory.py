@@ -146,7 +146,8 @@ def compute(m: MemorySettings, model_config: dict[str, Any], methods: list[str],
 
     o = m.options
     training = {"per_device_train_batch_size": o.per_device_train_batch_size,
-                "gradient_checkpointing": o.gradient_checkpointing}
+                "gradient_checkpointing": o.gradient_checkpointing,
+                "gradient_accumulation_steps": o.gradient_accumulation_steps}
     settings = estimate_settings(m.script, m.config, training, o.attn_implementation, device="cuda")
     estimates = []
     try:
@@ -158,8 +159,7 @@ def compute(m: MemorySettings, model_config: dict[str, Any], methods: list[str],
                 if plans is not None:
                     plans[method] = budget_plan
                 chosen = budget_plan.settings
-            estimates.append(estimate_memory(model_config, method, **{k: v for k, v in chosen.items()
-                                                                       if k != "gradient_accumulation_steps"}))
+            estimates.append(estimate_memory(model_config, method, **chosen))
     except ValueError as err:
         raise UsageError(in_user_terms(str(err), m.parsed)) from None
     return estimates

@@ -7,6 +7,7 @@ from ``TrainingArguments`` wraps the returned optimizer as usual.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any
 
@@ -162,8 +163,9 @@ def attach_trainer(trainer: Any) -> None:
     wandb, mlflow, trackio, ...) at each logging step. With ``fused_step=true`` the Trainer would clip
     and measure only the gradients it still finds after backward (those outside the decoder layers);
     attached, it logs the fused step's exact global norm, and clipping is the fused step's (the previous
-    step's norm, see :mod:`ows.optim.fused`). The fused step also learns which micro-batch ends a step. On
-    resume, the names of tied weights are left out of transformers' missing-keys warning (they are saved once).
+    step's norm, see :mod:`ows.optim.fused`). The fused step also learns which micro-batch ends a step. With
+    ``project_head_grad`` (the default with a GaLore head) the head's gradient is summed projected by the chunked
+    loss and the Trainer's clipping and reported norm count it (:mod:`ows.optim.head_grad`). On resume, the names of tied weights are left out of transformers' missing-keys warning (they are saved once).
     """
     from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
@@ -173,7 +175,37 @@ def attach_trainer(trainer: Any) -> None:
         if isinstance(callback, OWSCallback):
             callback.reporters = [c for c in callbacks if isinstance(c, kinds)]
     _attach_fused(trainer)
+    _attach_head_grad(trainer)
     _quiet_tied_keys(trainer)
+
+
+def _attach_head_grad(trainer: Any) -> None:
+    """Keep the head's gradient projected (``project_head_grad``, :mod:`ows.optim.head_grad`) when the run can, and
+    make the Trainer's clipping and reported norm count it."""
+    from ..optim.head_grad import enable_projected_head_grad
+
+    args = trainer.args
+    several = getattr(args, "world_size", 1) > 1 or distributed.is_distributed()
+    if getattr(args, "fp16", False):  # the grad scaler unscales p.grad only
+        several = True
+    head = enable_projected_head_grad(unwrap_optimizer(trainer.optimizer), trainer.model,
+                                      args.gradient_accumulation_steps, distributed=several)
+    if head is None:
+        return
+
+    def total_norm(model: Any, max_norm: float) -> torch.Tensor:
+        params = [p for p in model.parameters() if p.grad is not None]
+        extra = [head.low] if head.low is not None else []
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params] + extra)
+        if math.isfinite(max_norm):
+            torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+            for low in extra:
+                low.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0).to(low.dtype))
+        return norm
+
+    trainer._clip_grad_norm = lambda model: total_norm(model, float(args.max_grad_norm))
+    trainer._get_grad_norm = lambda model, grad_norm=None: (grad_norm if grad_norm is not None
+                                                            else total_norm(model, math.inf))
 
 
 def _quiet_tied_keys(trainer: Any) -> None:

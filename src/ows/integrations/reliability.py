@@ -13,6 +13,7 @@ import torch
 from transformers import TrainerCallback
 
 from ..jsonio import give_usual_mode
+from ..optim.head_grad import projected_grad, projected_grads
 from .checkpoint import MARKER, mark_complete, other_run
 from .hf import unwrap_optimizer
 
@@ -20,8 +21,13 @@ logger = logging.getLogger(__name__)
 
 
 def nonfinite_gradients(model: torch.nn.Module) -> list[str]:
-    """Names of parameters whose gradient holds NaN or inf (empty when all are finite)."""
-    return [name for name, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    """Names of parameters whose gradient (or projected gradient, :mod:`ows.optim.head_grad`) holds NaN or inf
+    (empty when all are finite)."""
+    def bad(p: torch.Tensor) -> bool:
+        low = getattr(projected_grad(p), "low", None)
+        return any(g is not None and not torch.isfinite(g).all() for g in (p.grad, low))
+
+    return [name for name, p in model.named_parameters() if bad(p)]
 
 
 class CheckpointMarker(TrainerCallback):
@@ -123,6 +129,8 @@ class NonFiniteGuard(TrainerCallback):
         self.skipped += 1
         for p in model.parameters():  # the optimizer skips parameters without gradients
             p.grad = None
+        for head in projected_grads(model):
+            head.take()
         logger.warning("step %d: non-finite gradient in %s (and %d more): step skipped (%d in a row)",
                        state.global_step, bad[0], len(bad) - 1, self.consecutive)
         if self.policy == "stop" or self.consecutive >= self.max_consecutive:

@@ -41,11 +41,11 @@ from ..granularity import check_budget, most_blocks, resolve_budget
 from ..methods import get_method
 from ..validation import check_active_layers
 from .shape import ModelShape, model_shape
+from .loss import loss_bytes, projected_head
 from .state import optimizer_parts, outside_shapes
 from .weights import embedding_held, weight_bytes
 
 ATTENTIONS = ("sdpa", "eager")
-LOSS_BYTES_PER_LOGIT = 12  # fp32 log-softmax output, its gradient and the loss gradient at backward start
 
 
 def layer_activation_elements(shape: ModelShape, trainable: bool, seq_len: int, attention: str = "sdpa") -> float:
@@ -113,18 +113,6 @@ def _validate(dtype: str, attention: str, ints: dict[str, int]) -> None:
                "must be an integer >= 1")
 
 
-def _loss_bytes(shape: ModelShape, tokens: int, nbytes: int, chunked: bool, chunk: int, head_trains: bool) -> int:
-    """Transient bytes of the loss at the start of backward (fp32 log-softmax, its and the loss's gradient).
-
-    Chunked: only one chunk of logits exists, plus a copy of the final hidden states and, when the
-    head trains, one chunk's head-weight gradient next to the accumulated one.
-    """
-    if not chunked:
-        return LOSS_BYTES_PER_LOGIT * tokens * shape.vocab
-    head = shape.vocab * shape.hidden * nbytes if head_trains else 0
-    return LOSS_BYTES_PER_LOGIT * min(chunk, tokens) * shape.vocab + tokens * shape.hidden * nbytes + head
-
-
 def layer_matrix_sizes(model_config: dict[str, Any]) -> list[list[int]] | None:
     """The 2-D weight sizes of every decoder layer from a ``config.json`` dict, for checking a module-granularity
     budget before the model loads; None for a model whose shape is not known here (the sampler checks it then)."""
@@ -167,6 +155,8 @@ def estimate_memory(
     frozen_quantization: str = "none",
     sampling_granularity: str | None = None,
     sample_budget_params: int | None = None,
+    project_head_grad: bool = True,
+    gradient_accumulation_steps: int = 1,
 ) -> MemoryEstimate:
     """Estimated peak bytes of one training step of ``method`` on the model of ``model_config``.
 
@@ -180,7 +170,9 @@ def estimate_memory(
     of LoRA's dropout masks. ``fused_step``, ``master_weights`` and ``outside_optimizer`` are the
     ``OWSConfig`` fields (see :mod:`ows.memory.state` and docs/MEMORY.md), as is
     ``frozen_quantization`` (:mod:`ows.memory.weights`), ``sampling_granularity`` and
-    ``sample_budget_params`` (single weights up to a parameter budget, see above). All figures are bytes.
+    ``sample_budget_params`` (single weights up to a parameter budget, see above) and ``project_head_grad`` (with
+    a GaLore head, the chunked loss, no fused step and an untied head; ``gradient_accumulation_steps`` decides its
+    refresh steps, :func:`ows.memory.loss.projected_head`). All figures are bytes.
     """
     _check(device in ("cuda", "cpu"), "device", device, "use cuda or cpu")
     _check(outside_optimizer in (None, *OUTSIDE_OPTIMIZERS), "outside_optimizer", outside_optimizer,
@@ -196,7 +188,8 @@ def estimate_memory(
     sampling_granularity = defaults["sampling_granularity"] if sampling_granularity is None else sampling_granularity
     _validate(dtype, attn_implementation, dict(per_device_train_batch_size=per_device_train_batch_size,
                                                max_seq_length=max_seq_length, rank=rank, lora_r=lora_r,
-                                               num_active_layers=num_active_layers))
+                                               num_active_layers=num_active_layers,
+                                               gradient_accumulation_steps=gradient_accumulation_steps))
     _check(isinstance(loss_chunk_size, int) and not isinstance(loss_chunk_size, bool) and loss_chunk_size >= 0,
            "loss_chunk_size", loss_chunk_size, "use 0 (the standard loss) or a positive number of tokens")
     chunked_loss, seq_len, lora_rank, attention = loss_chunk_size > 0, max_seq_length, lora_r, attn_implementation
@@ -221,11 +214,16 @@ def estimate_memory(
                                                  attention,
                                                  gradient_checkpointing, lora_rank, head_trains,
                                                  1 if device == "cuda" else nbytes)
-    loss = _loss_bytes(shape, tokens, nbytes, chunked_loss, loss_chunk_size or 1, head_trains)
+    loss = loss_bytes(shape, tokens, nbytes, chunked_loss, loss_chunk_size or 1, head_trains)
     vectors = shape.layer_vectors * nbytes
     grad_layers = int(k * (parts.grad_layer - vectors) + touched * vectors)  # the trained layers' gradients
     gradients = grad_layers + sum(parts.grads_outside)
     head_grad = max(parts.grads_outside, default=0) if head_trains else 0
+    head = None
+    if project_head_grad and head_trains and chunked_loss and not shape.tied and not fused_step \
+            and outside_optimizer == "galore" and spec.layers != "adapters":
+        head = projected_head(shape, tokens, nbytes, loss_chunk_size, rank, svd_method, gradient_accumulation_steps)
+        loss, gradients, head_grad = head.loss, gradients - head_grad + head.grad, head.grad
     # A tied matrix trained in both roles gets a dense input-embedding gradient at the end of backward,
     # summed with its head gradient into a new tensor: three copies of it for a moment.
     tied_sum = 3 * shape.vocab * shape.hidden * nbytes if shape.tied and spec.outside != "none" and (
@@ -250,6 +248,8 @@ def estimate_memory(
             "end of backward": grad_layers + tied_sum,
             "optimizer step": gradients + parts.temporaries,
         }
+        if head is not None and head.refresh:
+            phases["head projector"] = acts + head.refresh + held.dequant
     peak_phase = max(phases, key=phases.__getitem__)
     weights = held.device
     total = weights + int(parts.state + parts.projectors) + phases[peak_phase]
@@ -262,7 +262,8 @@ def estimate_memory(
                     loss_chunk_size=loss_chunk_size, attn_implementation=attention, train_embeddings=train_embeddings,
                     train_lm_head=train_lm_head, device=device, fused_step=fused_step, master_weights=master_weights,
                     outside_optimizer=outside_optimizer, svd_method=svd_method,
-                    frozen_quantization=frozen_quantization, host_bytes=held.host, peak_phase=peak_phase)
+                    frozen_quantization=frozen_quantization, host_bytes=held.host, peak_phase=peak_phase,
+                    project_head_grad=head is not None)
     if module:
         settings.update(sampling_granularity="module", sample_budget_params=budget, layers_touched=touched)
     return MemoryEstimate(method, weights, gradients, int(parts.state), int(parts.projectors), acts, loss,

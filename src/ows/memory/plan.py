@@ -175,7 +175,7 @@ def plan_for_budget(model_config: dict[str, Any], method: str, budget: int, sett
     """The settings for ``method`` with the best quality whose estimate fits ``budget - headroom`` bytes.
 
     ``settings`` are ``estimate_memory``'s keyword arguments (the run fields ``per_device_train_batch_size``,
-    ``num_active_layers``, ...) plus ``gradient_accumulation_steps``; ``fixed`` the fields the user set,
+    ``num_active_layers``, ``gradient_accumulation_steps``, ...); ``fixed`` the fields the user set,
     never changed. The plan may not fit: check :attr:`Plan.fits`."""
     spec, device = get_method(method), settings.get("device", "cuda")
     defaults = {k: v for k, v in spec.resolved_defaults().items() if k in ESTIMATED and settings.get(k) is None}
@@ -258,5 +258,4 @@ def _spend(plan: Plan, levers: list[Lever], model_config: dict[str, Any], method
 
 
 def _total(model_config: dict[str, Any], method: str, settings: dict[str, Any]) -> int:
-    kwargs = {k: v for k, v in settings.items() if k != "gradient_accumulation_steps"}
-    return estimate_memory(model_config, method, **kwargs).total
+    return estimate_memory(model_config, method, **settings).total

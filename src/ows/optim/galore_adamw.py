@@ -20,6 +20,7 @@ import torch
 from torch.optim import Optimizer
 
 from ..config import PROJ_TYPES, PROJECTOR_METHODS, UPDATE_CHUNK
+from .head_grad import projected_grad
 from .lowbit import adam_step_8bit, uses_8bit
 from .sharded import add_replicated, is_dtensor
 from .projector import (add_projected, compute_projector, gram_projector, project, project_back, projection_side,
@@ -189,7 +190,11 @@ class GaLoreAdamW(Optimizer):
             self.fused.clip_outside()
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is not None:
+                head = projected_grad(p)
+                low = head.take() if head is not None else None
+                if low is not None:
+                    self._projected_update(p, low, group)
+                elif p.grad is not None:
                     self.update_parameter(p, group)
         if self.fused is not None:
             self.fused.end_step()
@@ -225,6 +230,24 @@ class GaLoreAdamW(Optimizer):
         if master is not None:
             p.copy_(master)  # rounded to the parameter's dtype
 
+    def _projected_update(self, p: torch.Tensor, low_grad: torch.Tensor, group: dict[str, Any]) -> None:
+        """The GaLore step of ``p`` from its gradient already projected (:mod:`ows.optim.head_grad`), with the
+        projector in its state: the same arithmetic as from ``p.grad``."""
+        state = self.state[p]
+        low = self._adam(state, low_grad, group)
+        add_projected(p, low, state["projector"], projection_side(p.shape, group["proj_type"]),
+                      -group["lr"] * group["scale"])
+        _decay(p, group)
+
+    def new_projector(self, grad: torch.Tensor, group: dict[str, Any], side: str,
+                      previous: torch.Tensor | None) -> torch.Tensor:
+        """A projector of ``grad`` by the group's ``svd`` method (timed and counted)."""
+        started = time.perf_counter()
+        projector = _robust_projector(grad, group["rank"], side, previous, group["svd"])
+        self.svd_seconds += time.perf_counter() - started
+        self.svd_calls += 1
+        return projector
+
     def _direction(self, state: dict[str, Any], grad: torch.Tensor, shape: torch.Size, group: dict[str, Any]) -> torch.Tensor:
         """The full-size Adam direction of one parameter (its step is ``-lr`` times it); updates ``state`` in place."""
         if "rank" not in group:
@@ -237,10 +260,7 @@ class GaLoreAdamW(Optimizer):
         """The Adam direction of a GaLore weight in its projected space; computes the projector when due."""
         side = projection_side(shape, group["proj_type"])
         if "projector" not in state or state["step"] % group["update_proj_gap"] == 0:
-            started = time.perf_counter()
-            state["projector"] = _robust_projector(grad, group["rank"], side, state.get("projector"), group["svd"])
-            self.svd_seconds += time.perf_counter() - started
-            self.svd_calls += 1
+            state["projector"] = self.new_projector(grad, group, side, state.get("projector"))
         return self._adam(state, project(grad, state["projector"], side), group)
 
     @staticmethod

@@ -50,7 +50,8 @@ def build_param_groups(
     ``layers_other`` the rest of the decoder layers (norms, biases; no weight decay),
     ``always`` / ``always_no_decay`` the trainable parameters outside the decoder layers.
     ``master_weights`` marks the layer groups ``master``; ``outside_optimizer`` gives the outside groups
-    8-bit moments (``state_bits``) or, for their 2-D weights, GaLore keys.
+    8-bit moments (``state_bits``) or, for their 2-D weights, GaLore keys (and ``project_head_grad``, see
+    :mod:`ows.optim.head_grad`).
     Parameters outside the layers that the config turns off are frozen here (``requires_grad=False``).
     With ``train_embeddings`` off, the input-embedding output is detached (a tied head still trains
     through its output role), so the backward pass stops at the lowest sampled layer. ``layers``: the
@@ -84,7 +85,8 @@ def build_param_groups(
         {**_galore_group(galore, config, weight_decay), **master},
         {"params": layer_other, "weight_decay": 0.0, "ows_group": "layers_other", **master},
         {"params": always, "weight_decay": weight_decay, "ows_group": "always", **outside,
-         **(_galore_keys(config, outside=True) if config.outside_optimizer == "galore" else {})},
+         **(dict(_galore_keys(config, outside=True), project_head_grad=config.project_head_grad)
+            if config.outside_optimizer == "galore" else {})},
         {"params": always_nd, "weight_decay": 0.0, "ows_group": "always_no_decay", **outside},
     ]
     return [g for g in groups if g["params"]]

@@ -17,14 +17,15 @@ from .arguments import ScriptArguments
 
 # The fields of each kind that the estimate reads (and a plan may change).
 OWS_FIELDS = ("num_active_layers", "rank", "train_embeddings", "train_lm_head", "fused_step", "master_weights",
-              "outside_optimizer", "svd_method", "frozen_quantization", "sampling_granularity", "sample_budget_params")
+              "outside_optimizer", "svd_method", "frozen_quantization", "sampling_granularity", "sample_budget_params",
+              "project_head_grad")
 SCRIPT_FIELDS = ("dtype", "max_seq_length", "lora_r", "loss_chunk_size")
 TRAINING_FIELDS = {"per_device_train_batch_size": 8, "gradient_checkpointing": False, "gradient_accumulation_steps": 1}
 
 
 def estimate_settings(script: ScriptArguments, config: OWSConfig, training: Mapping[str, Any],
                       attn_implementation: str = "sdpa", device: str = "cuda") -> dict[str, Any]:
-    """``estimate_memory``'s keyword arguments for a run's fields (plus ``gradient_accumulation_steps``);
+    """``estimate_memory``'s keyword arguments for a run's fields;
     ``training`` holds TrainingArguments values (missing ones take the Trainer's defaults)."""
     values = {name: getattr(script, name) for name in SCRIPT_FIELDS}
     if values["dtype"] == "auto":  # both commands resolve it first (arguments.resolve_dtype): a last resort
