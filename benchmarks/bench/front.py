@@ -29,7 +29,8 @@ PLAN_SIZES = dict(dtype="bfloat16", per_device_train_batch_size=16, max_seq_leng
                   gradient_checkpointing=True, loss_chunk_size=1024, attn_implementation="sdpa", device="cuda")
 PLAN_START = dict(num_active_layers=5, rank=128, train_embeddings=True, train_lm_head=True, fused_step=False,
                   master_weights=False, outside_optimizer="galore", svd_method="exact", frozen_quantization="none",
-                  sampling_granularity="layer")  # as the rows train (RECORDED_DEFAULTS)
+                  sampling_granularity="layer",  # as the rows train (RECORDED_DEFAULTS)
+                  project_head_grad=False)  # as the rows were planned (it changes no SmolLM2 run: a tied head)
 PLANNED_FIELDS = ("num_active_layers", "rank", "fused_step", "train_embeddings", "train_lm_head", "outside_optimizer",
                   "svd_method", "frozen_quantization")
 SMOLLM2_LAYERS = 30
