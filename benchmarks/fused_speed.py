@@ -17,8 +17,10 @@ import json
 import random
 import statistics
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # step_speed next to this script
+from step_speed import output_folder, random_batch, timed_step  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,35 +47,21 @@ def _copy(args: argparse.Namespace, fused: bool):
     return model, optimizer, controller
 
 
-def _step(model, optimizer, controller, step: int, batch) -> float:
-    started = time.perf_counter()
-    controller.begin_step(step)
-    model(**batch).loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return time.perf_counter() - started
-
-
 def main(argv: list[str] | None = None) -> int:
-    import datetime
-
     import torch
 
     args = parse_args(argv)
-    out = Path(args.output_dir or Path(__file__).resolve().parent / "results" /
-               f"{datetime.date.today().isoformat()}-fused-speed")
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.output_dir, "fused-speed")
     torch.manual_seed(0)
     copies = {"unfused": _copy(args, False), "fused": _copy(args, True)}
     vocab = copies["unfused"][0].config.vocab_size
     rng = random.Random(0)
     times: dict[str, list[float]] = {name: [] for name in copies}
     for step in range(args.steps + 2):
-        ids = torch.tensor([[rng.randrange(vocab) for _ in range(args.seq_len)] for _ in range(args.batch_size)])
-        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+        batch = random_batch(rng, vocab, args.batch_size, args.seq_len)
         order = list(copies) if step % 2 == 0 else list(reversed(copies))  # neither always goes first
         for name in order:
-            seconds = _step(*copies[name], step, batch)
+            seconds = timed_step(*copies[name], step, batch)
             if step >= 2:
                 times[name].append(seconds)
         print(f"step {step}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in copies if times[n]), flush=True)

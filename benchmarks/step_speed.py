@@ -66,7 +66,8 @@ def _row(args: argparse.Namespace, name: str) -> tuple[Any, Any, Any]:
     return setup.model, optimizer, setup.controller
 
 
-def _step(model: Any, optimizer: Any, controller: Any, step: int, batch: dict[str, Any]) -> float:
+def timed_step(model: Any, optimizer: Any, controller: Any, step: int, batch: dict[str, Any]) -> float:
+    """Seconds of one training step (the controller's draw, forward, backward, the optimizer's step)."""
     started = time.perf_counter()
     if controller is not None:
         controller.begin_step(step)
@@ -76,15 +77,28 @@ def _step(model: Any, optimizer: Any, controller: Any, step: int, batch: dict[st
     return time.perf_counter() - started
 
 
-def main(argv: list[str] | None = None) -> int:
+def output_folder(given: str | None, name: str) -> Path:
+    """``given``, or ``benchmarks/results/<date>-<name>``; made."""
     import datetime
 
+    out = Path(given or Path(__file__).resolve().parent / "results" / f"{datetime.date.today().isoformat()}-{name}")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def random_batch(rng: random.Random, vocab: int, batch_size: int, seq_len: int) -> dict[str, Any]:
+    """A batch of random tokens (labels = inputs)."""
+    import torch
+
+    ids = torch.tensor([[rng.randrange(vocab) for _ in range(seq_len)] for _ in range(batch_size)])
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
+
+def main(argv: list[str] | None = None) -> int:
     import torch
 
     args = parse_args(argv)
-    out = Path(args.output_dir or Path(__file__).resolve().parent / "results" /
-               f"{datetime.date.today().isoformat()}-step-speed")
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.output_dir, "step-speed")
     torch.manual_seed(0)
     names = args.rows.split(",")
     rows = {name: _row(args, name) for name in names}
@@ -92,11 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(0)
     times: dict[str, list[float]] = {name: [] for name in names}
     for step in range(args.steps + 2):
-        ids = torch.tensor([[rng.randrange(vocab) for _ in range(args.seq_len)] for _ in range(args.batch_size)])
-        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+        batch = random_batch(rng, vocab, args.batch_size, args.seq_len)
         shift = step % len(names)
         for name in names[shift:] + names[:shift]:  # every row goes first as often as the others
-            seconds = _step(*rows[name], step, batch)
+            seconds = timed_step(*rows[name], step, batch)
             if step >= 2:
                 times[name].append(seconds)
         print(f"step {step}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names if times[n]), flush=True)
