@@ -12,8 +12,9 @@ projected gradient as the optimizer would compute from ``p.grad``. With several 
 (``accumulation_steps`` other than 1, or unknown) such a step keeps the full gradient in ``p.grad`` as usual.
 
 Gradient clipping sees the head's projected gradient (what its update uses), not the full one:
-:func:`ows.integrations.hf.attach_trainer` clips and reports the norm with it. One process only; a tied head
-(the input embedding's matrix) and a head with a trained bias keep their full gradient.
+:func:`ows.integrations.hf.attach_trainer` turns this on and clips and reports the norm with it (a plain loop,
+which clips ``p.grad`` itself, keeps the full gradient). A tied head (the input embedding's matrix), a head with
+a trained bias, the fused step, several processes and fp16's grad scaler keep the full gradient too.
 """
 
 from __future__ import annotations
