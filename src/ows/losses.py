@@ -108,8 +108,7 @@ def chunked_cross_entropy(
     if bias is not None:
         total = total + bias.sum().float() * 0.0
     needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
-    for start in range(0, hidden.shape[0], chunk_size):
-        part = slice(start, start + chunk_size)
+    for part in _chunks(hidden.shape[0], chunk_size):
         if needs_grad:
             chunk = checkpoint(_chunk_loss_sum, hidden[part], weight, bias, targets[part], ignore_index,
                                use_reentrant=False)

@@ -40,11 +40,10 @@ def projected_head(shape: ModelShape, tokens: int, nbytes: int, chunk: int, rank
     ``rank`` (its std side), with ``accumulation`` micro-batches per step and the head's projector by ``svd``."""
     full, r = shape.vocab * shape.hidden * nbytes, min(rank, shape.vocab, shape.hidden)
     low = max(shape.vocab, shape.hidden) * r * nbytes  # the projected gradient, shaped like a moment
-    hidden = tokens * shape.hidden * nbytes
-    usual = LOSS_BYTES_PER_LOGIT * min(chunk, tokens) * shape.vocab + hidden + low
+    usual = loss_bytes(shape, tokens, nbytes, True, chunk, False) + low
     if accumulation > 1:
         return HeadBytes(max(usual, loss_bytes(shape, tokens, nbytes, True, chunk, True)), full, 0)
-    smaller = min(refresh_chunk(chunk, shape.hidden, r, nbytes), tokens)
-    refresh = LOSS_BYTES_PER_LOGIT * smaller * shape.vocab + hidden + full
+    refresh = loss_bytes(shape, tokens, nbytes, True, refresh_chunk(chunk, shape.hidden, r, nbytes), True)
+    hidden = tokens * shape.hidden * nbytes
     projector = 2 * hidden + full + galore_temporaries(shape.vocab, shape.hidden, rank, nbytes, svd_for(svd, True))
     return HeadBytes(max(usual, refresh), low, projector)
