@@ -214,7 +214,9 @@ def _quiet_tied_keys(trainer: Any) -> None:
     seen: set[int] = set()
     tied: set[str] = set()
     for name, param in trainer.model.named_parameters(remove_duplicate=False):
-        (tied.add(name) if id(param) in seen else seen.add(id(param)))
+        if id(param) in seen:
+            tied.add(name)
+        seen.add(id(param))
     warn = getattr(trainer, "_issue_warnings_after_load", None)
     if not tied or warn is None:
         return

@@ -66,13 +66,15 @@ class ProjectedHeadGrad:
             low = dlogits.t() @ (hidden @ projector.t())
         else:
             low = (dlogits @ projector).t() @ hidden
-        self.low = low if self.low is None else self.low.add_(low)
+        self._accumulate(low)
 
     def finish_refresh(self, grad: torch.Tensor) -> None:
         """A new projector from the step's full gradient (as the optimizer would compute it), and its projection."""
         state = self.optimizer.state[self.param]
         state["projector"] = self.optimizer.new_projector(grad, self.group, self.side, state.get("projector"))
-        low = project(grad, state["projector"], self.side)
+        self._accumulate(project(grad, state["projector"], self.side))
+
+    def _accumulate(self, low: torch.Tensor) -> None:
         self.low = low if self.low is None else self.low.add_(low)
 
     def take(self) -> torch.Tensor | None:
@@ -116,7 +118,8 @@ def enable_projected_head_grad(optimizer: Any, model: nn.Module, accumulation_st
     if why is not None:
         logger.info("project_head_grad: the head's full gradient is kept (%s)", why)
         return None
-    setattr(head.weight, ATTR, ProjectedHeadGrad(optimizer, head.weight, group, accumulation_steps))
+    projected = ProjectedHeadGrad(optimizer, head.weight, group, accumulation_steps)
+    setattr(head.weight, ATTR, projected)
     logger.info("project_head_grad: the head's gradient is summed projected (rank %d) by the chunked loss",
                 group["rank"])
-    return projected_grad(head.weight)
+    return projected
