@@ -93,6 +93,8 @@ def test_a_head_that_cannot_keep_its_gradient_projected_keeps_it_whole(caplog):
     optimizer, _ = ows.create_ows(model, ows.OWSConfig(**CONFIG), lr=1e-2)
     assert enable_projected_head_grad(optimizer, model, 1, distributed=True) is None
     assert "several processes" in caplog.text
+    assert enable_projected_head_grad(optimizer, model, 1, grad_scaler=True) is None
+    assert "fp16's grad scaler" in caplog.text
     fused, _ = ows.create_ows(model, ows.OWSConfig(**CONFIG, fused_step=True), lr=1e-2)
     assert enable_projected_head_grad(fused, model, 1) is None and "fused_step" in caplog.text
     for off in (dict(project_head_grad=False), dict(outside_optimizer="adamw")):  # not asked for: nothing said

@@ -185,11 +185,10 @@ def _attach_head_grad(trainer: Any) -> None:
     from ..optim.head_grad import enable_projected_head_grad
 
     args = trainer.args
-    several = getattr(args, "world_size", 1) > 1 or distributed.is_distributed()
-    if getattr(args, "fp16", False):  # the grad scaler unscales p.grad only
-        several = True
     head = enable_projected_head_grad(unwrap_optimizer(trainer.optimizer), trainer.model,
-                                      args.gradient_accumulation_steps, distributed=several)
+                                      args.gradient_accumulation_steps,
+                                      distributed=getattr(args, "world_size", 1) > 1 or distributed.is_distributed(),
+                                      grad_scaler=bool(getattr(args, "fp16", False)))
     if head is None:
         return
 

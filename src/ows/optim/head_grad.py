@@ -101,9 +101,10 @@ def _head_group(optimizer: Any, head: nn.Parameter) -> dict[str, Any] | None:
 
 
 def enable_projected_head_grad(optimizer: Any, model: nn.Module, accumulation_steps: int | None,
-                               distributed: bool = False) -> ProjectedHeadGrad | None:
+                               distributed: bool = False, grad_scaler: bool = False) -> ProjectedHeadGrad | None:
     """Keep the output head's gradient projected (module docstring) when this run can; None (and a log line
-    saying why, when the group asked for it) when it cannot. ``accumulation_steps``: micro-batches per step."""
+    saying why, when the group asked for it) when it cannot. ``accumulation_steps``: micro-batches per step;
+    ``grad_scaler``: fp16 training, whose scaler unscales ``p.grad`` only."""
     get_head, get_inputs = getattr(model, "get_output_embeddings", None), getattr(model, "get_input_embeddings", None)
     head = get_head() if callable(get_head) else None
     if not isinstance(head, nn.Linear) or not head.weight.requires_grad:
@@ -112,7 +113,8 @@ def enable_projected_head_grad(optimizer: Any, model: nn.Module, accumulation_st
     if group is None:
         return None
     inputs = get_inputs() if callable(get_inputs) else None
-    why = ("several processes" if distributed else "fused_step" if getattr(optimizer, "fused", None) is not None
+    why = ("several processes" if distributed else "fp16's grad scaler" if grad_scaler
+           else "fused_step" if getattr(optimizer, "fused", None) is not None
            else "a tied head" if inputs is not None and getattr(inputs, "weight", None) is head.weight
            else "a trained head bias" if head.bias is not None and head.bias.requires_grad else None)
     if why is not None:
