@@ -66,9 +66,10 @@ def _rows() -> dict[str, tuple[str, tuple[str, ...], str]]:
     }
     for gamma in (2, 5, 10, 30):
         rows[f"ows-g{gamma}"] = ("ows", (*DEFAULTS, "--num_active_layers", str(gamma)), f"OWS (GaLore outside, whole layers by owl), γ={gamma}")
-    rows["ows-module-g5"] = ("ows", (*DEFAULTS, "--num_active_layers", "5", "--sampling_strategy", "uniform",
-                                     "--sampling_granularity", "module"),
-                             "OWS defaults (single weights drawn uniformly), 5 layers' worth")
+    for gamma in (2, 5, 10, 30):  # today's defaults: single weights drawn uniformly, gamma layers' worth
+        rows[f"ows-module-g{gamma}"] = ("ows", (*DEFAULTS, "--num_active_layers", str(gamma), "--sampling_strategy",
+                                                "uniform", "--sampling_granularity", "module"),
+                                        f"OWS defaults (single weights drawn uniformly), {gamma} layers' worth")
     rows["ows-lean-g5"] = ("ows", (*LEAN, "--num_active_layers", "5"), "OWS lean (embeddings and head frozen, "
                            "fused step), γ=5")
     rows["ows-lean-nf4-g5"] = ("ows", (*LEAN, "--frozen_quantization", "nf4", "--num_active_layers", "5"),
