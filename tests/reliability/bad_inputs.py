@@ -204,6 +204,7 @@ def _reliability_two_cases(model: Path, tmp: Path, base: list[str], train: Calla
         Case("profile", "too few non-zero profile ratios", train("--sampling_strategy", "owl", "--profile", one_profile, "--sampling_granularity", "layer"), "only 1 layers have a non-zero probability"),
         Case("profile", "profile of another model with the same layer count", train("--sampling_strategy", "owl", "--profile", other_profile), "was measured on 'Llama-2-7b-hf'"),
         Case("model", "truncated config.json", train("--model", str(truncated), drop=("--model",)), "config.json cannot be read"),
+        Case("model", "a hub id that cannot be fetched", train("--model", "ows-no-such-org/no-such-model", drop=("--model",)), "is not a local path and its config could not be fetched"),
         Case("model", "a model that is not a causal LM (DistilBERT)", train("--model", str(distilbert), drop=("--model",)), "is a 'distilbert' model, which has no causal-LM head"),
         Case("output", "output_dir whose parent is a file", train("--output_dir", str(Path(write("parent_file", "x")) / "out"), drop=("--output_dir",)), "cannot be created"),
         Case("checkpoint", "resume from a folder that is not a checkpoint", train("--resume_from_checkpoint", str(not_ckpt)), "is not a checkpoint folder"),

@@ -5,7 +5,7 @@ import pytest
 pytest.importorskip("transformers")
 from bad_inputs import cases, run_case  # noqa: E402
 
-COUNT = 110
+COUNT = 111
 
 
 def test_matrix_covers_every_area(tiny_model_dir, tmp_path):

@@ -161,6 +161,10 @@ def read_model_config(model_path: str, script: ScriptArguments) -> Any:
         model_config = AutoConfig.from_pretrained(model_path, trust_remote_code=script.trust_remote_code)
     except Exception as err:  # a truncated or foreign config.json raises several types
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        if not Path(model_path).expanduser().exists():  # a hub id: the Hub could not be reached or has no such model
+            raise UsageError(f"model={script.model!r} is not a local path and its config could not be fetched ({first}): "
+                             "check the id and your connection (HF_TOKEN for gated models), or pass a local model "
+                             "folder") from None
         raise UsageError(f"model={script.model!r}: its config.json cannot be read ({first}): fix the file or save the "
                          "model folder again") from None
     auto_map = getattr(model_config, "auto_map", None) or {}
