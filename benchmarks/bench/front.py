@@ -72,6 +72,8 @@ def _rows() -> dict[str, tuple[str, tuple[str, ...], str]]:
                                         f"OWS defaults (single weights drawn uniformly), {gamma} layers' worth")
     rows["ows-lean-g5"] = ("ows", (*LEAN, "--num_active_layers", "5"), "OWS lean (embeddings and head frozen, "
                            "fused step), γ=5")
+    rows["ows-lean-module-g5"] = ("ows", (*LEAN, *rows["ows-module-g5"][1]), "OWS lean, single weights drawn "
+                                  "uniformly, 5 layers' worth")
     rows["ows-lean-nf4-g5"] = ("ows", (*LEAN, "--frozen_quantization", "nf4", "--num_active_layers", "5"),
                                "OWS lean + NF4 frozen layers, γ=5")
     for method in BUDGET_METHODS:

@@ -35,8 +35,7 @@ VARIANTS = {
 VARIANTS["ows-nf4"] = ("ows", ("--frozen_quantization", "nf4"), "OWS, frozen layers in NF4")
 # Today's defaults with the head's full gradient (project_head_grad off): the same run as ows-module-g5 except
 # for what gradient clipping counts, on a model with an untied head (benchmarks/untie_head.py).
-VARIANTS["ows-headgrad-full"] = ("ows", (*DEFAULTS, "--num_active_layers", "5", "--sampling_strategy", "uniform",
-                                         "--sampling_granularity", "module", "--project_head_grad", "false"),
+VARIANTS["ows-headgrad-full"] = ("ows", (*FRONT_ROWS["ows-module-g5"][1], "--project_head_grad", "false"),
                                  "OWS defaults, the head's full gradient (project_head_grad off)")
 
 
