@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE))  # the `bench` package next to this script
 from bench.gpu_child import SCALES  # noqa: E402
 from bench.settings import LABELS, PRODUCT_METHODS  # noqa: E402
 from bench.summary import ratio  # noqa: E402
-from ows.config import DTYPES, OUTSIDE_OPTIMIZERS, SVD_METHODS  # noqa: E402
+from ows.choices import DTYPES, OUTSIDE_OPTIMIZERS, SVD_METHODS  # noqa: E402
 from ows.methods import get_method  # noqa: E402
 
 # A base loaded quantized (qlora) cannot be built from a config with random weights: estimator and CPU check only.

@@ -35,7 +35,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from ows.config import DTYPES, FROZEN_QUANTIZATIONS, OUTSIDE_OPTIMIZERS, SVD_METHODS
+from ows.choices import DTYPES, FROZEN_QUANTIZATIONS, OUTSIDE_OPTIMIZERS, SVD_METHODS
 from ows.methods import get_method
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the `bench` package next to this script
@@ -135,7 +135,7 @@ def child_main(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ows.config import OWSConfig
+    from ows.choices import OWSConfig
     from ows.memory.measure import peak_rss_bytes
     from ows.methods import build_method
     from ows.loading import load_model, resolve_model_path

@@ -7,41 +7,11 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from .choices import (FROZEN_QUANTIZATIONS, OUTSIDE_OPTIMIZERS, OWS_DEFAULTS, PROFILE_STRATEGIES, PROJ_TYPES,
+                      SAMPLING_GRANULARITIES, SAMPLING_PRIORS, SAMPLING_STRATEGIES, SVD_METHODS)
 from .granularity import check_budget, resolve_budget
 from .jsonio import read_json, write_json
 from .validation import check_active_layers, check_bool, check_choice, check_float, check_int
-
-# The choice lists of ows, defined here once (this module imports no torch) and imported everywhere else.
-SAMPLING_STRATEGIES = ("owl", "uniform", "owl_reverse", "increase", "decrease", "weights", "gradient")
-PROFILE_STRATEGIES = ("owl", "owl_reverse")  # the strategies that need an outlier profile
-SAMPLING_GRANULARITIES = ("layer", "module")  # what one draw picks: whole decoder layers or single 2-D weights
-SAMPLING_PRIORS = ("uniform", "owl")  # the order in which 'gradient' visits blocks it has not measured yet
-PROJ_TYPES = ("std", "reverse_std", "left", "right")
-PROJECTOR_METHODS = ("exact", "randomized", "gram")  # how GaLoreAdamW computes a projector
-SVD_METHODS = ("auto", *PROJECTOR_METHODS)  # the run field: auto picks per weight (svd_for)
-OUTSIDE_OPTIMIZERS = ("adamw", "adamw8bit", "galore")
-FROZEN_QUANTIZATIONS = ("none", "nf4", "int8")
-# bitsandbytes' blockwise 8-bit moments: one fp32 absmax per block; smaller tensors keep full moments.
-EIGHT_BIT_BLOCK = 256
-EIGHT_BIT_MIN_SIZE = 4096
-# Elements of a tensor that one slice of a plain AdamW update, or of a Gram-matrix sum, works on at a time.
-UPDATE_CHUNK = 1 << 22
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-# OWSConfig fields whose default (None) is the method's own (``ows.methods.Method.defaults``): ows's follow the
-# measurements (docs/RESULTS.md), the other methods' are as published. The paper's recipe: configs/paper.yaml.
-OWS_DEFAULTS = {"outside_optimizer": "galore", "sampling_granularity": "module", "sampling_strategy": "uniform"}
-PUBLISHED = {"outside_optimizer": "adamw", "sampling_granularity": "layer", "sampling_strategy": "owl"}
-METHOD_DEFAULTED = tuple(OWS_DEFAULTS)
-DTYPES = tuple(DTYPE_BYTES)
-
-
-def svd_for(svd_method: str, outside: bool) -> str:
-    """The projector method of one GaLore weight: ``auto`` is gram for the weights outside the decoder layers
-    (vocabulary-sized; the same subspace, 4.3x faster on SmolLM2's embedding, docs/PERFORMANCE.md) and exact
-    for the decoder layers (as published); any other value is used as it is."""
-    if svd_method != "auto":
-        return svd_method
-    return "gram" if outside else "exact"
 
 
 def _help(text: str, default: Any = MISSING, default_factory: Any = MISSING) -> Any:
@@ -61,12 +31,9 @@ class OWSConfig:
     projector memory); set ``rank=256`` to match the released code.
     """
 
-    num_active_layers: int = _help(
-        "gamma: number of decoder layers trained at the same time (1..number of layers).", 5
-    )
-    sample_interval: int = _help(
-        "K: optimizer steps between two draws of the active layers.", 50
-    )
+    num_active_layers: int = _help("gamma: number of decoder layers trained at the same time (1..number of layers).",
+                                   5)
+    sample_interval: int = _help("K: optimizer steps between two draws of the active layers.", 50)
     sampling_strategy: str | None = _help(
         "How layers (or weights) are weighted: owl (p proportional to outlier ratio, the OWS paper), uniform "
         "(LISA), owl_reverse (fewest outliers most likely), increase / decrease (linear in depth), "
@@ -103,18 +70,14 @@ class OWSConfig:
         "it is drawn in (score = beta * score + (1 - beta) * the period's mean RMS gradient); a block not drawn keeps "
         "its score. In [0, 1).", 0.5
     )
-    outlier_threshold: float = _help(
-        "M: a weight score counts as an outlier when above M times the mean score of its layer.", 5.0
-    )
-    use_galore: bool = _help(
-        "Project the gradients of sampled 2-D weights to low rank (GaLore); false = plain AdamW.", True
-    )
+    outlier_threshold: float = _help("M: a weight score counts as an outlier when above M times the mean score of "
+                                     "its layer.", 5.0)
+    use_galore: bool = _help("Project the gradients of sampled 2-D weights to low rank (GaLore); false = plain "
+                             "AdamW.", True)
     rank: int = _help("r: rank of the gradient projection (paper code: 256, paper text: 128).", 128)
     update_proj_gap: int = _help("T: optimizer steps between two SVDs of a weight's gradient.", 100)
     galore_scale: float = _help("alpha: scale applied to the projected-back update.", 1.0)
-    proj_type: str = _help(
-        "Which side is projected: std (the smaller side), reverse_std, left, right.", "std"
-    )
+    proj_type: str = _help("Which side is projected: std (the smaller side), reverse_std, left, right.", "std")
     svd_method: str = _help(
         "How the projector is computed every T steps: auto (gram for the embeddings and head, exact for the "
         "decoder layers), exact (full SVD, as galore-torch), randomized (a seeded randomized SVD, faster on large "
@@ -124,9 +87,7 @@ class OWSConfig:
     )
     target_modules: list[str] | None = _help(
         "Names (or name suffixes) of the linear modules inside decoder layers that get GaLore, "
-        "e.g. ['q_proj', 'v_proj']; None = every 2-D weight in the decoder layers.",
-        None,
-    )
+        "e.g. ['q_proj', 'v_proj']; None = every 2-D weight in the decoder layers.", None)
     train_embeddings: bool = _help("Keep the input (and position) embeddings trainable.", True)
     train_lm_head: bool = _help("Keep the output head trainable (tied heads train if either is on).", True)
     train_final_norm: bool = _help(
@@ -161,9 +122,7 @@ class OWSConfig:
         "layers train on their exact weights, kept on the host while frozen; the saved model is exact.", "none"
     )
     layers_attr: str | None = _help(
-        "Dotted path to the nn.ModuleList of decoder layers (e.g. 'model.layers'); None = found automatically.",
-        None,
-    )
+        "Dotted path to the nn.ModuleList of decoder layers (e.g. 'model.layers'); None = found automatically.", None)
     seed: int = _help("Seed of the sampling schedule; the active set depends only on (seed, period), and with "
                       "sampling_strategy gradient also on the scores measured so far.", 0)
 

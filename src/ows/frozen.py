@@ -30,7 +30,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .config import FROZEN_QUANTIZATIONS
+from .choices import FROZEN_QUANTIZATIONS
 
 logger = logging.getLogger(__name__)
 INSTALL = "pip install 'ows[memory]' (bitsandbytes)"

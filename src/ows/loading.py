@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .config import DTYPES
+from .choices import DTYPES
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def pick_device(device: str = "auto") -> str:
 
 
 def torch_dtype(dtype: str | torch.dtype, device: str = "cpu") -> torch.dtype:
-    """A dtype name (see ``ows.config.DTYPES``) as a torch dtype; ``auto`` is bfloat16 on a GPU that
+    """A dtype name (see ``ows.choices.DTYPES``) as a torch dtype; ``auto`` is bfloat16 on a GPU that
     supports it, else float32. A torch dtype is returned as it is."""
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -164,7 +164,7 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
 
 def load_model(path: str, dtype: str | torch.dtype = "float32", trust_remote_code: bool = False, device: str = "cpu",
                quantization: str | None = None, attn_implementation: str | None = None) -> Any:
-    """The causal LM at ``path`` in ``dtype`` (a name from ``ows.config.DTYPES`` or ``auto``) on ``device``.
+    """The causal LM at ``path`` in ``dtype`` (a name from ``ows.choices.DTYPES`` or ``auto``) on ``device``.
 
     ``quantization="nf4"``: every linear in 4-bit NF4 with double quantization, computing in ``dtype``
     (bitsandbytes through transformers' ``BitsAndBytesConfig``, the QLoRA base). ``attn_implementation``:

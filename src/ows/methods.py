@@ -17,7 +17,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .config import OWS_DEFAULTS, PUBLISHED, OWSConfig
+from .choices import OWS_DEFAULTS, PUBLISHED
+from .config import OWSConfig
 
 logger = logging.getLogger(__name__)
 

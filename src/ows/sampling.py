@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from .config import SAMPLING_STRATEGIES
+from .choices import SAMPLING_STRATEGIES
 from .validation import check_active_layers
 from .granularity import check_budget, fill_budget
 

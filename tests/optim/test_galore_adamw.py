@@ -190,7 +190,7 @@ def test_config_svd_method_reaches_the_galore_group():
 
 
 def test_svd_for_resolves_auto_per_weight():
-    from ows.config import svd_for
+    from ows.choices import svd_for
 
     assert (svd_for("auto", outside=True), svd_for("auto", outside=False)) == ("gram", "exact")
     assert {svd_for(m, o) for m in ("exact", "randomized", "gram") for o in (True, False)} == {"exact", "randomized",

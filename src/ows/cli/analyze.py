@@ -11,7 +11,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..config import SAMPLING_STRATEGIES, OWSConfig
+from ..choices import SAMPLING_STRATEGIES
+from ..config import OWSConfig
 from .arguments import AnalyzeArguments, ScriptArguments
 from .common import ArgumentParser, UsageError
 from .options import FieldSet, Parsed, in_user_terms, instantiate, parse_command

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import DTYPES
+from ..choices import DTYPES
 from ..eval.report import compare_table, load_results, results_table, run_labels, written_answers, written_results
 from ..eval.settings import EvalSettings
 from ..eval.tasks import check_unique, known_tasks, load_task_file, parse_tasks

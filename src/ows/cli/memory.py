@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import OWS_DEFAULTS, OWSConfig
+from ..choices import OWS_DEFAULTS
+from ..config import OWSConfig
 from ..memory.estimate import MemoryEstimate, estimate_memory
 from ..methods import method_names
 from ..model_facts import PRESETS, read_model_config

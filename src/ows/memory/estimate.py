@@ -36,7 +36,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..config import DTYPE_BYTES, FROZEN_QUANTIZATIONS, OUTSIDE_OPTIMIZERS, SAMPLING_GRANULARITIES, SVD_METHODS
+from ..choices import (DTYPE_BYTES, FROZEN_QUANTIZATIONS, OUTSIDE_OPTIMIZERS, SAMPLING_GRANULARITIES, SVD_METHODS,
+                       head_grad_kept_whole)
 from ..granularity import check_budget, most_blocks, resolve_budget
 from ..methods import get_method
 from ..validation import check_active_layers
@@ -220,8 +221,10 @@ def estimate_memory(
     gradients = grad_layers + sum(parts.grads_outside)
     head_grad = max(parts.grads_outside, default=0) if head_trains else 0
     head = None
-    if project_head_grad and head_trains and chunked_loss and not shape.tied and not fused_step \
-            and outside_optimizer == "galore" and spec.layers != "adapters":
+    kept_whole = head_grad_kept_whole(several_processes=False, grad_scaler=False, fused_step=fused_step,
+                                      tied=shape.tied, head_bias=False)  # one device, bf16/fp32, no head bias
+    if project_head_grad and head_trains and chunked_loss and kept_whole is None and outside_optimizer == "galore" \
+            and spec.layers != "adapters":
         head = projected_head(shape, tokens, nbytes, loss_chunk_size, rank, svd_method, gradient_accumulation_steps)
         loss, gradients, head_grad = head.loss, gradients - head_grad + head.grad, head.grad
     # A tied matrix trained in both roles gets a dense input-embedding gradient at the end of backward,

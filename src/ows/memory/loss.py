@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import svd_for
+from ..choices import svd_for
 from .shape import ModelShape
 from .logits import LOSS_BYTES_PER_LOGIT, refresh_chunk
 from .state import galore_temporaries

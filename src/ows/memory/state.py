@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import EIGHT_BIT_BLOCK, EIGHT_BIT_MIN_SIZE, UPDATE_CHUNK, svd_for
+from ..choices import EIGHT_BIT_BLOCK, EIGHT_BIT_MIN_SIZE, UPDATE_CHUNK, svd_for
 from ..methods import Method
 from .shape import ModelShape
 

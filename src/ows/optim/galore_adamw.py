@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch.optim import Optimizer
 
-from ..config import PROJ_TYPES, PROJECTOR_METHODS, UPDATE_CHUNK
+from ..choices import PROJ_TYPES, PROJECTOR_METHODS, UPDATE_CHUNK
 from .head_grad import projected_grad
 from .lowbit import adam_step_8bit, uses_8bit
 from .sharded import add_replicated, is_dtensor

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..choices import head_grad_kept_whole
 from ..memory.logits import refresh_chunk
 from .projector import project, projection_side
 
@@ -113,10 +114,10 @@ def enable_projected_head_grad(optimizer: Any, model: nn.Module, accumulation_st
     if group is None:
         return None
     inputs = get_inputs() if callable(get_inputs) else None
-    why = ("several processes" if distributed else "fp16's grad scaler" if grad_scaler
-           else "fused_step" if getattr(optimizer, "fused", None) is not None
-           else "a tied head" if inputs is not None and getattr(inputs, "weight", None) is head.weight
-           else "a trained head bias" if head.bias is not None and head.bias.requires_grad else None)
+    why = head_grad_kept_whole(several_processes=distributed, grad_scaler=grad_scaler,
+                               fused_step=getattr(optimizer, "fused", None) is not None,
+                               tied=inputs is not None and getattr(inputs, "weight", None) is head.weight,
+                               head_bias=head.bias is not None and head.bias.requires_grad)
     if why is not None:
         logger.info("project_head_grad: the head's full gradient is kept (%s)", why)
         return None

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from ..config import EIGHT_BIT_BLOCK as BLOCK_SIZE
-from ..config import EIGHT_BIT_MIN_SIZE as MIN_8BIT_SIZE
+from ..choices import EIGHT_BIT_BLOCK as BLOCK_SIZE
+from ..choices import EIGHT_BIT_MIN_SIZE as MIN_8BIT_SIZE
 INSTALL = "pip install 'ows[memory]' (bitsandbytes)"
 
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from torch import nn
 
-from ..config import OWSConfig, svd_for
+from ..choices import svd_for
+from ..config import OWSConfig
 from ..layers import DecoderLayers, input_embeddings, locate_decoder_layers, stop_gradient_at_input_embeddings, weight_in_out
 
 logger = logging.getLogger(__name__)

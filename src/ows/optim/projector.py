@@ -12,8 +12,8 @@ from typing import Literal
 
 import torch
 
-from ..config import PROJ_TYPES
-from ..config import UPDATE_CHUNK as GRAM_CHUNK
+from ..choices import PROJ_TYPES
+from ..choices import UPDATE_CHUNK as GRAM_CHUNK
 
 Side = Literal["left", "right"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import DTYPES
+from ..choices import DTYPES
 from ..methods import methods_help
 
 
