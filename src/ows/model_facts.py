@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from .errors import UsageError
 
@@ -53,20 +56,52 @@ def _read_json(path: Path, model: str) -> dict[str, Any]:
     return data
 
 
+def cached_hub_config(model: str) -> Path | None:
+    """The config.json of hub id ``model`` in the local Hugging Face cache, else None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model, "config.json")
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the Hugging Face Hub cannot be reached now (offline mode, or its host name does not resolve), else None.
+
+    Found in about a second, where a download would first retry for about 30 s and print a warning per retry.
+    A name lookup that takes longer than ``timeout`` seconds counts as reachable (the download then decides)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"  # the environment too: huggingface_hub reads it once, at import
+    host = urlparse(constants.ENDPOINT).hostname or constants.ENDPOINT
+    failed: list[str] = []
+
+    def lookup() -> None:
+        try:
+            socket.getaddrinfo(host, 443)
+        except OSError as err:
+            failed.append(str(err))
+
+    thread = threading.Thread(target=lookup, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return f"{host} cannot be reached: {failed[0]}" if failed else None
+
+
 def _hub_config(model: str) -> dict[str, Any]:
     """A hub id's config: from the local Hugging Face cache, else downloaded (unless offline)."""
     offline_fix = "pass a local model folder, a config.json path, or a built-in name (" + ", ".join(
         n for n in PRESETS if n.islower()) + ")"
     try:
-        from huggingface_hub import try_to_load_from_cache
+        cached = cached_hub_config(model)
     except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
         raise UsageError(f"model {model!r} is not a local path and huggingface_hub is missing: {offline_fix}") from None
-    cached = try_to_load_from_cache(model, "config.json")
-    if isinstance(cached, str):
-        return _read_json(Path(cached), model)
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+    if cached is not None:
+        return _read_json(cached, model)
+    problem = hub_unreachable()
+    if problem is not None:
         raise UsageError(f"model {model!r} is not a local path and its config is not in the Hugging Face cache "
-                         f"(offline): {offline_fix}")
+                         f"({problem}): {offline_fix}")
     from transformers import AutoConfig
 
     try:

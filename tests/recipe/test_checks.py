@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 
 from ows.cli.common import UsageError
+from ows.recipe.arguments import ScriptArguments
 from ows.recipe.checks import check_profile_model, check_training_fields, same_model
 from ows.outliers import OutlierProfile
 
@@ -68,3 +69,15 @@ def test_ows_runs_at_its_measured_defaults_and_needs_no_profile_for_them():
         _, config, _ = prepare(dataclasses.replace(script, method=method), ows.OWSConfig(), {"output_dir": "o"})
         assert (config.sampling_strategy, config.sampling_granularity, config.outside_optimizer) == expected, method
         assert get_method(method).needs_profile(config) == (expected[0] == "owl")
+
+
+def test_ows_train_on_an_unreachable_hub_id_fails_without_downloading(monkeypatch):
+    import transformers
+
+    from ows.recipe import checks
+
+    monkeypatch.setattr(checks, "cached_hub_config", lambda model: None)
+    monkeypatch.setattr(checks, "hub_unreachable", lambda: "huggingface.co cannot be reached: no DNS")
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda *a, **k: pytest.fail("downloaded"))
+    with pytest.raises(UsageError, match="^model='some-org/some-model' is not a local path .*no DNS.*local model"):
+        checks.read_model_config("some-org/some-model", ScriptArguments(model="some-org/some-model"))

@@ -15,7 +15,7 @@ from typing import Any
 from ..config import OWSConfig
 from ..memory.estimate import layer_matrix_sizes
 from ..methods import get_method
-from ..model_facts import num_layers, position_limit
+from ..model_facts import cached_hub_config, hub_unreachable, num_layers, position_limit
 from .arguments import ScriptArguments
 from ..errors import UsageError
 from .trackers import TRACKER_MODULES, check_trackers, prepare_trackers, trackers  # noqa: F401 (checks of a run)
@@ -157,14 +157,19 @@ def read_model_config(model_path: str, script: ScriptArguments) -> Any:
     """The model's transformers config; an unreadable config.json or a model that is not a causal LM is refused."""
     from transformers import AutoConfig
 
+    hub_fix = "check the id and your connection (HF_TOKEN for gated models), or pass a local model folder"
+    if not Path(model_path).expanduser().exists() and cached_hub_config(model_path) is None:
+        problem = hub_unreachable()  # at once, instead of the Hub client's half minute of retries
+        if problem is not None:
+            raise UsageError(f"model={script.model!r} is not a local path and its config could not be fetched "
+                             f"({problem}): {hub_fix}")
     try:
         model_config = AutoConfig.from_pretrained(model_path, trust_remote_code=script.trust_remote_code)
     except Exception as err:  # a truncated or foreign config.json raises several types
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         if not Path(model_path).expanduser().exists():  # a hub id: the Hub could not be reached or has no such model
             raise UsageError(f"model={script.model!r} is not a local path and its config could not be fetched ({first}): "
-                             "check the id and your connection (HF_TOKEN for gated models), or pass a local model "
-                             "folder") from None
+                             f"{hub_fix}") from None
         raise UsageError(f"model={script.model!r}: its config.json cannot be read ({first}): fix the file or save the "
                          "model folder again") from None
     auto_map = getattr(model_config, "auto_map", None) or {}
