@@ -156,8 +156,11 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.lr is not None:  # a front compares each row at its own tuned rate, never one rate for all
+        raise SystemExit(f"frontier.py: error: --learning_rate {args.lr} is not used by the front: every row trains at "
+                         "its tuned rate (LEARNING_RATES in benchmarks/bench/settings.py); change the rate there")
     args.resume = args.resume or args.report_only
-    args.reference, args.lr, args.child = None, None, None
+    args.reference, args.child = None, None
     out = Path(args.output_dir)
     command, date, started = start_invocation("benchmarks/frontier.py", argv, out)
     profile = None if args.report_only else shared_profile(args, out)

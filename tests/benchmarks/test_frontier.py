@@ -31,6 +31,13 @@ def test_the_8b_axis_follows_each_rows_options_and_leaves_peers_out():
     assert fr.estimate_8b(["--method", "peer-badam"]) is None
 
 
+def test_one_learning_rate_for_every_row_is_refused_before_anything_is_written(tmp_path):
+    fr = _load()
+    with pytest.raises(SystemExit, match="--learning_rate 0.001 is not used by the front.*LEARNING_RATES"):
+        fr.main(["--quick", "--methods", "lora", "--learning_rate", "1e-3", "--output-dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_planners_rows_fit_their_budgets_and_the_bigger_budget_buys_no_less():
     import sys
 
