@@ -135,7 +135,7 @@ def child_main(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ows.choices import OWSConfig
+    from ows.config import OWSConfig
     from ows.memory.measure import peak_rss_bytes
     from ows.methods import build_method
     from ows.loading import load_model, resolve_model_path
