@@ -47,3 +47,7 @@ def test_ows_memory_on_an_unreachable_hub_id_fails_without_downloading(online, m
     with pytest.raises(UsageError, match="cannot be reached: no DNS"):
         model_facts.read_model_config("some-org/some-model")
 
+
+
+def test_a_malformed_hub_id_is_not_in_the_cache_rather_than_an_exception():
+    assert model_facts.cached_hub_config("a/b/c") is None

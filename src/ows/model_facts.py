@@ -57,10 +57,14 @@ def _read_json(path: Path, model: str) -> dict[str, Any]:
 
 
 def cached_hub_config(model: str) -> Path | None:
-    """The config.json of hub id ``model`` in the local Hugging Face cache, else None."""
+    """The config.json of hub id ``model`` in the local Hugging Face cache, else None (also for a malformed id,
+    which the download that follows then reports)."""
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(model, "config.json")
+    try:
+        cached = try_to_load_from_cache(model, "config.json")
+    except ValueError:  # huggingface_hub's HFValidationError: not a valid repo id
+        return None
     return Path(cached) if isinstance(cached, str) else None
 
 
