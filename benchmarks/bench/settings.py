@@ -112,10 +112,9 @@ PROFILED = tuple(m for m in METHODS if get_method(product_method(m)).needs_profi
 # 3e-4) x 1/3, 1, 3; results/2026-11-29-lr-sweep/. full, galore and ows won at an edge of that grid.
 # The variants were not swept: each uses its product method's rate.
 LEARNING_RATES = {"full": 3.3e-5, "lora": 5e-4, "galore": 1e-4, "lisa": 3e-4, "ows-fullrank": 3e-4, "ows": 9e-4}
-# QLoRA: LoRA's rate. Its own sweep (2026-12-07, results/2026-12-07-lr-sweep-qlora: 5e-4 x 1, 1/3, 1/9, then one
-# step past the edge) put 1.5e-3 1 % below 5e-4 in validation loss, at the grid's edge; the front's QLoRA run
-# trained at 5e-4, so the rate stays until the QLoRA rows are run again at 1.5e-3.
-LEARNING_RATES["qlora"] = LEARNING_RATES["lora"]
+# QLoRA: its own sweep (results/2026-12-07-lr-sweep-qlora: LoRA's 5e-4 x 1/9, 1/3, 1, 3, then 9 past the edge):
+# 1.5e-3 won inside the grid (validation 1.741 against 1.759 at 5e-4 and 1.819 at 4.5e-3).
+LEARNING_RATES["qlora"] = 1.5e-3
 LEARNING_RATES.update({row: LEARNING_RATES[spec[0]] for row, spec in {**VARIANTS, **ABLATIONS}.items()})
 LEARNING_RATES.update({row: LEARNING_RATES[spec[0] if spec[0] in LEARNING_RATES else "lora"]
                        for row, spec in FRONT_ROWS.items()})  # the front's rows: their method's rate (DoRA: LoRA's)
