@@ -33,6 +33,7 @@ VARIANTS = {
     "ows-bf16-masters": ("ows", ("--dtype", "bfloat16", "--master_weights", "true"), "OWS, bf16 + fp32 masters"),
 }
 VARIANTS["ows-nf4"] = ("ows", ("--frozen_quantization", "nf4"), "OWS, frozen layers in NF4")
+VARIANTS["ows-int8"] = ("ows", ("--frozen_quantization", "int8"), "OWS, frozen layers in int8")
 # Today's defaults with the head's full gradient (project_head_grad off): the same run as ows-module-g5 except
 # for what gradient clipping counts, on a model with an untied head (benchmarks/untie_head.py).
 VARIANTS["ows-headgrad-full"] = ("ows", (*FRONT_ROWS["ows-module-g5"][1], "--project_head_grad", "false"),
