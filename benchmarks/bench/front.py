@@ -76,6 +76,11 @@ def _rows() -> dict[str, tuple[str, tuple[str, ...], str]]:
                                   "uniformly, 5 layers' worth")
     rows["ows-lean-nf4-g5"] = ("ows", (*LEAN, "--frozen_quantization", "nf4", "--num_active_layers", "5"),
                                "OWS lean + NF4 frozen layers, γ=5")
+    # The planner's pick at LoRA's 8B memory before int8 frozen layers were one of its levers (2026-12-06).
+    rows["ows-nf4-g8"] = ("ows", ("--num_active_layers", "8", "--rank", "128", "--fused_step", "false",
+                                  "--train_embeddings", "true", "--train_lm_head", "true", "--outside_optimizer",
+                                  "galore", "--svd_method", "gram", "--frozen_quantization", "nf4"),
+                          "OWS + NF4 frozen layers, γ=8 (the planner's earlier pick at LoRA's 8B memory)")
     for method in BUDGET_METHODS:
         rows[f"ows-plan-{method}"] = ("ows", planned_flags(method), f"OWS, the planner's pick at {method}'s 8B memory")
     return rows

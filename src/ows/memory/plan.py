@@ -6,8 +6,8 @@ the rest, it applies the lever with the smallest **measured quality cost per GiB
 smallest compute cost per GiB): first the levers that cost no quality (the chunked loss, gradient
 checkpointing, smaller loss chunks, half the batch with twice the accumulation, 8-bit outside moments,
 the Gram projector), then bf16 for a float32 model on a GPU, then the lossy ones by their cost per GiB
-(NF4 frozen layers, fewer sampled layers, the fused step, freezing the embeddings and head, a lower
-rank). The costs are the worst measured on either task family.
+(int8 frozen layers, then NF4 rather than int8, fewer sampled layers, the fused step, freezing the
+embeddings and head, a lower rank). The costs are the worst measured on either task family.
 When the run fits with room to spare, the room goes where the measurements show quality pays
 (``SPEND``: more sampled layers, up to a cap). Each lever's cost and its source are in ``LEVERS`` /
 ``SPEND``; docs/MEMORY.md has the table. A field the user set is never changed, and a lever the method
@@ -129,6 +129,10 @@ def _switch(name: str, to: Any, when: Any) -> Callable[[dict[str, Any]], Any]:
 
 
 MEMORY_OPTIONS = "docs/RESULTS.md, the memory options on SmolLM2 (3 seeds)"
+FROZEN_QUANTIZATION = "docs/RESULTS.md, frozen layers in int8 or NF4 (3 seeds, both task families)"
+# Held-out loss against unquantized frozen layers, the worse family of the two (SmolLM2, quick setting).
+INT8_COST, INT8_SOURCE = 0.006, "+0.006 +- 0.015 on the words family"
+NF4_COST, NF4_SOURCE = 0.218, "+0.218 +- 0.087 on the words family (arithmetic: +0.072)"
 WORDS = "docs/RESULTS.md, the defaults on the words family (3 seeds)"
 LEVERS: list[Lever] = [
     Lever("loss_chunk_size", _switch("loss_chunk_size", 1024, 0), "the loss over chunks of 1024 tokens, no full "
@@ -148,10 +152,13 @@ LEVERS: list[Lever] = [
     Lever("svd_method", lambda s: "gram" if s["svd_method"] in ("auto", "exact") else None, "the projector from the "
           "Gram matrix for every weight", 0.0, 0.0,
           "the same subspace (docs/PERFORMANCE.md)"),
-    Lever("dtype", _switch("dtype", "bfloat16", "float32"), "bf16 weights (half the bytes), as GPUs train", 0.01, -0.5,
-          "docs/RESULTS.md, bf16 weights: pure bf16 learns less at a small lr"),
-    Lever("frozen_quantization", _switch("frozen_quantization", "nf4", "none"), "frozen decoder weights in NF4 (their "
-          "forward uses 4-bit weights)", 0.072, 0.1, MEMORY_OPTIONS + ": +0.072 +- 0.089 on a 135M model"),
+    Lever("dtype", _switch("dtype", "bfloat16", "float32"), "bf16 weights (half the bytes), as GPUs train", 0.0, -0.5,
+          "taken as free, so a float32 model on a GPU goes to bf16 before any lossy lever (docs/RESULTS.md, bf16 "
+          "weights: pure bf16 learns less at a small lr; --master_weights keeps fp32 copies of what trains)"),
+    Lever("frozen_quantization", _switch("frozen_quantization", "int8", "none"), "frozen decoder weights in int8 (a "
+          "byte a value, one scale per row)", INT8_COST, 0.1, FROZEN_QUANTIZATION + ": int8 " + INT8_SOURCE),
+    Lever("frozen_quantization", _switch("frozen_quantization", "nf4", "int8"), "frozen decoder weights in NF4 rather "
+          "than int8 (4 bits a value)", NF4_COST - INT8_COST, 0.0, FROZEN_QUANTIZATION + ": NF4 " + NF4_SOURCE),
     Lever("sampling_granularity", _switch("sampling_granularity", "layer", "module"), "whole layers instead of "
           "single weights (fewer layers keep their activations for backward)", 0.181, 0.0,
           "docs/RESULTS.md, sampling: single weights -0.181 +- 0.091 on the words family, -0.023 on arithmetic"),
@@ -186,6 +193,7 @@ def plan_for_budget(model_config: dict[str, Any], method: str, budget: int, sett
         pass
     if plan.fits:
         _spend(plan, [lv for lv in SPEND if _usable(lv, spec, fixed, device)], model_config, method, settings)
+        _drop_detours(plan, settings, model_config, method)
     elif "dtype" in fixed and settings.get("dtype") == "float32" and device == "cuda":
         plan.notes.append("dtype float32 was kept because you set it: bfloat16 halves the weights' bytes")
     return plan
@@ -255,6 +263,31 @@ def _spend(plan: Plan, levers: list[Lever], model_config: dict[str, Any], method
             plan.settings, plan.total = trial, total
             why = lever.why if lever.field not in lowered else "back up: a later change made the room"
             plan.steps.append(Step(lever.field, trial[lever.field], why, total, spends=True))
+
+
+def _drop_detours(plan: Plan, start: dict[str, Any], model_config: dict[str, Any], method: str) -> None:
+    """Leave out of ``plan.steps`` what a later step undid: a field lowered step by step while it was the cheapest
+    lever, then raised back once another lever made the room. Only the steps between its start and its final value
+    stay (for a field raised above its start, only those raising it); the estimates are computed again along the
+    shorter path, which ends at the same settings."""
+    spent = {step.field for step in plan.steps if step.spends}
+    if not spent:
+        return
+    final, kept = plan.settings, []
+    for step in plan.steps:
+        if step.field in spent:
+            low, high = sorted((start[step.field], final[step.field]))
+            if step.spends != (final[step.field] > start[step.field]) or not low <= step.value <= high \
+                    or step.value == start[step.field]:
+                continue
+        kept.append(step)
+    settings = dict(start)
+    for step in kept:
+        if step.field == "per_device_train_batch_size":
+            settings["gradient_accumulation_steps"] = settings.get("gradient_accumulation_steps", 1) * 2
+        settings.update({name: step.value for name in step.field.split(", ")})
+        step.total = _total(model_config, method, settings)
+    plan.steps = kept
 
 
 def _total(model_config: dict[str, Any], method: str, settings: dict[str, Any]) -> int:
