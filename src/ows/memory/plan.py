@@ -246,13 +246,12 @@ def _apply_cheapest(plan: Plan, levers: list[Lever], model_config: dict[str, Any
 
 def _spend(plan: Plan, levers: list[Lever], model_config: dict[str, Any], method: str,
            start: dict[str, Any]) -> None:
-    """Spend the room left under the target on the levers that improve quality, each as far as it fits: a field
-    the plan had to lower only back up to where it started (a later lever may have made the room), others up
-    to their cap."""
+    """Spend the room left under the target on the levers that improve quality, each as far as it fits and up to
+    its cap (a field the plan had to lower first comes back up: a later lever may have made the room)."""
     layers = model_config.get("text_config", model_config).get("num_hidden_layers") or 0
     lowered = {name for step in plan.steps for name in step.field.split(", ")}
     for lever in levers:
-        cap = start[lever.field] if lever.field in lowered else max(int(layers * SPEND_LAYER_SHARE), start[lever.field])
+        cap = max(int(layers * SPEND_LAYER_SHARE), start[lever.field])
         while True:
             trial = _trial(plan, lever)
             if trial is None or trial[lever.field] > cap:
@@ -261,7 +260,8 @@ def _spend(plan: Plan, levers: list[Lever], model_config: dict[str, Any], method
             if total > plan.target:
                 break
             plan.settings, plan.total = trial, total
-            why = lever.why if lever.field not in lowered else "back up: a later change made the room"
+            back = lever.field in lowered and trial[lever.field] <= start[lever.field]
+            why = "back up: a later change made the room" if back else lever.why
             plan.steps.append(Step(lever.field, trial[lever.field], why, total, spends=True))
 
 
