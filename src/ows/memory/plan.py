@@ -216,12 +216,15 @@ def _usable(lever: Lever, spec: Any, fixed: frozenset[str], device: str) -> bool
 
 def _trial(plan: Plan, lever: Lever) -> dict[str, Any] | None:
     value = lever.propose(plan.settings)
-    if value is None:
-        return None
-    trial = dict(plan.settings, **{name: value for name in lever.fields})
-    if lever.field == "per_device_train_batch_size":
-        trial["gradient_accumulation_steps"] = plan.settings.get("gradient_accumulation_steps", 1) * 2
-    return trial
+    return None if value is None else _changed(plan.settings, lever.fields, value)
+
+
+def _changed(settings: dict[str, Any], fields: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """``settings`` with ``fields`` set to ``value`` (half the batch doubles the gradient accumulation)."""
+    out = dict(settings, **{name: value for name in fields})
+    if fields[0] == "per_device_train_batch_size":
+        out["gradient_accumulation_steps"] = settings.get("gradient_accumulation_steps", 1) * 2
+    return out
 
 
 def _apply_cheapest(plan: Plan, levers: list[Lever], model_config: dict[str, Any], method: str) -> bool:
@@ -249,9 +252,9 @@ def _apply_cheapest(plan: Plan, levers: list[Lever], model_config: dict[str, Any
 def _spend(plan: Plan, levers: list[Lever], model_config: dict[str, Any], method: str,
            start: dict[str, Any]) -> None:
     """Spend the room left under the target on the levers that improve quality, each as far as it fits and up to
-    its cap (a field the plan had to lower first comes back up: a later lever may have made the room)."""
+    its cap (a field the plan had to lower first comes back up: a later lever may have made the room; those
+    steps down and back up are then left out by :func:`_drop_detours`)."""
     layers = model_config.get("text_config", model_config).get("num_hidden_layers") or 0
-    lowered = {name for step in plan.steps for name in step.field.split(", ")}
     for lever in levers:
         cap = max(int(layers * SPEND_LAYER_SHARE), start[lever.field])
         while True:
@@ -262,9 +265,7 @@ def _spend(plan: Plan, levers: list[Lever], model_config: dict[str, Any], method
             if total > plan.target:
                 break
             plan.settings, plan.total = trial, total
-            back = lever.field in lowered and trial[lever.field] <= start[lever.field]
-            why = "back up: a later change made the room" if back else lever.why
-            plan.steps.append(Step(lever.field, trial[lever.field], why, total, spends=True))
+            plan.steps.append(Step(lever.field, trial[lever.field], lever.why, total, spends=True))
 
 
 def _drop_detours(plan: Plan, start: dict[str, Any], model_config: dict[str, Any], method: str) -> None:
@@ -285,9 +286,7 @@ def _drop_detours(plan: Plan, start: dict[str, Any], model_config: dict[str, Any
         kept.append(step)
     settings = dict(start)
     for step in kept:
-        if step.field == "per_device_train_batch_size":
-            settings["gradient_accumulation_steps"] = settings.get("gradient_accumulation_steps", 1) * 2
-        settings.update({name: step.value for name in step.field.split(", ")})
+        settings = _changed(settings, tuple(step.field.split(", ")), step.value)
         step.total = _total(model_config, method, settings)
     plan.steps = kept
 
