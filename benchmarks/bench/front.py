@@ -6,9 +6,9 @@ Every row is (``ows train --method``, extra flags, label), as in ``bench/setting
 spelled out as flags, so a row means the same whatever the product's defaults are. The planner's rows are computed here, from the project's estimator, for the
 memory axis that matters to a GPU user: Llama-3.1-8B's shapes at ``PLAN_SIZES`` (bf16, batch 16 x 512
 tokens, gradient checkpointing, the chunked loss). The budget is the estimate of QLoRA, LoRA or GaLore
-there, the planner starts from ows's lean settings with the sizes fixed (as a user who gave them would)
-and no headroom (the budgets are estimates already), and the row trains SmolLM2 with the OWS settings
-the planner chose (gamma capped at SmolLM2's 30 layers).
+there, the planner starts from ``ows train``'s defaults for OWS, as ``ows memory --max_memory`` does, with the
+sizes fixed (as a user who gave them would) and no headroom (the budgets are estimates already), and the row
+trains SmolLM2 with the OWS settings the planner chose (gamma capped at SmolLM2's 30 layers).
 """
 
 from __future__ import annotations
@@ -17,22 +17,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ows.config import OWSConfig
 from ows.memory.estimate import estimate_memory
-from ows.methods import get_method, method_names
 from ows.memory.plan import plan_for_budget
+from ows.methods import get_method, method_names
 from ows.model_facts import PRESETS
+from ows.recipe.budget import OWS_FIELDS
 
 DEFAULTS = ("--outside_optimizer", "galore")  # GaLore moments outside the layers: an ows default since 2026-12-06
 LEAN = ("--train_embeddings", "false", "--train_lm_head", "false", "--fused_step", "true")  # the least memory
 PLAN_MODEL = "llama-3.1-8b"
 PLAN_SIZES = dict(dtype="bfloat16", per_device_train_batch_size=16, max_seq_length=512, lora_r=16,
                   gradient_checkpointing=True, loss_chunk_size=1024, attn_implementation="sdpa", device="cuda")
-PLAN_START = dict(num_active_layers=5, rank=128, train_embeddings=True, train_lm_head=True, fused_step=False,
-                  master_weights=False, outside_optimizer="galore", svd_method="exact", frozen_quantization="none",
-                  sampling_granularity="layer",  # as the rows train (RECORDED_DEFAULTS)
-                  project_head_grad=False)  # as the rows were planned (it changes no SmolLM2 run: a tied head)
 PLANNED_FIELDS = ("num_active_layers", "rank", "fused_step", "train_embeddings", "train_lm_head", "outside_optimizer",
-                  "svd_method", "frozen_quantization")
+                  "svd_method", "frozen_quantization", "sampling_granularity", "project_head_grad")
 SMOLLM2_LAYERS = 30
 # The budgets: the memory of each method that trains adapters (LoRA, QLoRA) or every layer with GaLore.
 BUDGET_METHODS = tuple(m for m in method_names() if get_method(m).layers == "adapters"
@@ -48,14 +46,31 @@ def plan_budget(budget_method: str) -> int:
     return estimate_memory(PRESETS[PLAN_MODEL], budget_method, **PLAN_SIZES).total
 
 
+def plan_start() -> dict[str, Any]:
+    """``ows train``'s defaults for method ows (the method's own defaults filled in): where a plan starts."""
+    config = OWSConfig().with_defaults(get_method("ows").resolved_defaults())
+    return {name: getattr(config, name) for name in (*OWS_FIELDS, "sampling_strategy")}
+
+
 def planned_flags(budget_method: str) -> tuple[str, ...]:
-    """The ``ows train`` flags of the OWS settings the planner picks at ``budget_method``'s estimate."""
-    start = dict(PLAN_SIZES, **PLAN_START, gradient_accumulation_steps=1)
+    """The ``ows train`` flags of the OWS settings the planner picks at ``budget_method``'s estimate (with the
+    default sampling strategy spelled out, as every setting of a row is)."""
+    defaults = plan_start()
+    strategy = defaults.pop("sampling_strategy")
+    start = dict(PLAN_SIZES, **defaults, gradient_accumulation_steps=1)
     fixed = frozenset(("dtype", "per_device_train_batch_size", "max_seq_length", "loss_chunk_size",
                        "gradient_checkpointing"))
     plan = plan_for_budget(PRESETS[PLAN_MODEL], "ows", plan_budget(budget_method), start, fixed)
     chosen = dict(plan.settings, num_active_layers=min(plan.settings["num_active_layers"], SMOLLM2_LAYERS))
-    return tuple(item for name in PLANNED_FIELDS for item in (f"--{name}", _flag(chosen[name])))
+    return (*(item for name in PLANNED_FIELDS for item in (f"--{name}", _flag(chosen[name]))),
+            "--sampling_strategy", strategy)
+
+
+def _layer_pick(gamma: int, quantization: str) -> tuple[str, ...]:
+    """The planner's picks when whole layers drawn by owl were the benchmark's start (2026-12-06/07)."""
+    return ("--num_active_layers", str(gamma), "--rank", "128", "--fused_step", "false", "--train_embeddings", "true",
+            "--train_lm_head", "true", "--outside_optimizer", "galore", "--svd_method", "gram",
+            "--frozen_quantization", quantization)
 
 
 def _rows() -> dict[str, tuple[str, tuple[str, ...], str]]:
@@ -77,10 +92,13 @@ def _rows() -> dict[str, tuple[str, tuple[str, ...], str]]:
     rows["ows-lean-nf4-g5"] = ("ows", (*LEAN, "--frozen_quantization", "nf4", "--num_active_layers", "5"),
                                "OWS lean + NF4 frozen layers, γ=5")
     # The planner's pick at LoRA's 8B memory before int8 frozen layers were one of its levers (2026-12-06).
-    rows["ows-nf4-g8"] = ("ows", ("--num_active_layers", "8", "--rank", "128", "--fused_step", "false",
-                                  "--train_embeddings", "true", "--train_lm_head", "true", "--outside_optimizer",
-                                  "galore", "--svd_method", "gram", "--frozen_quantization", "nf4"),
-                          "OWS + NF4 frozen layers, γ=8 (the planner's earlier pick at LoRA's 8B memory)")
+    rows["ows-nf4-g8"] = ("ows", _layer_pick(8, "nf4"), "OWS + NF4 frozen layers, γ=8 (the planner's earlier pick "
+                          "at LoRA's 8B memory)")
+    # The planner's picks from whole layers drawn by owl (the benchmark's start before 2026-12-07's rows).
+    rows["ows-plan-layer-lora"] = ("ows", _layer_pick(8, "int8"), "OWS + int8 frozen layers, whole layers, γ=8 (the "
+                                   "planner's pick at LoRA's 8B memory from whole layers)")
+    rows["ows-plan-layer-qlora"] = ("ows", _layer_pick(2, "nf4"), "OWS + NF4 frozen layers, whole layers, γ=2 (the "
+                                    "planner's pick at QLoRA's 8B memory from whole layers)")
     for method in BUDGET_METHODS:
         rows[f"ows-plan-{method}"] = ("ows", planned_flags(method), f"OWS, the planner's pick at {method}'s 8B memory")
     return rows

@@ -68,6 +68,24 @@ def test_finished_runs_with_the_same_flags_are_reused_and_others_are_not(tmp_pat
     assert fr.reuse_runs(args, tmp_path / "out", None) == ["lora-s0"]
 
 
+def test_the_planners_rows_are_what_ows_memory_picks_from_the_products_defaults():
+    _load()
+    from bench.front import FRONT_ROWS, PLAN_MODEL, PLANNED_FIELDS, plan_budget
+
+    from ows.cli.memory import compute, parse
+    from ows.model_facts import PRESETS
+
+    for budget_method in ("qlora", "lora"):
+        row = FRONT_ROWS[f"ows-plan-{budget_method}"][1]
+        flags, plans = dict(zip(row[::2], row[1::2])), {}
+        compute(parse([PLAN_MODEL, "--dtype", "bfloat16", "--per_device_train_batch_size", "16", "--max_seq_length",
+                       "512", "--gradient_checkpointing", "true", "--loss_chunk_size", "1024", "--max_memory",
+                       f"{plan_budget(budget_method)}B", "--memory_headroom", "0"]), PRESETS[PLAN_MODEL], ["ows"], plans)
+        chosen = plans["ows"].settings
+        assert {f"--{n}": str(chosen[n]).lower() if isinstance(chosen[n], bool) else str(chosen[n])
+                for n in PLANNED_FIELDS} == {f"--{n}": flags[f"--{n}"] for n in PLANNED_FIELDS}
+
+
 @pytest.mark.slow
 def test_end_to_end_on_tiny_model(tiny_model_dir, tmp_path):
     fr = _load()

@@ -30,6 +30,15 @@ def test_a_bad_budget_names_the_field(text):
         parse_budget(text)
 
 
+@pytest.mark.parametrize("text", ["0", "0GiB", "0.0 MiB"])
+def test_a_headroom_of_zero_is_read_in_any_unit_and_a_budget_of_zero_is_not(text):
+    assert parse_budget(text, "memory_headroom", zero=True) == 0
+    with pytest.raises(ValueError, match="give a positive size"):
+        parse_budget(text)
+    with pytest.raises(ValueError, match=r"memory_headroom='-1GiB' is invalid: give a size of 0 or more"):
+        parse_budget("-1GiB", "memory_headroom", zero=True)
+
+
 def test_the_plan_fits_and_spends_no_quality_before_it_must():
     plan = plan_for_budget(LLAMA7B, "ows", parse_budget("9GiB"), START)
     assert plan.fits and plan.total <= 9 * 2**30

@@ -33,12 +33,14 @@ ESTIMATED = frozenset(inspect.signature(estimate_memory).parameters)  # the sett
 LEAST_SAVING = 2**24  # a lever that saves less than 16 MiB is not worth a line of the plan
 
 
-def parse_budget(text: str, field_name: str = "max_memory") -> int:
-    """Bytes of a budget such as ``16GiB``, ``15.5 GB`` or ``12000MiB`` (a bare number is GiB)."""
+def parse_budget(text: str, field_name: str = "max_memory", zero: bool = False) -> int:
+    """Bytes of a budget such as ``16GiB``, ``15.5 GB`` or ``12000MiB`` (a bare number is GiB); ``zero``: 0 is
+    a valid size too (a headroom)."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
     unit = match.group(2).lower() if match else None
-    if match is None or unit not in UNITS or float(match.group(1)) <= 0:
-        raise ValueError(f"{field_name}={text!r} is invalid: give a positive size such as 16GiB, 15.5GB or 12000MiB")
+    if match is None or unit not in UNITS or float(match.group(1)) < 0 or (float(match.group(1)) == 0 and not zero):
+        kind = "a size of 0 or more" if zero else "a positive size"
+        raise ValueError(f"{field_name}={text!r} is invalid: give {kind} such as 16GiB, 15.5GB or 12000MiB")
     return int(float(match.group(1)) * UNITS[unit])
 
 

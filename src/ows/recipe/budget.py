@@ -41,7 +41,7 @@ def plan(model_config: dict[str, Any], method: str, budget_text: str, settings: 
     """The plan for ``budget_text`` (``16GiB``) keeping ``headroom_text`` free; a bad size is a ``UsageError``."""
     try:
         budget = parse_budget(budget_text)
-        headroom = parse_budget(headroom_text, "memory_headroom") if str(headroom_text).strip() not in ("0", "") else 0
+        headroom = parse_budget(headroom_text, "memory_headroom", zero=True) if str(headroom_text).strip() else 0
     except ValueError as err:
         raise UsageError(str(err)) from None
     if headroom >= budget:
