@@ -38,10 +38,11 @@ def parse_budget(text: str, field_name: str = "max_memory", zero: bool = False) 
     a valid size too (a headroom)."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
     unit = match.group(2).lower() if match else None
-    if match is None or unit not in UNITS or float(match.group(1)) < 0 or (float(match.group(1)) == 0 and not zero):
+    value = float(match.group(1)) if match else 0.0  # the pattern has no sign: never negative
+    if match is None or unit not in UNITS or (value == 0 and not zero):
         kind = "a size of 0 or more" if zero else "a positive size"
         raise ValueError(f"{field_name}={text!r} is invalid: give {kind} such as 16GiB, 15.5GB or 12000MiB")
-    return int(float(match.group(1)) * UNITS[unit])
+    return int(value * UNITS[unit])
 
 
 def size_text(nbytes: int) -> str:
