@@ -3,8 +3,12 @@
 Run as ``python benchmarks/bench/child.py SPEC.json`` (``runner.run_child`` does). A ``RunCallback``
 adds, without changing training: forgetting perplexity after training, peak RSS, peak tracked tensor
 memory (parameters + gradients + optimizer state), per-step wall times, time and count of GaLore's SVDs
-(the optimizer's own counters) and the loss curve. The run keeps no weights (``keep_weights=False``)
-unless the spec asks, and, unless it asks, skips the base-model metrics (``heldout_before=False``).
+(the optimizer's own counters) and the loss curve; with quantized frozen layers (``frozen_quantization``),
+``heldout_answer_loss_quantized``: the held-out answer loss after the last step, before the frozen layers
+go back to their exact weights (the model as training saw it; ``heldout_answer_loss`` is the exact
+model's; its ~300-item pass counts in ``train_seconds``, not in the step times). The run keeps no weights
+(``keep_weights=False``) unless the spec asks, and, unless it asks, skips the base-model metrics
+(``heldout_before=False``).
 """
 
 from __future__ import annotations
@@ -47,7 +51,15 @@ def forgetting_perplexity(model: Any, tokenizer: Any, samples: int, seq_len: int
     return math.exp(total / count)
 
 
-def _bench_callback(spec: dict[str, Any], bench: dict[str, Any]) -> Any:
+def _quantized_loss(model: Any, tokenizer: Any, script: Any) -> float:
+    """Held-out answer loss of ``model`` as it stands (frozen layers still quantized)."""
+    from ows.eval.heldout import answer_loss
+    from ows.recipe.data import load_datasets
+
+    return answer_loss(model, tokenizer, load_datasets(script, tokenizer).heldout, 32, script.max_seq_length)
+
+
+def _bench_callback(spec: dict[str, Any], bench: dict[str, Any], script: Any) -> Any:
     """An ``ows.RunCallback`` recording per-step wall time, tracked tensor memory, SVD time, forgetting and the
     loss curve; ``bench`` receives the figures."""
     from ows import RunCallback
@@ -71,6 +83,7 @@ def _bench_callback(spec: dict[str, Any], bench: dict[str, Any]) -> Any:
 
         def __init__(self) -> None:
             self.controller: Any = None  # the frozen layers' residency, from on_setup
+            self.tokenizer: Any = None
             self.optimizer: Any = None
             self.state_hidden = False  # the optimizer's state could not be read (transformers' layerwise)
             self.t0: float | None = None
@@ -80,7 +93,7 @@ def _bench_callback(spec: dict[str, Any], bench: dict[str, Any]) -> Any:
             self.peak_grads = 0
 
         def on_setup(self, setup: Any, trainer: Any, tokenizer: Any) -> None:
-            self.controller = setup.controller
+            self.controller, self.tokenizer = setup.controller, tokenizer
             if spec["measure_before"] and forgetting:  # the starting model (an untrained adapter changes nothing)
                 bench["before_forgetting_ppl"] = perplexity(setup.model, tokenizer)
 
@@ -118,6 +131,9 @@ def _bench_callback(spec: dict[str, Any], bench: dict[str, Any]) -> Any:
             if self.t0 is not None:
                 self.step_times.append(time.perf_counter() - self.t0)
             self._sample(kwargs)
+            last = state.global_step == state.max_steps
+            if last and getattr(self.controller, "residency", None) is not None:
+                bench["heldout_answer_loss_quantized"] = _quantized_loss(kwargs["model"], self.tokenizer, script)
 
     return BenchCallback()
 
@@ -132,9 +148,9 @@ def child_main(spec_path: str) -> int:
 
     spec = json.loads(Path(spec_path).read_text())
     bench: dict[str, Any] = {"svd_seconds": 0.0, "svd_calls": 0}
-    callback = _bench_callback(spec, bench)
     setup_logging()
     script, config, training = parse(spec["argv"])
+    callback = _bench_callback(spec, bench, script)
     result = ows.train(script, config, training, callbacks=[callback], keep_weights=spec.get("keep_weights", False),
                        heldout_before=spec["measure_before"], echo=print)
     if result.exit_code != 0:
