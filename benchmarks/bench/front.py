@@ -37,7 +37,8 @@ BUDGET_METHODS = tuple(m for m in method_names() if get_method(m).layers == "ada
                        or (get_method(m).layers == "all" and get_method(m).galore))
 
 
-def _flag(value: Any) -> str:
+def flag(value: Any) -> str:
+    """A setting as ``ows train`` reads it on the command line (booleans as ``true``/``false``)."""
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
@@ -46,24 +47,22 @@ def plan_budget(budget_method: str) -> int:
     return estimate_memory(PRESETS[PLAN_MODEL], budget_method, **PLAN_SIZES).total
 
 
-def plan_start() -> dict[str, Any]:
-    """``ows train``'s defaults for method ows (the method's own defaults filled in): where a plan starts."""
-    config = OWSConfig().with_defaults(get_method("ows").resolved_defaults())
-    return {name: getattr(config, name) for name in (*OWS_FIELDS, "sampling_strategy")}
+def product_defaults() -> OWSConfig:
+    """``ows train``'s defaults for method ows, the method's own defaults filled in: where a plan starts."""
+    return OWSConfig().with_defaults(get_method("ows").resolved_defaults())
 
 
 def planned_flags(budget_method: str) -> tuple[str, ...]:
     """The ``ows train`` flags of the OWS settings the planner picks at ``budget_method``'s estimate (with the
     default sampling strategy spelled out, as every setting of a row is)."""
-    defaults = plan_start()
-    strategy = defaults.pop("sampling_strategy")
-    start = dict(PLAN_SIZES, **defaults, gradient_accumulation_steps=1)
+    defaults = product_defaults()
+    start = dict(PLAN_SIZES, **{name: getattr(defaults, name) for name in OWS_FIELDS}, gradient_accumulation_steps=1)
     fixed = frozenset(("dtype", "per_device_train_batch_size", "max_seq_length", "loss_chunk_size",
                        "gradient_checkpointing"))
     plan = plan_for_budget(PRESETS[PLAN_MODEL], "ows", plan_budget(budget_method), start, fixed)
     chosen = dict(plan.settings, num_active_layers=min(plan.settings["num_active_layers"], SMOLLM2_LAYERS))
-    return (*(item for name in PLANNED_FIELDS for item in (f"--{name}", _flag(chosen[name]))),
-            "--sampling_strategy", strategy)
+    return (*(item for name in PLANNED_FIELDS for item in (f"--{name}", flag(chosen[name]))),
+            "--sampling_strategy", defaults.sampling_strategy)
 
 
 def _layer_pick(gamma: int, quantization: str) -> tuple[str, ...]:

@@ -70,7 +70,7 @@ def test_finished_runs_with_the_same_flags_are_reused_and_others_are_not(tmp_pat
 
 def test_the_planners_rows_are_what_ows_memory_picks_from_the_products_defaults():
     _load()
-    from bench.front import FRONT_ROWS, PLAN_MODEL, PLANNED_FIELDS, plan_budget
+    from bench.front import FRONT_ROWS, PLAN_MODEL, PLANNED_FIELDS, flag, plan_budget
 
     from ows.cli.memory import compute, parse
     from ows.model_facts import PRESETS
@@ -82,8 +82,7 @@ def test_the_planners_rows_are_what_ows_memory_picks_from_the_products_defaults(
                        "512", "--gradient_checkpointing", "true", "--loss_chunk_size", "1024", "--max_memory",
                        f"{plan_budget(budget_method)}B", "--memory_headroom", "0"]), PRESETS[PLAN_MODEL], ["ows"], plans)
         chosen = plans["ows"].settings
-        assert {f"--{n}": str(chosen[n]).lower() if isinstance(chosen[n], bool) else str(chosen[n])
-                for n in PLANNED_FIELDS} == {f"--{n}": flags[f"--{n}"] for n in PLANNED_FIELDS}
+        assert {n: flag(chosen[n]) for n in PLANNED_FIELDS} == {n: flags[f"--{n}"] for n in PLANNED_FIELDS}
 
 
 @pytest.mark.slow
