@@ -4,11 +4,11 @@ Run as ``python benchmarks/bench/child.py SPEC.json`` (``runner.run_child`` does
 adds, without changing training: forgetting perplexity after training, peak RSS, peak tracked tensor
 memory (parameters + gradients + optimizer state), per-step wall times, time and count of GaLore's SVDs
 (the optimizer's own counters) and the loss curve; with quantized frozen layers (``frozen_quantization``),
-``heldout_answer_loss_quantized``: the held-out answer loss after the last step, before the frozen layers
-go back to their exact weights (the model as training saw it; ``heldout_answer_loss`` is the exact
-model's; its ~300-item pass counts in ``train_seconds``, not in the step times). The run keeps no weights
-(``keep_weights=False``) unless the spec asks, and, unless it asks, skips the base-model metrics
-(``heldout_before=False``).
+``heldout_answer_loss_quantized`` and ``forgetting_ppl_quantized``: the held-out answer loss and the news
+perplexity after the last step, before the frozen layers go back to their exact weights (the model as
+training saw it; the other figures are the exact model's; these passes count in ``train_seconds``, not in
+the step times). The run keeps no weights (``keep_weights=False``) unless the spec asks, and, unless it
+asks, skips the base-model metrics (``heldout_before=False``).
 """
 
 from __future__ import annotations
@@ -134,6 +134,7 @@ def _bench_callback(spec: dict[str, Any], bench: dict[str, Any], script: Any) ->
             last = state.global_step == state.max_steps
             if last and getattr(self.controller, "residency", None) is not None:
                 bench["heldout_answer_loss_quantized"] = _quantized_loss(kwargs["model"], self.tokenizer, script)
+                bench["forgetting_ppl_quantized"] = perplexity(kwargs["model"], self.tokenizer)
 
     return BenchCallback()
 

@@ -1,4 +1,4 @@
-"""benchmarks/bench/child.py: a run with quantized frozen layers also records the held-out loss in the quantized model."""
+"""benchmarks/bench/child.py: a run with quantized frozen layers also records held-out loss and forgetting in the quantized model."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def _spec(tmp_path, model_dir, quantization):
             "--num_active_layers", "1", "--sample_interval", "1", "--rank", "4", "--update_proj_gap", "1",
             "--sampling_strategy", "uniform", "--frozen_quantization", quantization, "--report_to", "none",
             "--save_strategy", "no", "--seed", "0", "--output_dir", str(tmp_path / "run")]
-    spec = {"argv": argv, "measure_before": False, "forgetting_samples": 0, "forgetting_seq_len": 32,
+    spec = {"argv": argv, "measure_before": False, "forgetting_samples": 2, "forgetting_seq_len": 32,
             "bench_json": str(tmp_path / "bench.json")}
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(spec))
@@ -30,9 +30,12 @@ def test_quantized_frozen_layers_add_the_loss_of_the_model_training_saw(tiny_mod
     bench = json.loads((tmp_path / "bench.json").read_text())
     exact, quantized = bench["heldout_answer_loss"], bench["heldout_answer_loss_quantized"]
     assert exact > 0 and quantized > 0 and quantized != exact  # NF4 changes every frozen weight
+    assert bench["forgetting_ppl"] > 1 and bench["forgetting_ppl_quantized"] > 1
+    assert bench["forgetting_ppl_quantized"] != bench["forgetting_ppl"]
 
 
 def test_exact_runs_record_no_quantized_loss(tiny_model_dir_64, tmp_path):
     assert _child().child_main(str(_spec(tmp_path, tiny_model_dir_64, "none"))) == 0
     bench = json.loads((tmp_path / "bench.json").read_text())
     assert bench["heldout_answer_loss"] > 0 and "heldout_answer_loss_quantized" not in bench
+    assert "forgetting_ppl_quantized" not in bench
