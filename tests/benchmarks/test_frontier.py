@@ -75,7 +75,7 @@ def test_the_planners_rows_are_what_ows_memory_picks_from_the_products_defaults(
     from ows.cli.memory import compute, parse
     from ows.model_facts import PRESETS
 
-    for budget_method in ("qlora", "lora"):
+    for budget_method in ("qlora", "lora", "galore"):
         row = FRONT_ROWS[f"ows-plan-{budget_method}"][1]
         flags, plans = dict(zip(row[::2], row[1::2])), {}
         compute(parse([PLAN_MODEL, "--dtype", "bfloat16", "--per_device_train_batch_size", "16", "--max_seq_length",
