@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from _scripts import load_script
 
 
@@ -34,6 +35,7 @@ def test_quantized_frozen_layers_add_the_loss_of_the_model_training_saw(tiny_mod
     assert bench["forgetting_ppl_quantized"] != bench["forgetting_ppl"]
 
 
+@pytest.mark.slow
 def test_exact_runs_record_no_quantized_loss(tiny_model_dir_64, tmp_path):
     assert _child().child_main(str(_spec(tmp_path, tiny_model_dir_64, "none"))) == 0
     bench = json.loads((tmp_path / "bench.json").read_text())
