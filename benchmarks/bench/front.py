@@ -86,8 +86,9 @@ def _rows() -> dict[str, tuple[str, tuple[str, ...], str]]:
                                         f"OWS defaults (single weights drawn uniformly), {gamma} layers' worth")
     rows["ows-lean-g5"] = ("ows", (*LEAN, "--num_active_layers", "5"), "OWS lean (embeddings and head frozen, "
                            "fused step), γ=5")
-    rows["ows-lean-module-g5"] = ("ows", (*LEAN, *rows["ows-module-g5"][1]), "OWS lean, single weights drawn "
-                                  "uniformly, 5 layers' worth")
+    for gamma in (5, 10):  # with the fused step and nothing trained outside the layers, gamma costs little memory
+        rows[f"ows-lean-module-g{gamma}"] = ("ows", (*LEAN, *rows[f"ows-module-g{gamma}"][1]), "OWS lean, single "
+                                             f"weights drawn uniformly, {gamma} layers' worth")
     rows["ows-lean-nf4-g5"] = ("ows", (*LEAN, "--frozen_quantization", "nf4", "--num_active_layers", "5"),
                                "OWS lean + NF4 frozen layers, γ=5")
     # The planner's pick at LoRA's 8B memory before int8 frozen layers were one of its levers (2026-12-06).
