@@ -53,8 +53,9 @@ def assert_same(got, expected):
 
 
 # Inside period 1 (from checkpoint-4), on the boundary of period 2, and right after the final checkpoint (restored,
-# not trained: the schedule comes from the sampler state in its optimizer.pt).
-@pytest.mark.parametrize("fault", ["step:5", "step:6", "saved:12"])
+# not trained: the schedule comes from the sampler state in its optimizer.pt). The last two are slow (about 20 s each).
+@pytest.mark.parametrize("fault", ["step:5", pytest.param("step:6", marks=pytest.mark.slow),
+                                   pytest.param("saved:12", marks=pytest.mark.slow)])
 def test_a_killed_gradient_run_resumes_bit_identically(tiny_model_dir, tmp_path, reference, fault):
     assert (int(fault.partition(":")[2]) % INTERVAL == 0) == (fault != "step:5")
     data, expected, schedule = reference

@@ -74,6 +74,7 @@ def test_failure_reason_is_the_ows_error_line(tmp_path):
     assert failure_reason(log) == "Killed"
 
 
+@pytest.mark.slow  # about 30 s; tests/benchmarks/test_frontier.py runs the harness end to end too (slow)
 def test_end_to_end_on_tiny_model(tiny_model_dir, tmp_path):
     cm = _load()
     out = tmp_path / "bench"

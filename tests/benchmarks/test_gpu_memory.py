@@ -43,6 +43,7 @@ def test_bad_options_name_the_value(capsys):
         gm.model_values(gm.parse_args(["--scale", "tiny", "--gamma", "9"]))
 
 
+@pytest.mark.slow  # about 35 s: every method in its own process
 def test_runs_every_method_on_cpu(tmp_path):
     pytest.importorskip("peft")
     gm = _load()
