@@ -51,18 +51,11 @@ def forgetting_perplexity(model: Any, tokenizer: Any, samples: int, seq_len: int
     return math.exp(total / count)
 
 
-def _quantized_loss(model: Any, tokenizer: Any, script: Any) -> float:
-    """Held-out answer loss of ``model`` as it stands (frozen layers still quantized)."""
-    from ows.eval.heldout import answer_loss
-    from ows.recipe.data import load_datasets
-
-    return answer_loss(model, tokenizer, load_datasets(script, tokenizer).heldout, 32, script.max_seq_length)
-
-
 def _bench_callback(spec: dict[str, Any], bench: dict[str, Any], script: Any) -> Any:
     """An ``ows.RunCallback`` recording per-step wall time, tracked tensor memory, SVD time, forgetting and the
     loss curve; ``bench`` receives the figures."""
     from ows import RunCallback
+    from ows.eval.heldout import answer_loss
     from ows.integrations.hf import unwrap_optimizer
     from ows.memory.measure import gradient_bytes, tensor_bytes
 
@@ -84,6 +77,7 @@ def _bench_callback(spec: dict[str, Any], bench: dict[str, Any], script: Any) ->
         def __init__(self) -> None:
             self.controller: Any = None  # the frozen layers' residency, from on_setup
             self.tokenizer: Any = None
+            self.heldout: list[dict] = []  # the run's held-out records, from on_datasets
             self.optimizer: Any = None
             self.state_hidden = False  # the optimizer's state could not be read (transformers' layerwise)
             self.t0: float | None = None
@@ -91,6 +85,9 @@ def _bench_callback(spec: dict[str, Any], bench: dict[str, Any], script: Any) ->
             self.peak_tracked = 0
             self.peak_state = 0
             self.peak_grads = 0
+
+        def on_datasets(self, datasets: Any) -> None:
+            self.heldout = datasets.heldout
 
         def on_setup(self, setup: Any, trainer: Any, tokenizer: Any) -> None:
             self.controller, self.tokenizer = setup.controller, tokenizer
@@ -133,7 +130,9 @@ def _bench_callback(spec: dict[str, Any], bench: dict[str, Any], script: Any) ->
             self._sample(kwargs)
             last = state.global_step == state.max_steps
             if last and getattr(self.controller, "residency", None) is not None:
-                bench["heldout_answer_loss_quantized"] = _quantized_loss(kwargs["model"], self.tokenizer, script)
+                # the model as training saw it (frozen layers still quantized), scored as the run scores it after
+                bench["heldout_answer_loss_quantized"] = answer_loss(kwargs["model"], self.tokenizer, self.heldout, 32,
+                                                                     script.max_seq_length)
                 bench["forgetting_ppl_quantized"] = perplexity(kwargs["model"], self.tokenizer)
 
     return BenchCallback()

@@ -38,6 +38,9 @@ def test_callbacks_hear_setup_training_and_the_end_and_keep_weights_false_writes
     heard = []
 
     class Listener(ows.RunCallback):
+        def on_datasets(self, datasets):
+            heard.append(("datasets", len(datasets.train), len(datasets.heldout)))
+
         def on_setup(self, setup, trainer, tokenizer):
             heard.append(("setup", setup.name, setup.controller is not None))
             assert setup.model.config._attn_implementation == "eager"  # attn_implementation reaches the loader
@@ -52,7 +55,8 @@ def test_callbacks_hear_setup_training_and_the_end_and_keep_weights_false_writes
                        ows.OWSConfig(num_active_layers=1, sample_interval=2),
                        dict(TRAINING, output_dir=str(tmp_path / "out")), callbacks=[Listener()],
                        keep_weights=False, heldout_before=False)
-    assert heard == [("setup", "lisa", True), ("step", 1), ("step", 2), ("step", 3), ("trained", 3)]
+    assert heard[0] == ("datasets", FAST["num_train_examples"], FAST["num_heldout_examples"])
+    assert heard[1:] == [("setup", "lisa", True), ("step", 1), ("step", 2), ("step", 3), ("trained", 3)]
     assert result.before == {} and "heldout_answer_loss" in result.after
     assert not list((tmp_path / "out").glob("*.safetensors")) and (tmp_path / "out" / "results.json").is_file()
 

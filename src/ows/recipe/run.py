@@ -89,7 +89,7 @@ def train(script: ScriptArguments, config: OWSConfig | None = None, training: Ma
 
     ``config``: the OWS settings (default ``OWSConfig()``); ``training``: ``transformers.TrainingArguments``
     keyword arguments (``output_dir`` is required). ``callbacks``: ``TrainerCallback``s added after ows's own;
-    a :class:`ows.recipe.RunCallback` also hears ``on_setup`` and ``on_trained``. ``keep_weights=False``
+    a :class:`ows.recipe.RunCallback` also hears ``on_datasets``, ``on_setup`` and ``on_trained``. ``keep_weights=False``
     writes every output but the model weights. ``heldout_before=False`` skips the held-out metrics of the
     starting model. ``echo`` receives the lines ``ows train`` prints (default: the log at INFO).
     Bad input raises ``UsageError`` before the model loads; a run stopped by SIGINT/SIGTERM returns
@@ -256,6 +256,7 @@ class _Run:
         setup, trainer, guards = make_trainer(model, self.tokenizer, s, self.config, profile, self.args, self.datasets,
                                               self.signature, callbacks)
         for callback in callbacks:
+            getattr(callback, "on_datasets", lambda *a: None)(self.datasets)
             getattr(callback, "on_setup", lambda *a: None)(setup, trainer, self.tokenizer)
         started = time.perf_counter()
         if self.resume and finished_step(self.resume, self.args.max_steps) is not None and not fsdp_requested(self.args):
