@@ -58,6 +58,7 @@ def _bench_callback(spec: dict[str, Any], bench: dict[str, Any], script: Any) ->
     from ows.eval.heldout import answer_loss
     from ows.integrations.hf import unwrap_optimizer
     from ows.memory.measure import gradient_bytes, tensor_bytes
+    from ows.recipe.outputs import HELDOUT_BATCH_SIZE
 
     from bench.peers import state_bytes
 
@@ -131,8 +132,8 @@ def _bench_callback(spec: dict[str, Any], bench: dict[str, Any], script: Any) ->
             last = state.global_step == state.max_steps
             if last and getattr(self.controller, "residency", None) is not None:
                 # the model as training saw it (frozen layers still quantized), scored as the run scores it after
-                bench["heldout_answer_loss_quantized"] = answer_loss(kwargs["model"], self.tokenizer, self.heldout, 32,
-                                                                     script.max_seq_length)
+                bench["heldout_answer_loss_quantized"] = answer_loss(kwargs["model"], self.tokenizer, self.heldout,
+                                                                     HELDOUT_BATCH_SIZE, script.max_seq_length)
                 bench["forgetting_ppl_quantized"] = perplexity(kwargs["model"], self.tokenizer)
 
     return BenchCallback()

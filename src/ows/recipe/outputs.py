@@ -16,6 +16,7 @@ from .arguments import ScriptArguments
 from .data import Datasets
 
 logger = logging.getLogger(__name__)
+HELDOUT_BATCH_SIZE = 32  # records per forward pass when scoring the held-out answers
 
 
 def heldout_metrics(model: Any, tokenizer: Any, datasets: Datasets, script: ScriptArguments, when: str) -> dict:
@@ -25,11 +26,11 @@ def heldout_metrics(model: Any, tokenizer: Any, datasets: Datasets, script: Scri
     if not datasets.heldout:
         return {}
     logger.info("held-out evaluation (%s training) on %d items", when, len(datasets.heldout))
-    metrics = {"heldout_answer_loss": answer_loss(model, tokenizer, datasets.heldout, 32, script.max_seq_length)}
+    metrics = {"heldout_answer_loss": answer_loss(model, tokenizer, datasets.heldout, HELDOUT_BATCH_SIZE, script.max_seq_length)}
     if script.heldout_generate:
         items = datasets.heldout[: script.heldout_generate]
         scorer = reasoning.score if datasets.reasoning else None
-        metrics["heldout_exact_match"] = exact_match(model, tokenizer, items, scorer, batch_size=32)
+        metrics["heldout_exact_match"] = exact_match(model, tokenizer, items, scorer, batch_size=HELDOUT_BATCH_SIZE)
         metrics["heldout_exact_match_items"] = len(items)
     return metrics
 
