@@ -279,10 +279,11 @@ def test_early_stopping_patience_stops_a_run_whose_eval_loss_stops_improving(tin
 
 
 def test_a_profile_the_strategy_does_not_use_is_said_not_silently_dropped(tiny_model_dir, tmp_path, capsys):
+    small = ("--max_steps", "1", "--num_train_examples", "64", "--heldout_generate", "0")
     first = tmp_path / "owl"
-    assert main(["train", *fast(tiny_model_dir, first, "--max_steps", "1", "--sampling_strategy", "owl")]) == 0
+    assert main(["train", *fast(tiny_model_dir, first, *small, "--sampling_strategy", "owl")]) == 0
     out = tmp_path / "uniform"
-    assert main(["train", *fast(tiny_model_dir, out, "--max_steps", "1", "--profile", str(first / "profile.json"))]) == 0
+    assert main(["train", *fast(tiny_model_dir, out, *small, "--profile", str(first / "profile.json"))]) == 0
     said = capsys.readouterr().err
     assert "is not used: sampling_strategy 'uniform' of method ows draws without an outlier profile" in said
     assert not (out / "profile.json").exists()
