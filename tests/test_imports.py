@@ -6,13 +6,13 @@ CORE = ["ows", "ows.choices", "ows.config", "ows.validation", "ows.methods", "ow
         "ows.distributed", "ows.losses", "ows.optim", "ows.optim.galore_adamw", "ows.optim.projector",
         "ows.optim.sharded", "ows.optim.param_groups", "ows.optim.fused", "ows.optim.lowbit", "ows.memory.measure",
         "ows.memory.estimate",
-        "ows.memory.shape", "ows.memory.plan", "ows.memory.state", "ows.memory.weights", "ows.frozen", "ows.export",
+        "ows.memory.shape", "ows.memory.plan", "ows.memory.size", "ows.memory.state", "ows.memory.weights", "ows.frozen", "ows.export",
         "ows.export.weights", "ows.export.folders", "ows.export.delta", "ows.export.merge", "ows.export.lora",
         "ows.jsonio", "ows.errors", "ows.model_facts", "ows.frozen_embeddings",
         "ows.granularity", "ows.importance", "ows.optim.head_grad", "ows.memory.loss", "ows.memory.logits"]
 # Modules that import no torch at all (the memory estimator, the registry, the option fields of every command).
 TORCH_FREE = ["ows.choices", "ows.config", "ows.methods", "ows.memory", "ows.memory.estimate", "ows.memory.shape", "ows.memory.loss", "ows.memory.logits",
-              "ows.memory.plan", "ows.memory.state", "ows.memory.weights", "ows.jsonio", "ows.cli.arguments",
+              "ows.memory.plan", "ows.memory.size", "ows.memory.state", "ows.memory.weights", "ows.jsonio", "ows.cli.arguments",
               "ows.errors", "ows.model_facts", "ows.recipe.arguments", "ows.recipe.budget", "ows.granularity"]
 
 

@@ -72,7 +72,16 @@ def _layer_pick(gamma: int, quantization: str) -> tuple[str, ...]:
             "--frozen_quantization", quantization)
 
 
-def _rows() -> dict[str, tuple[str, tuple[str, ...], str]]:
+def _module_pick(gamma: int) -> tuple[str, ...]:
+    """The planner's pick at GaLore's budget while its spending cap was a quarter of the layers (2026-12-07)."""
+    return ("--num_active_layers", str(gamma), "--rank", "128", "--fused_step", "false", "--train_embeddings", "true",
+            "--train_lm_head", "true", "--outside_optimizer", "galore", "--svd_method", "auto", "--frozen_quantization",
+            "none", "--sampling_granularity", "module", "--project_head_grad", "true", "--sampling_strategy", "uniform")
+
+
+def _rows() -> tuple[dict[str, tuple[str, tuple[str, ...], str]], dict[str, str]]:
+    """The rows, and for each budget method the row that holds the planner's pick at its budget."""
+    plan_row: dict[str, str] = {}
     rows = {
         "lora-r4": ("lora", ("--lora_r", "4"), "LoRA r4"),
         "lora-r64": ("lora", ("--lora_r", "64"), "LoRA r64"),
@@ -99,12 +108,18 @@ def _rows() -> dict[str, tuple[str, tuple[str, ...], str]]:
                                    "planner's pick at LoRA's 8B memory from whole layers)")
     rows["ows-plan-layer-qlora"] = ("ows", _layer_pick(2, "nf4"), "OWS + NF4 frozen layers, whole layers, γ=2 (the "
                                     "planner's pick at QLoRA's 8B memory from whole layers)")
-    for method in BUDGET_METHODS:
-        rows[f"ows-plan-{method}"] = ("ows", planned_flags(method), f"OWS, the planner's pick at {method}'s 8B memory")
-    return rows
+    rows["ows-plan-galore-g8"] = ("ows", _module_pick(8), "OWS, 8 layers' worth (the planner's pick at galore's 8B "
+                                  "memory while it spent up to a quarter of the layers)")
+    for method in BUDGET_METHODS:  # a pick the planner made at a smaller budget already is that row
+        flags = planned_flags(method)
+        same = [row for row in plan_row.values() if rows[row][1] == flags]
+        plan_row[method] = same[0] if same else f"ows-plan-{method}"
+        if not same:
+            rows[plan_row[method]] = ("ows", flags, f"OWS, the planner's pick at {method}'s 8B memory")
+    return rows, plan_row
 
 
-FRONT_ROWS = _rows()
+FRONT_ROWS, PLAN_ROW = _rows()
 # The rows of the front that the main table already measured at the same settings (reused with --reuse).
 MAIN_TABLE = Path(__file__).resolve().parents[1] / "results" / "2026-12-02-main" / "results.json"
 MAIN_TABLE_ROWS = tuple(json.loads(MAIN_TABLE.read_text())["settings"]["methods"])

@@ -42,10 +42,10 @@ def test_the_planners_rows_fit_their_budgets_and_the_bigger_budget_buys_no_less(
     import sys
 
     _load()  # puts benchmarks/ on the path
-    from bench.front import FRONT_ROWS, plan_budget
+    from bench.front import FRONT_ROWS, PLAN_ROW, plan_budget
 
     fr = _load()
-    picks = {m: ["--method", "ows", *FRONT_ROWS[f"ows-plan-{m}"][1]] for m in ("qlora", "lora", "galore")}
+    picks = {m: ["--method", "ows", *FRONT_ROWS[PLAN_ROW[m]][1]] for m in ("qlora", "lora", "galore")}
     for method, argv in picks.items():
         assert fr.estimate_8b(argv) * 2**30 <= plan_budget(method)
     gamma = {m: int(dict(zip(a[::2], a[1::2]))["--num_active_layers"]) for m, a in picks.items()}
@@ -70,19 +70,28 @@ def test_finished_runs_with_the_same_flags_are_reused_and_others_are_not(tmp_pat
 
 def test_the_planners_rows_are_what_ows_memory_picks_from_the_products_defaults():
     _load()
-    from bench.front import FRONT_ROWS, PLAN_MODEL, PLANNED_FIELDS, flag, plan_budget
+    from bench.front import FRONT_ROWS, PLAN_MODEL, PLAN_ROW, PLANNED_FIELDS, flag, plan_budget
 
     from ows.cli.memory import compute, parse
     from ows.model_facts import PRESETS
 
     for budget_method in ("qlora", "lora", "galore"):
-        row = FRONT_ROWS[f"ows-plan-{budget_method}"][1]
+        row = FRONT_ROWS[PLAN_ROW[budget_method]][1]
         flags, plans = dict(zip(row[::2], row[1::2])), {}
         compute(parse([PLAN_MODEL, "--dtype", "bfloat16", "--per_device_train_batch_size", "16", "--max_seq_length",
                        "512", "--gradient_checkpointing", "true", "--loss_chunk_size", "1024", "--max_memory",
                        f"{plan_budget(budget_method)}B", "--memory_headroom", "0"]), PRESETS[PLAN_MODEL], ["ows"], plans)
         chosen = plans["ows"].settings
         assert {n: flag(chosen[n]) for n in PLANNED_FIELDS} == {n: flags[f"--{n}"] for n in PLANNED_FIELDS}
+
+
+def test_a_pick_the_planner_made_at_a_smaller_budget_is_one_row_not_two():
+    _load()
+    from bench.front import FRONT_ROWS, PLAN_ROW
+
+    assert set(PLAN_ROW) == {"qlora", "lora", "galore"} and set(PLAN_ROW.values()) <= set(FRONT_ROWS)
+    planned = [row for row in FRONT_ROWS if row.startswith("ows-plan-")]
+    assert len({FRONT_ROWS[row][1] for row in planned}) == len(planned)  # no two rows train the same settings
 
 
 @pytest.mark.slow

@@ -12,7 +12,8 @@ from typing import Any, Mapping
 
 from ..config import OWSConfig
 from ..errors import UsageError
-from ..memory.plan import HEADROOM, Plan, parse_budget, plan_for_budget, size_text
+from ..memory.plan import HEADROOM, Plan, plan_for_budget
+from ..memory.size import parse_budget, size_text
 from .arguments import ScriptArguments
 
 # The fields of each kind that the estimate reads (and a plan may change).

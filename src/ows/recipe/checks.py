@@ -107,7 +107,7 @@ DPO_ONLY = ("dpo_beta",)  # ScriptArguments fields that only task dpo reads
 def check_script_fields(script: ScriptArguments) -> None:
     """``max_memory`` is a size when given (an empty one is not ignored); a dpo-only field is not set for task sft."""
     if script.max_memory is not None:
-        from ..memory.plan import parse_budget
+        from ..memory.size import parse_budget
 
         try:
             parse_budget(script.max_memory)
