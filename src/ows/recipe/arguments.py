@@ -87,8 +87,9 @@ class ScriptArguments:
                           "(`ows merge BASE DELTA OUT` rebuilds the model bit for bit).", False)
     max_memory: str | None = _h("A memory budget such as 16GiB: the run's unset fields are chosen from the "
                                 "estimator, levers that cost no quality first (docs/MEMORY.md), so that its estimate "
-                                "fits the budget less memory_headroom; room to spare goes to more sampled layers. "
-                                "The plan is printed.", None)
+                                "fits the budget less memory_headroom; room to spare goes to more sampled layers, "
+                                "up to a fifth of the model's (the plan says what stays unspent). The plan is printed.",
+                                None)
     memory_headroom: str = _h("Part of max_memory kept free for what the estimate leaves out (CUDA context, "
                               "allocator fragmentation); 0 for none.", "1GiB")
     nan_policy: str = _h("A step whose gradients hold NaN/inf: skip it (stop after max_bad_steps in a row) or stop.",
