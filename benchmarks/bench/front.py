@@ -20,7 +20,7 @@ from typing import Any
 from ows.config import OWSConfig
 from ows.memory.estimate import estimate_memory
 from ows.memory.plan import plan_for_budget
-from ows.methods import get_method
+from ows.methods import get_method, method_names
 from ows.model_facts import PRESETS
 from ows.recipe.budget import OWS_FIELDS
 
@@ -32,9 +32,10 @@ PLAN_SIZES = dict(dtype="bfloat16", per_device_train_batch_size=16, max_seq_leng
 PLANNED_FIELDS = ("num_active_layers", "rank", "fused_step", "train_embeddings", "train_lm_head", "outside_optimizer",
                   "svd_method", "frozen_quantization", "sampling_granularity", "project_head_grad")
 SMOLLM2_LAYERS = 30
-# The budgets: the memory of the product's methods that train adapters (LoRA, QLoRA) or every layer with GaLore.
-# Named, not read from the registry: the peers' package methods (peer-dora, ...) register there once imported.
-BUDGET_METHODS = ("lora", "qlora", "galore")
+# The budgets: the memory of the product's methods that train adapters (LoRA, QLoRA) or every layer with GaLore;
+# not the peers' package methods (``peer-*``: peer-dora, ...), which register once bench.peers is imported.
+BUDGET_METHODS = tuple(m for m in method_names() if not m.startswith("peer-") and (
+    get_method(m).layers == "adapters" or (get_method(m).layers == "all" and get_method(m).galore)))
 
 
 def flag(value: Any) -> str:
