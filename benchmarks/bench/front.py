@@ -3,12 +3,13 @@ settings (the least memory) with and without NF4 frozen layers, the planner's ow
 and the peers' sizes that the main table lacks.
 
 Every row is (``ows train --method``, extra flags, label), as in ``bench/settings.py``. The settings are
-spelled out as flags, so a row means the same whatever the product's defaults are. The planner's rows are computed here, from the project's estimator, for the
-memory axis that matters to a GPU user: Llama-3.1-8B's shapes at ``PLAN_SIZES`` (bf16, batch 16 x 512
-tokens, gradient checkpointing, the chunked loss). The budget is the estimate of QLoRA, LoRA or GaLore
-there, the planner starts from ``ows train``'s defaults for OWS, as ``ows memory --max_memory`` does, with the
-sizes fixed (as a user who gave them would) and no headroom (the budgets are estimates already), and the row
-trains SmolLM2 with the OWS settings the planner chose (gamma capped at SmolLM2's 30 layers).
+spelled out as flags, so a row means the same whatever the product's defaults are. The planner's rows are
+computed here, from the project's estimator, for the memory axis that matters to a GPU user: Llama-3.1-8B's
+shapes at ``PLAN_SIZES`` (bf16, batch 16 x 512 tokens, gradient checkpointing, the chunked loss). The budget is
+the estimate of QLoRA, LoRA or GaLore there; the planner starts from ``ows train``'s defaults for OWS, as
+``ows memory --max_memory`` does, with the sizes fixed (as a user who gave them would) and no headroom (the
+budgets are estimates already), and the row trains SmolLM2 with the OWS settings the planner chose (gamma
+capped at SmolLM2's 30 layers).
 """
 
 from __future__ import annotations
@@ -66,18 +67,15 @@ def planned_flags(budget_method: str) -> tuple[str, ...]:
             "--sampling_strategy", defaults.sampling_strategy)
 
 
-def _layer_pick(gamma: int, quantization: str) -> tuple[str, ...]:
-    """The planner's picks when whole layers drawn by owl were the benchmark's start (2026-12-06/07)."""
+def _past_pick(gamma: int, svd_method: str, quantization: str, *more: str) -> tuple[str, ...]:
+    """The flags of a pick the planner made in the past (kept as rows, so their runs still match): whole layers
+    drawn by owl when those were the benchmark's start (2026-12-06/07), ``MODULE_PICK`` added for single weights."""
     return ("--num_active_layers", str(gamma), "--rank", "128", "--fused_step", "false", "--train_embeddings", "true",
-            "--train_lm_head", "true", "--outside_optimizer", "galore", "--svd_method", "gram",
-            "--frozen_quantization", quantization)
+            "--train_lm_head", "true", "--outside_optimizer", "galore", "--svd_method", svd_method,
+            "--frozen_quantization", quantization, *more)
 
 
-def _module_pick(gamma: int) -> tuple[str, ...]:
-    """The planner's pick at GaLore's budget while its spending cap was a quarter of the layers (2026-12-07)."""
-    return ("--num_active_layers", str(gamma), "--rank", "128", "--fused_step", "false", "--train_embeddings", "true",
-            "--train_lm_head", "true", "--outside_optimizer", "galore", "--svd_method", "auto", "--frozen_quantization",
-            "none", "--sampling_granularity", "module", "--project_head_grad", "true", "--sampling_strategy", "uniform")
+MODULE_PICK = ("--sampling_granularity", "module", "--project_head_grad", "true", "--sampling_strategy", "uniform")
 
 
 def _rows() -> tuple[dict[str, tuple[str, tuple[str, ...], str]], dict[str, str]]:
@@ -89,7 +87,8 @@ def _rows() -> tuple[dict[str, tuple[str, tuple[str, ...], str]], dict[str, str]
         "dora": ("peer-dora", (), "DoRA r16 (peft use_dora)"),
     }
     for gamma in (2, 5, 10, 30):
-        rows[f"ows-g{gamma}"] = ("ows", (*DEFAULTS, "--num_active_layers", str(gamma)), f"OWS (GaLore outside, whole layers by owl), γ={gamma}")
+        rows[f"ows-g{gamma}"] = ("ows", (*DEFAULTS, "--num_active_layers", str(gamma)),
+                                 f"OWS (GaLore outside, whole layers by owl), γ={gamma}")
     for gamma in (2, 5, 10, 30):  # today's defaults: single weights drawn uniformly, gamma layers' worth
         rows[f"ows-module-g{gamma}"] = ("ows", (*DEFAULTS, "--num_active_layers", str(gamma), "--sampling_strategy",
                                                 "uniform", "--sampling_granularity", "module"),
@@ -102,15 +101,15 @@ def _rows() -> tuple[dict[str, tuple[str, tuple[str, ...], str]], dict[str, str]
     rows["ows-lean-nf4-g5"] = ("ows", (*LEAN, "--frozen_quantization", "nf4", "--num_active_layers", "5"),
                                "OWS lean + NF4 frozen layers, γ=5")
     # The planner's pick at LoRA's 8B memory before int8 frozen layers were one of its levers (2026-12-06).
-    rows["ows-nf4-g8"] = ("ows", _layer_pick(8, "nf4"), "OWS + NF4 frozen layers, γ=8 (the planner's earlier pick "
-                          "at LoRA's 8B memory)")
+    rows["ows-nf4-g8"] = ("ows", _past_pick(8, "gram", "nf4"), "OWS + NF4 frozen layers, γ=8 (the planner's "
+                          "earlier pick at LoRA's 8B memory)")
     # The planner's picks from whole layers drawn by owl (the benchmark's start before 2026-12-07's rows).
-    rows["ows-plan-layer-lora"] = ("ows", _layer_pick(8, "int8"), "OWS + int8 frozen layers, whole layers, γ=8 (the "
-                                   "planner's pick at LoRA's 8B memory from whole layers)")
-    rows["ows-plan-layer-qlora"] = ("ows", _layer_pick(2, "nf4"), "OWS + NF4 frozen layers, whole layers, γ=2 (the "
-                                    "planner's pick at QLoRA's 8B memory from whole layers)")
-    rows["ows-plan-galore-g8"] = ("ows", _module_pick(8), "OWS, 8 layers' worth (the planner's pick at galore's 8B "
-                                  "memory while it spent up to a quarter of the layers)")
+    rows["ows-plan-layer-lora"] = ("ows", _past_pick(8, "gram", "int8"), "OWS + int8 frozen layers, whole layers, "
+                                   "γ=8 (the planner's pick at LoRA's 8B memory from whole layers)")
+    rows["ows-plan-layer-qlora"] = ("ows", _past_pick(2, "gram", "nf4"), "OWS + NF4 frozen layers, whole layers, "
+                                    "γ=2 (the planner's pick at QLoRA's 8B memory from whole layers)")
+    rows["ows-plan-galore-g8"] = ("ows", _past_pick(8, "auto", "none", *MODULE_PICK), "OWS, 8 layers' worth (the "
+                                  "planner's pick at galore's 8B memory while it spent up to a quarter of the layers)")
     for method in BUDGET_METHODS:  # a pick the planner made at a smaller budget already is that row
         flags = planned_flags(method)
         same = [row for row in plan_row.values() if rows[row][1] == flags]

@@ -62,6 +62,12 @@ def test_headroom_is_kept_free_and_room_to_spare_buys_more_sampled_layers():
     unspent = [note for note in roomy.notes if "left unspent" in note]
     assert len(unspent) == 1 and "num_active_layers stops at 6, 20% of the 32 layers" in unspent[0]
     assert unspent[0] in "\n".join(roomy.lines())
+    # a model of 20 layers at gamma 5: a fifth is 4, so gamma stays where the run started and the note says so
+    shallow = plan_for_budget(dict(LLAMA7B, num_hidden_layers=20), "ows", parse_budget("40GiB"),
+                              dict(START, gradient_checkpointing=True), headroom=2**30)
+    assert shallow.settings["num_active_layers"] == 5
+    assert any("num_active_layers stays at 5, where it started (above 20% of the 20 layers)" in note
+               for note in shallow.notes)
     kept = plan_for_budget(LLAMA7B, "ows", parse_budget("40GiB"), dict(START, gradient_checkpointing=True),
                            fixed=frozenset({"num_active_layers"}), headroom=2**30)
     assert kept.settings["num_active_layers"] == 5

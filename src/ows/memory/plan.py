@@ -236,6 +236,16 @@ def _apply_cheapest(plan: Plan, levers: list[Lever], model_config: dict[str, Any
     return True
 
 
+def _unspent_note(plan: Plan, field: str, cap: int, layers: int, started: int) -> str:
+    """Why the room left under the target stays unspent: ``field`` is at its cap (a share of the layers, or the
+    value the plan started from where that is already above the share)."""
+    share = f"{SPEND_LAYER_SHARE:.0%} of the {layers} layers"
+    where = f"stays at {cap}, where it started (above {share})" if started > int(layers * SPEND_LAYER_SHARE) \
+        else f"stops at {cap}, {share}"
+    return (f"{size_text(plan.target - plan.total)} left unspent: {field} {where}; more did not train better on the "
+            "equal-memory front and forgot more (docs/RESULTS.md)")
+
+
 def _spend(plan: Plan, levers: list[Lever], model_config: dict[str, Any], method: str,
            start: dict[str, Any]) -> None:
     """Spend the room left under the target on the levers that improve quality, each as far as it fits and up to
@@ -252,9 +262,7 @@ def _spend(plan: Plan, levers: list[Lever], model_config: dict[str, Any], method
             if total > plan.target:
                 break
             if trial[lever.field] > cap:
-                plan.notes.append(f"{size_text(plan.target - plan.total)} left unspent: {lever.field} stops at {cap}, "
-                                  f"{SPEND_LAYER_SHARE:.0%} of the {layers} layers (more did not train better on the "
-                                  "equal-memory front and forgot more, docs/RESULTS.md)")
+                plan.notes.append(_unspent_note(plan, lever.field, cap, layers, start[lever.field]))
                 break
             plan.settings, plan.total = trial, total
             plan.steps.append(Step(lever.field, trial[lever.field], lever.why, total, spends=True))

@@ -26,7 +26,8 @@ def heldout_metrics(model: Any, tokenizer: Any, datasets: Datasets, script: Scri
     if not datasets.heldout:
         return {}
     logger.info("held-out evaluation (%s training) on %d items", when, len(datasets.heldout))
-    metrics = {"heldout_answer_loss": answer_loss(model, tokenizer, datasets.heldout, HELDOUT_BATCH_SIZE, script.max_seq_length)}
+    loss = answer_loss(model, tokenizer, datasets.heldout, HELDOUT_BATCH_SIZE, script.max_seq_length)
+    metrics = {"heldout_answer_loss": loss}
     if script.heldout_generate:
         items = datasets.heldout[: script.heldout_generate]
         scorer = reasoning.score if datasets.reasoning else None
