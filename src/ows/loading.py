@@ -91,6 +91,9 @@ def resolve_model_path(name_or_path: str) -> str:
         raise FileNotFoundError(
             f"model={name_or_path!r} does not exist: check the path, or use {DEMO_ALIASES[0]!r} for the demo model"
         )
+    from .model_facts import use_cache_when_offline
+
+    use_cache_when_offline(name_or_path)  # a cached hub id with no Hub to reach loads from the cache at once
     return name_or_path
 
 

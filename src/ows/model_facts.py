@@ -92,6 +92,28 @@ def hub_unreachable(timeout: float = 5.0) -> str | None:
     return f"{host} cannot be reached: {failed[0]}" if failed else None
 
 
+_OFFLINE_CHECKED: set[str] = set()
+
+
+def use_cache_when_offline(model: str) -> bool:
+    """True, and offline mode for the rest of this process and its children (``HF_HUB_OFFLINE``), when hub id
+    ``model`` is in the local Hugging Face cache and the Hub cannot be reached now: the loads then read the cache
+    at once, where each file would first go through the Hub client's retries (minutes for a model). Checked once
+    per id; a host that resolves but does not answer is not detected (the client's retries then run)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or model in _OFFLINE_CHECKED or cached_hub_config(model) is None:
+        return bool(constants.HF_HUB_OFFLINE)
+    _OFFLINE_CHECKED.add(model)
+    problem = hub_unreachable()
+    if problem is None:
+        return False
+    constants.HF_HUB_OFFLINE = True  # huggingface_hub and transformers read it at each call
+    os.environ["HF_HUB_OFFLINE"] = "1"  # for child processes (DDP workers, lm-eval)
+    logger.warning("%s: loading %s from the local Hugging Face cache (offline mode for this run)", problem, model)
+    return True
+
+
 def _hub_config(model: str) -> dict[str, Any]:
     """A hub id's config: from the local Hugging Face cache, else downloaded (unless offline)."""
     offline_fix = "pass a local model folder, a config.json path, or a built-in name (" + ", ".join(
