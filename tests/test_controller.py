@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from ows import OWSConfig, OWSController, create_ows, find_decoder_layers, optimizer_state_bytes, set_trainable
+from ows.controller import layer_list
 from conftest import random_batch, tiny_model
 
 LAYERS = 8
@@ -201,3 +202,10 @@ def test_by_default_the_weights_outside_the_layers_train_with_galore_moments_and
     assert head["rank"] == 4 and head["svd"] == "gram"  # ows's default (docs/RESULTS.md); svd_method auto
     lisa = build_method("lisa", tiny_model("llama", layers=4), OWSConfig(sampling_granularity="layer", num_active_layers=1))
     assert lisa.config.outside_optimizer == "adamw" and not any("rank" in g for g in lisa.optimizer.param_groups)
+
+
+@pytest.mark.parametrize("layers, text", [((3, 7, 12), "3,7,12"), ((12, 3, 7, 8), "3,7,8,12"),
+                                          ((0, 2, 3, 4, 5, 6, 7, 8, 10, 12, 13, 14), "0,2-8,10,12-14"),
+                                          ((), ""), ((29, 28, 27), "27-29")])
+def test_layer_lists_in_log_lines_show_runs_of_three_or_more_as_ranges(layers, text):
+    assert layer_list(layers) == text

@@ -42,6 +42,19 @@ def release_optimizer_state(optimizer: Optimizer, params: list[nn.Parameter]) ->
     return released
 
 
+
+def layer_list(layers: Iterable[int]) -> str:
+    """``0,2-8,10``: layer indices in order, each run of three or more as a range, so that a log line that
+    names the layers of many drawn weights stays short."""
+    ordered = sorted(set(layers))
+    parts, start = [], 0
+    for end in range(1, len(ordered) + 1):
+        if end == len(ordered) or ordered[end] != ordered[end - 1] + 1:
+            run = ordered[start:end]
+            parts += [f"{run[0]}-{run[-1]}"] if len(run) >= 3 else [str(i) for i in run]
+            start = end
+    return ",".join(parts)
+
 class OWSController:
     """Keeps the trainable blocks of ``model`` (decoder layers, or single weights) in sync with ``sampler``.
 
@@ -130,7 +143,7 @@ class OWSController:
         if is_main_process():
             drawn = "" if self.granularity == "layer" else f" ({len(new_blocks)} weights, {self._size(new_blocks):,} " \
                                                           "parameters)"
-            logger.info("step %d: active decoder layers %s%s%s", step, list(self.active), drawn, swap)
+            logger.info("step %d: active decoder layers %s%s%s", step, layer_list(self.active), drawn, swap)
         if self.on_resample is not None:
             self.on_resample(step, self.active)
         return self.active

@@ -9,19 +9,20 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from ..controller import layer_list
 from ..memory.measure import peak_memory_text
 
 logger = logging.getLogger(__name__)
 
 
 def step_line(step: int, max_steps: int, logs: dict[str, Any], active: Any = None) -> str:
-    """``step 5/60: loss 2.1834, lr 2.93e-04, grad_norm 1.27, active layers 3,7,12, ...``: one logging step."""
+    """``step 5/60: loss 2.1834, lr 2.93e-04, grad_norm 1.27, active layers 3,7,12-14, ...``: one logging step."""
     parts = [f"step {step}/{max_steps}:"]
     named = [("loss", "loss", "{:.4f}"), ("learning_rate", "lr", "{:.3g}"), ("grad_norm", "grad_norm", "{:.3g}"),
              ("eval_loss", "eval_loss", "{:.4f}")]
     parts += [f"{label} {fmt.format(logs[key])}," for key, label, fmt in named if isinstance(logs.get(key), (int, float))]
     if active is not None:
-        parts.append(f"active layers {','.join(str(i) for i in active)},")
+        parts.append(f"active layers {layer_list(active)},")
     parts.append(f"peak memory {peak_memory_text()}")
     return " ".join(parts)
 
@@ -57,7 +58,7 @@ class ProgressCallback(TrainerCallback):
         if self.last_loss is not None:
             postfix["loss"] = f"{self.last_loss:.3f}"
         if self._active() is not None:
-            postfix["layers"] = ",".join(str(i) for i in self._active())
+            postfix["layers"] = layer_list(self._active())
         postfix["peak_mem"] = peak_memory_text()
         self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(state.global_step - self.bar.n)
