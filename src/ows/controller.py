@@ -42,7 +42,6 @@ def release_optimizer_state(optimizer: Optimizer, params: list[nn.Parameter]) ->
     return released
 
 
-
 def layer_list(layers: Iterable[int]) -> str:
     """``0,2-8,10``: layer indices in order, each run of three or more as a range, so that a log line that
     names the layers of many drawn weights stays short."""
@@ -54,6 +53,7 @@ def layer_list(layers: Iterable[int]) -> str:
             parts += [f"{run[0]}-{run[-1]}"] if len(run) >= 3 else [str(i) for i in run]
             start = end
     return ",".join(parts)
+
 
 class OWSController:
     """Keeps the trainable blocks of ``model`` (decoder layers, or single weights) in sync with ``sampler``.

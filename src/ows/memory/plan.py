@@ -236,12 +236,11 @@ def _apply_cheapest(plan: Plan, levers: list[Lever], model_config: dict[str, Any
     return True
 
 
-def _unspent_note(plan: Plan, field: str, cap: int, layers: int, started: int) -> str:
-    """Why the room left under the target stays unspent: ``field`` is at its cap (a share of the layers, or the
-    value the plan started from where that is already above the share)."""
+def _unspent_note(plan: Plan, field: str, cap: int, layers: int, share_cap: int) -> str:
+    """Why the room left under the target stays unspent: ``field`` is at its cap (``share_cap``, a share of the
+    layers, or the value the plan started from where that is already above it)."""
     share = f"{SPEND_LAYER_SHARE:.0%} of the {layers} layers"
-    where = f"stays at {cap}, where it started (above {share})" if started > int(layers * SPEND_LAYER_SHARE) \
-        else f"stops at {cap}, {share}"
+    where = f"stays at {cap}, where it started (above {share})" if cap > share_cap else f"stops at {cap}, {share}"
     return (f"{size_text(plan.target - plan.total)} left unspent: {field} {where}; more did not train better on the "
             "equal-memory front and forgot more (docs/RESULTS.md)")
 
@@ -252,8 +251,9 @@ def _spend(plan: Plan, levers: list[Lever], model_config: dict[str, Any], method
     its cap (a field the plan had to lower first comes back up: a later lever may have made the room; those
     steps down and back up are then left out by :func:`_drop_detours`)."""
     layers = model_config.get("text_config", model_config).get("num_hidden_layers") or 0
+    share_cap = int(layers * SPEND_LAYER_SHARE)
     for lever in levers:
-        cap = max(int(layers * SPEND_LAYER_SHARE), start[lever.field])
+        cap = max(share_cap, start[lever.field])
         while True:
             trial = _trial(plan, lever)
             if trial is None:
@@ -262,7 +262,7 @@ def _spend(plan: Plan, levers: list[Lever], model_config: dict[str, Any], method
             if total > plan.target:
                 break
             if trial[lever.field] > cap:
-                plan.notes.append(_unspent_note(plan, lever.field, cap, layers, start[lever.field]))
+                plan.notes.append(_unspent_note(plan, lever.field, cap, layers, share_cap))
                 break
             plan.settings, plan.total = trial, total
             plan.steps.append(Step(lever.field, trial[lever.field], lever.why, total, spends=True))
