@@ -98,8 +98,11 @@ def _rows() -> tuple[dict[str, tuple[str, tuple[str, ...], str]], dict[str, str]
     for gamma in (5, 10):  # with the fused step and nothing trained outside the layers, gamma costs little memory
         rows[f"ows-lean-module-g{gamma}"] = ("ows", (*LEAN, *rows[f"ows-module-g{gamma}"][1]), "OWS lean, single "
                                              f"weights drawn uniformly, {gamma} layers' worth")
-    rows["ows-lean-nf4-g5"] = ("ows", (*LEAN, "--frozen_quantization", "nf4", *rows["ows-module-g5"][1]),
-                               "OWS lean + NF4 frozen layers, single weights drawn uniformly, 5 layers' worth")
+    for gamma in (5, 10):
+        rows[f"ows-lean-nf4-g{gamma}"] = ("ows", (*LEAN, "--frozen_quantization", "nf4",
+                                                  *rows[f"ows-module-g{gamma}"][1]),
+                                          f"OWS lean + NF4 frozen layers, single weights drawn uniformly, {gamma} "
+                                          "layers' worth")
     # The planner's pick at LoRA's 8B memory before int8 frozen layers were one of its levers (2026-12-06).
     rows["ows-nf4-g8"] = ("ows", _past_pick(8, "gram", "nf4"), "OWS + NF4 frozen layers, γ=8 (the planner's "
                           "earlier pick at LoRA's 8B memory)")
