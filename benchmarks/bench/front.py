@@ -98,7 +98,7 @@ def _rows() -> tuple[dict[str, tuple[str, tuple[str, ...], str]], dict[str, str]
     for gamma in (5, 10):  # with the fused step and nothing trained outside the layers, gamma costs little memory
         rows[f"ows-lean-module-g{gamma}"] = ("ows", (*LEAN, *rows[f"ows-module-g{gamma}"][1]), "OWS lean, single "
                                              f"weights drawn uniformly, {gamma} layers' worth")
-    for gamma in (5, 10):
+    for gamma in (2, 5, 10):  # gamma = 2 is the ows row that fits QLoRA's measured bytes on SmolLM2
         rows[f"ows-lean-nf4-g{gamma}"] = ("ows", (*LEAN, "--frozen_quantization", "nf4",
                                                   *rows[f"ows-module-g{gamma}"][1]),
                                           f"OWS lean + NF4 frozen layers, single weights drawn uniformly, {gamma} "
