@@ -128,8 +128,23 @@ def front_table(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]], 
     return "\n".join(lines)
 
 
+def _name_front(ax: Any, front: dict[str, tuple[float, float]]) -> None:
+    """Name the front's rows below their points, a name one line further down for each named row whose point
+    lies within a twelfth of the front's span on both axes (crowded rows would print over each other)."""
+    mems, values = [m for m, _ in front.values()], [v for _, v in front.values()]
+    near_mem, near_value = (max(mems) - min(mems)) / 12, (max(values) - min(values)) / 12
+    named: list[tuple[float, float, int]] = []
+    for row, (mem, value) in sorted(front.items(), key=lambda item: item[1]):
+        level = max((lv + 1 for m, v, lv in named if abs(m - mem) <= near_mem and abs(v - value) <= near_value),
+                    default=0)
+        ax.annotate(row, (mem, value), fontsize=8, xytext=(4, -10 - 9 * level), textcoords="offset points")
+        named.append((mem, value, level))
+
+
 def front_plot(summary: dict[str, dict[str, Any]], axes: dict[str, dict[str, float]], out: Path) -> str | None:
-    """``front.png``: held-out loss against each memory axis, the front connected, ows rows in colour."""
+    """``front.png``: held-out loss against each memory axis, the front connected and named, ows rows in red,
+    peers in blue (the other rows unnamed: they crowd within a few hundredths; ``front.md`` and the table name
+    them)."""
     from bench.plots import finish, pyplot
 
     plt = pyplot()
@@ -140,11 +155,14 @@ def front_plot(summary: dict[str, dict[str, Any]], axes: dict[str, dict[str, flo
     for ax, (axis, memory) in zip(panels, axes.items()):
         points = {row: (gib, summary[row]["heldout_answer_loss"]["mean"]) for row, gib in memory.items()
                   if summary[row]["heldout_answer_loss"]["mean"] is not None}
-        best = sorted((points[row] for row in pareto(points)))
+        front = pareto(points)
+        best = sorted(points[row] for row in front)
         ax.plot([m for m, _ in best], [l for _, l in best], "k--", lw=1, label="front")
-        for row, (mem, value) in points.items():
-            ax.scatter(mem, value, color="tab:red" if row.startswith("ows") else "tab:blue", s=25)
-            ax.annotate(row, (mem, value), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        for ours, label in ((True, "ows rows"), (False, "peers")):
+            mine = [points[row] for row in points if row.startswith("ows") == ours]
+            ax.scatter([m for m, _ in mine], [l for _, l in mine], color="tab:red" if ours else "tab:blue", s=25,
+                       label=label)
+        _name_front(ax, {row: points[row] for row in front})
         ax.set_xlabel(axis)
     finish(plt, fig, panels, None, "held-out answer loss (mean over seeds)", out / "front.png")
     return "front.png"

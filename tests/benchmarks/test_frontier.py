@@ -18,6 +18,23 @@ def test_the_front_keeps_the_rows_no_other_row_beats_on_memory_and_loss():
     assert fr.pareto(points) == {"a", "b", "d"}
 
 
+def test_crowded_front_rows_are_named_on_separate_lines_and_lone_ones_beside_their_point():
+    fr = _load()
+
+    class Axes:
+        def __init__(self):
+            self.names = {}
+
+        def annotate(self, text, xy, xytext, **_):
+            self.names[text] = xytext[1]
+
+    ax = Axes()
+    fr._name_front(ax, {"a": (1.0, 1.53), "b": (1.1, 1.531), "c": (1.15, 1.532), "far": (13.0, 1.50),
+                        "high": (1.0, 1.68)})
+    assert len({ax.names[row] for row in ("a", "b", "c")}) == 3
+    assert ax.names["far"] == ax.names["high"] == max(ax.names.values())
+
+
 def test_the_8b_axis_follows_each_rows_options_and_leaves_peers_out():
     fr = _load()
     lean = ["--method", "ows", "--num_active_layers", "5", "--train_embeddings", "false", "--train_lm_head", "false",
