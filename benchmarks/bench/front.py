@@ -89,18 +89,18 @@ def _rows() -> tuple[dict[str, tuple[str, tuple[str, ...], str]], dict[str, str]
     for gamma in (2, 5, 10, 30):
         rows[f"ows-g{gamma}"] = ("ows", (*DEFAULTS, "--num_active_layers", str(gamma)),
                                  f"OWS (GaLore outside, whole layers by owl), γ={gamma}")
+    module = {gamma: (*DEFAULTS, "--num_active_layers", str(gamma), "--sampling_strategy", "uniform",
+                      "--sampling_granularity", "module") for gamma in (2, 5, 8, 10, 30)}
     for gamma in (2, 5, 10, 30):  # today's defaults: single weights drawn uniformly, gamma layers' worth
-        rows[f"ows-module-g{gamma}"] = ("ows", (*DEFAULTS, "--num_active_layers", str(gamma), "--sampling_strategy",
-                                                "uniform", "--sampling_granularity", "module"),
+        rows[f"ows-module-g{gamma}"] = ("ows", module[gamma],
                                         f"OWS defaults (single weights drawn uniformly), {gamma} layers' worth")
     rows["ows-lean-g5"] = ("ows", (*LEAN, "--num_active_layers", "5"), "OWS lean (embeddings and head frozen, "
                            "fused step), γ=5")
     for gamma in (5, 10):  # with the fused step and nothing trained outside the layers, gamma costs little memory
-        rows[f"ows-lean-module-g{gamma}"] = ("ows", (*LEAN, *rows[f"ows-module-g{gamma}"][1]), "OWS lean, single "
+        rows[f"ows-lean-module-g{gamma}"] = ("ows", (*LEAN, *module[gamma]), "OWS lean, single "
                                              f"weights drawn uniformly, {gamma} layers' worth")
-    for gamma in (2, 5, 10):  # gamma = 2 is the ows row that fits QLoRA's measured bytes on SmolLM2
-        rows[f"ows-lean-nf4-g{gamma}"] = ("ows", (*LEAN, "--frozen_quantization", "nf4",
-                                                  *rows[f"ows-module-g{gamma}"][1]),
+    for gamma in (2, 5, 8, 10):  # 2: fits QLoRA's measured bytes on SmolLM2, 8: QLoRA's 8B estimate
+        rows[f"ows-lean-nf4-g{gamma}"] = ("ows", (*LEAN, "--frozen_quantization", "nf4", *module[gamma]),
                                           f"OWS lean + NF4 frozen layers, single weights drawn uniformly, {gamma} "
                                           "layers' worth")
     # The planner's pick at LoRA's 8B memory before int8 frozen layers were one of its levers (2026-12-06).
