@@ -131,6 +131,8 @@ def front_table(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]], 
 def _name_front(ax: Any, front: dict[str, tuple[float, float]]) -> None:
     """Name the front's rows below their points, a name one line further down for each named row whose point
     lies within a twelfth of the front's span on both axes (crowded rows would print over each other)."""
+    if not front:
+        return
     mems, values = [m for m, _ in front.values()], [v for _, v in front.values()]
     near_mem, near_value = (max(mems) - min(mems)) / 12, (max(values) - min(values)) / 12
     named: list[tuple[float, float, int]] = []
