@@ -105,6 +105,11 @@ def pareto(points: dict[str, tuple[float, float]]) -> set[str]:
             if not any(m <= mem and l < loss and other != row for other, (m, l) in points.items())}
 
 
+def is_ows_row(row: str) -> bool:
+    """Whether a front row is one of ows's own configurations (the others are peers)."""
+    return row.startswith("ows")
+
+
 def front_table(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]], axes: dict[str, dict[str, float]]) -> str:
     """At each budget (QLoRA's, LoRA's, GaLore's memory on each axis): the best ows row and peer row that fit."""
     loss = {row: entry["heldout_answer_loss"]["mean"] for row, entry in summary.items()}
@@ -117,8 +122,8 @@ def front_table(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]], 
                 continue
             budget = memory[budget_row]
             fits = [row for row, gib in memory.items() if gib <= budget * 1.0001 and loss.get(row) is not None]
-            ours = [row for row in fits if row.startswith("ows")]
-            theirs = [row for row in fits if not row.startswith("ows")]
+            ours = [row for row in fits if is_ows_row(row)]
+            theirs = [row for row in fits if not is_ows_row(row)]
             best = [min(group, key=lambda r: loss[r]) if group else None for group in (ours, theirs)]
             cells = [f"{LABELS.get(r, r)} | {loss[r]:.3f} | {ppl[r]:.2f}" if r else "– | – | –" for r in best]
             diff = paired(runs, best[0], best[1], "heldout_answer_loss") if all(best) else None
@@ -161,7 +166,7 @@ def front_plot(summary: dict[str, dict[str, Any]], axes: dict[str, dict[str, flo
         best = sorted(points[row] for row in front)
         ax.plot([m for m, _ in best], [l for _, l in best], "k--", lw=1, label="front")
         for ours, label in ((True, "ows rows"), (False, "peers")):
-            mine = [points[row] for row in points if row.startswith("ows") == ours]
+            mine = [points[row] for row in points if is_ows_row(row) == ours]
             ax.scatter([m for m, _ in mine], [l for _, l in mine], color="tab:red" if ours else "tab:blue", s=25,
                        label=label)
         _name_front(ax, {row: points[row] for row in front})

@@ -33,7 +33,9 @@ def test_crowded_front_rows_are_named_on_separate_lines_and_lone_ones_beside_the
                         "high": (1.0, 1.68)})
     assert len({ax.names[row] for row in ("a", "b", "c")}) == 3
     assert ax.names["far"] == ax.names["high"] == max(ax.names.values())
-    fr._name_front(ax, {})  # an axis without a finished row draws no names
+    empty = Axes()
+    fr._name_front(empty, {})  # an axis without a finished row draws no names
+    assert empty.names == {}
 
 
 def test_the_8b_axis_follows_each_rows_options_and_leaves_peers_out():
